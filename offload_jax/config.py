@@ -1,0 +1,153 @@
+"""Configuration: frozen dataclasses for every knob, validated with clear errors.
+
+`SystemConfig` holds exactly the `system` keys of SPEC.md (the manifest's
+`system` section) with their defaults. It is hashable, so it can be a static
+argument of jitted functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+RANGE_KEYS = (
+    "cycles_range",
+    "data_bits_range",
+    "f_local_range",
+    "f_cloud_range",
+    "mean_snr_db_range",
+    "backhaul_rate_range",
+    "cloud_delay_range",
+)
+# Ranges sampled log-uniformly or used as rates/speeds must be strictly positive.
+POSITIVE_RANGE_KEYS = (
+    "cycles_range",
+    "data_bits_range",
+    "f_local_range",
+    "f_cloud_range",
+    "backhaul_rate_range",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is outside what is allowed; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemConfig:
+    """The edge system of SPEC.md. Units: cycles, bits, Hz, bit/s, seconds, dB."""
+
+    tasks: int = 10
+    cycles_range: tuple[float, float] = (5.0e7, 2.0e9)
+    data_bits_range: tuple[float, float] = (4.0e5, 4.0e7)
+    f_local_range: tuple[float, float] = (1.0e9, 4.0e9)
+    edge_cores: int = 8
+    edge_core_hz: float = 2.5e9
+    f_cloud_range: tuple[float, float] = (2.0e10, 4.0e10)
+    subcarriers: int = 8
+    subcarrier_bandwidth: float = 1.0e6
+    subcarrier_free_prob: float = 0.5
+    mean_snr_db_range: tuple[float, float] = (0.0, 20.0)
+    downlink_factor: float = 2.0
+    backhaul_rate_range: tuple[float, float] = (5.0e6, 1.0e8)
+    cloud_delay_range: tuple[float, float] = (0.02, 0.15)
+
+    def validate(self) -> "SystemConfig":
+        """Return self if every field is allowed, else raise ConfigError naming the field."""
+        for name in ("tasks", "edge_cores", "subcarriers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in RANGE_KEYS:
+            value = getattr(self, name)
+            if not (isinstance(value, tuple) and len(value) == 2):
+                raise ConfigError(f"{name} must be a pair [low, high], got {value!r}")
+            lo, hi = value
+            if not all(_is_finite_number(v) for v in value):
+                raise ConfigError(f"{name} must hold two finite numbers, got {value!r}")
+            if lo > hi:
+                raise ConfigError(f"{name} must satisfy low <= high, got [{lo}, {hi}]")
+            if name in POSITIVE_RANGE_KEYS and lo <= 0:
+                raise ConfigError(f"{name} must be > 0 (low and high), got [{lo}, {hi}]")
+            if name == "cloud_delay_range" and lo < 0:
+                raise ConfigError(f"{name} must be >= 0 seconds, got [{lo}, {hi}]")
+        for name in ("edge_core_hz", "subcarrier_bandwidth", "downlink_factor"):
+            value = getattr(self, name)
+            if not _is_finite_number(value) or value <= 0:
+                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+        p = self.subcarrier_free_prob
+        if not _is_finite_number(p) or not 0.0 <= p <= 1.0:
+            raise ConfigError(f"subcarrier_free_prob must be in [0, 1], got {p!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with exactly the SPEC keys (ranges as lists)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SystemConfig":
+        """Build and validate from a dict such as a manifest's `system` section."""
+        unknown = sorted(set(d) - set(field_names()))
+        if unknown:
+            raise ConfigError(f"unknown system key(s) {unknown}; allowed: {list(field_names())}")
+        kwargs = {k: _coerce(k, v) for k, v in d.items()}
+        return cls(**kwargs).validate()
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "SystemConfig":
+        """Copy with some keys replaced (values may be strings as typed on a command line)."""
+        merged = self.to_dict()
+        for key, value in overrides.items():
+            if key not in merged:
+                raise ConfigError(
+                    f"unknown system key {key!r}; allowed: {list(field_names())}"
+                )
+            merged[key] = value
+        return SystemConfig.from_dict(merged)
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(SystemConfig))
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """Parse `key=value` strings (ranges as `low,high`) from `--set`."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value (e.g. backhaul_rate_range=1e6,5e7), got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _is_finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn JSON / command-line values into the field's type, with errors naming the field."""
+    try:
+        if name in RANGE_KEYS:
+            if isinstance(value, str):
+                value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise ConfigError(f"{name} must be a pair low,high, got {value!r}")
+            return (float(value[0]), float(value[1]))
+        if name in ("tasks", "edge_cores", "subcarriers"):
+            if isinstance(value, str):
+                value = float(value)
+            if isinstance(value, bool) or float(value) != int(value):
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+            return int(value)
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{name}: cannot read {value!r} as a number ({exc})") from None

@@ -1,0 +1,122 @@
+"""Exact solvers: label = argmin over all 3^T placements of `cost.path_latency`.
+
+Two independent algorithms that must agree on every state:
+
+* `solve_enumerate`: exhaustive enumeration, vmapped over states, chunked over
+  placements (a lax.scan over fixed prefixes) so memory stays bounded for large T.
+* `solve_dp`: exact dynamic program over the chain (min-plus / Viterbi over the 3 sites).
+
+Ties go to the lexicographically smallest placement in both. Both add the same
+float32 terms in the same order as `path_latency`, so the optimal latency they
+return equals `path_latency(costs, label)` exactly.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from offload_jax.cost import NUM_SITES, StageCosts, num_tasks
+
+SOLVERS = ("dp", "enumerate")
+
+
+def _digits(index: jax.Array, length: int) -> jax.Array:
+    """Base-3 digits of `index`, most significant first (lexicographic order = index order)."""
+    powers = NUM_SITES ** np.arange(length - 1, -1, -1)
+    return (index // powers) % NUM_SITES
+
+
+def _enumerate_one(costs: StageCosts, suffix_tasks: int) -> tuple[jax.Array, jax.Array]:
+    """Enumeration for one state (no batch axis)."""
+    t_len = num_tasks(costs)
+    suffix = min(suffix_tasks, t_len)
+    prefix = t_len - suffix
+
+    def suffix_values(prefix_index: jax.Array) -> jax.Array:
+        """Latencies of the 3^suffix placements that start with prefix number `prefix_index`."""
+        if prefix == 0:
+            vals = costs.first  # (3,): partial placements of length 1
+            start = 1
+        else:
+            dig = _digits(prefix_index, prefix)
+            acc = costs.first[dig[0]]
+            for t in range(1, prefix):
+                acc = acc + costs.step[t - 1, dig[t - 1], dig[t]]
+            vals = acc + costs.step[prefix - 1, dig[prefix - 1]]  # (3,)
+            start = prefix + 1
+        for t in range(start, t_len):
+            vals = (vals.reshape(-1, NUM_SITES)[:, :, None] + costs.step[t - 1][None]).reshape(-1)
+        return (vals.reshape(-1, NUM_SITES) + costs.last[None]).reshape(-1)
+
+    if prefix == 0:
+        vals = suffix_values(jnp.int32(0))
+        best = jnp.argmin(vals)  # first minimum = lexicographically smallest
+        return best.astype(jnp.int32), vals[best]
+
+    def body(carry, p):
+        best_idx, best_val = carry
+        vals = suffix_values(p)
+        local = jnp.argmin(vals)
+        val = vals[local]
+        better = val < best_val  # strict: an earlier (smaller) prefix wins ties
+        idx = p * NUM_SITES**suffix + local.astype(jnp.int32)
+        return (jnp.where(better, idx, best_idx), jnp.where(better, val, best_val)), None
+
+    init = (jnp.int32(0), jnp.asarray(jnp.inf, costs.first.dtype))
+    (best_idx, best_val), _ = jax.lax.scan(body, init, jnp.arange(NUM_SITES**prefix, dtype=jnp.int32))
+    return best_idx, best_val
+
+
+def solve_enumerate(costs: StageCosts, suffix_tasks: int = 8) -> tuple[jax.Array, jax.Array]:
+    """Exhaustive search. costs with batch axis (n,) -> (labels (n, T) int8, latency (n,)).
+
+    Placements are scanned in chunks of 3^suffix_tasks (all placements sharing a
+    prefix), so memory is O(n * 3^suffix_tasks) whatever T is.
+    """
+    t_len = num_tasks(costs)
+    idx, val = jax.vmap(lambda c: _enumerate_one(c, suffix_tasks))(costs)
+    labels = _digits(idx[:, None], t_len).astype(jnp.int8)
+    return labels, val
+
+
+def solve_dp(costs: StageCosts) -> tuple[jax.Array, jax.Array]:
+    """Chain dynamic program. costs with batch axis (n,) -> (labels (n, T) int8, latency (n,)).
+
+    value[s] is the least latency of a partial placement ending at site s; among
+    equal values the lexicographically smallest partial placement is kept, which
+    is decided from `rank` (the lexicographic order of the 3 kept partial placements).
+    """
+    return jax.vmap(_dp_one)(costs)
+
+
+def _dp_one(costs: StageCosts) -> tuple[jax.Array, jax.Array]:
+    t_len = num_tasks(costs)
+    sites = jnp.arange(NUM_SITES)
+    value = costs.first
+    rank = sites
+    preds = []
+
+    for t in range(1, t_len):
+        cand = value[:, None] + costs.step[t - 1]  # (a, b)
+        value = jnp.min(cand, axis=0)
+        pred = jnp.argmin(jnp.where(cand == value[None, :], rank[:, None], NUM_SITES), axis=0)
+        key = rank[pred] * NUM_SITES + sites
+        rank = jnp.sum(key[None, :] < key[:, None], axis=1)
+        preds.append(pred)
+    total = value + costs.last
+    best = jnp.min(total)
+    site = jnp.argmin(jnp.where(total == best, rank, NUM_SITES))
+    x = [site]
+    for pred in reversed(preds):
+        x.append(pred[x[-1]])
+    return jnp.stack(x[::-1]).astype(jnp.int8), best
+
+
+def solve(costs: StageCosts, solver: str = "dp") -> tuple[jax.Array, jax.Array]:
+    if solver == "dp":
+        return solve_dp(costs)
+    if solver == "enumerate":
+        return solve_enumerate(costs)
+    raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")

@@ -1,0 +1,144 @@
+"""System states of SPEC.md: a pytree of per-sample arrays and a pure, jittable sampler.
+
+Every state's randomness comes from `fold_in(key, index)`, so state i is
+bit-identical whatever the batch it is sampled in, or the device it runs on.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from offload_jax.config import SystemConfig
+
+
+class SystemState(NamedTuple):
+    """One state (unbatched shapes below) or a batch of them (leading axis n).
+
+    Field names, shapes and dtypes are fixed by SPEC.md.
+    """
+
+    cycles: jax.Array  # (T,) float32, CPU cycles per sub-task
+    data_bits: jax.Array  # (T+1,) float32, bits entering sub-task t; [T] = result
+    f_local: jax.Array  # () float32, Hz
+    edge_cores_free: jax.Array  # () int32
+    f_edge: jax.Array  # () float32, Hz = edge_cores_free * edge_core_hz
+    f_cloud: jax.Array  # () float32, Hz
+    snr: jax.Array  # (N,) float32, linear
+    subcarrier_free: jax.Array  # (N,) bool
+    rate_up: jax.Array  # () float32, bit/s
+    rate_down: jax.Array  # () float32, bit/s
+    backhaul_rate: jax.Array  # () float32, bit/s
+    cloud_delay: jax.Array  # () float32, seconds
+
+
+STATE_FIELDS: tuple[str, ...] = SystemState._fields
+
+
+def state_shapes(cfg: SystemConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Per-sample shape and dtype of every field (no batch axis)."""
+    t, n = cfg.tasks, cfg.subcarriers
+    f32, i32 = np.dtype(np.float32), np.dtype(np.int32)
+    return {
+        "cycles": ((t,), f32),
+        "data_bits": ((t + 1,), f32),
+        "f_local": ((), f32),
+        "edge_cores_free": ((), i32),
+        "f_edge": ((), f32),
+        "f_cloud": ((), f32),
+        "snr": ((n,), f32),
+        "subcarrier_free": ((n,), np.dtype(np.bool_)),
+        "rate_up": ((), f32),
+        "rate_down": ((), f32),
+        "backhaul_rate": ((), f32),
+        "cloud_delay": ((), f32),
+    }
+
+
+def _log_uniform(u: jax.Array, bounds: tuple[float, float]) -> jax.Array:
+    lo, hi = np.log(np.float32(bounds[0])), np.log(np.float32(bounds[1]))
+    return jnp.exp(lo + u * (hi - lo))
+
+
+def _uniform(u: jax.Array, bounds: tuple[float, float]) -> jax.Array:
+    lo, hi = np.float32(bounds[0]), np.float32(bounds[1])
+    return lo + u * (hi - lo)
+
+
+def rates(
+    snr: jax.Array, subcarrier_free: jax.Array, cfg: SystemConfig
+) -> tuple[jax.Array, jax.Array]:
+    """(rate_up, rate_down) in bit/s from the sub-carriers (last axis), as SPEC.md defines them."""
+    per_carrier = np.float32(cfg.subcarrier_bandwidth) * jnp.log2(1.0 + snr)
+    rate_up = jnp.sum(jnp.where(subcarrier_free, per_carrier, 0.0), axis=-1)
+    return rate_up, np.float32(cfg.downlink_factor) * rate_up
+
+
+def _sample_one(key: jax.Array, cfg: SystemConfig) -> SystemState:
+    t, n = cfg.tasks, cfg.subcarriers
+    # One vector of uniforms per state, cut into named pieces: cheaper than
+    # splitting the key once per field, and fixes the layout of the randomness.
+    sizes = {"cycles": t, "data_bits": t + 1, "f_local": 1, "cores": 1, "f_cloud": 1,
+             "mean_snr": 1, "fading": n, "free": n, "fallback": 1, "backhaul": 1, "delay": 1}
+    u_all = jax.random.uniform(key, (sum(sizes.values()),), dtype=jnp.float32)
+    u, start = {}, 0
+    for name, size in sizes.items():
+        u[name] = u_all[start:start + size]
+        start += size
+
+    cycles = _log_uniform(u["cycles"], cfg.cycles_range)
+    data_bits = _log_uniform(u["data_bits"], cfg.data_bits_range)
+    f_local = _uniform(u["f_local"][0], cfg.f_local_range)
+    cores = jnp.minimum(jnp.floor(u["cores"][0] * cfg.edge_cores).astype(jnp.int32) + 1,
+                        cfg.edge_cores)
+    f_edge = cores.astype(jnp.float32) * np.float32(cfg.edge_core_hz)
+    f_cloud = _uniform(u["f_cloud"][0], cfg.f_cloud_range)
+    mean_snr_db = _uniform(u["mean_snr"][0], cfg.mean_snr_db_range)
+    fading = -jnp.log1p(-u["fading"])  # Exp(1): Rayleigh fading power gain
+    snr = jnp.power(np.float32(10.0), mean_snr_db / 10.0) * fading
+    free = u["free"] < np.float32(cfg.subcarrier_free_prob)
+    fallback = jnp.minimum(jnp.floor(u["fallback"][0] * n).astype(jnp.int32), n - 1)
+    free = jnp.where(jnp.any(free), free, jnp.arange(n) == fallback)
+    rate_up, rate_down = rates(snr, free, cfg)
+    backhaul = _log_uniform(u["backhaul"][0], cfg.backhaul_rate_range)
+    delay = _uniform(u["delay"][0], cfg.cloud_delay_range)
+    return SystemState(cycles=cycles, data_bits=data_bits, f_local=f_local,
+                       edge_cores_free=cores, f_edge=f_edge, f_cloud=f_cloud, snr=snr,
+                       subcarrier_free=free, rate_up=rate_up, rate_down=rate_down,
+                       backhaul_rate=backhaul, cloud_delay=delay)
+
+
+def sample_indices(key: jax.Array, cfg: SystemConfig, indices: jax.Array) -> SystemState:
+    """States number `indices` (int array (n,)) of the stream defined by `key`.
+
+    Pure and jittable (`cfg` static). State i depends only on (key, i).
+    """
+    return jax.vmap(lambda i: _sample_one(jax.random.fold_in(key, i), cfg))(indices)
+
+
+def sample(key: jax.Array, cfg: SystemConfig, n: int) -> SystemState:
+    """States 0..n-1 of the stream defined by `key`."""
+    return sample_indices(key, cfg, jnp.arange(n, dtype=jnp.uint32))
+
+
+def num_states(state: SystemState) -> int:
+    return state.cycles.shape[0]
+
+
+def tasks_of(state: SystemState) -> int:
+    return state.cycles.shape[-1]
+
+
+def to_numpy(state: SystemState) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in state._asdict().items()}
+
+
+def from_arrays(arrays) -> SystemState:
+    """SystemState from any mapping holding (at least) the SPEC fields, e.g. an npz shard."""
+    missing = [k for k in STATE_FIELDS if k not in arrays]
+    if missing:
+        raise KeyError(f"state arrays missing fields {missing}")
+    return SystemState(**{k: jnp.asarray(arrays[k]) for k in STATE_FIELDS})
