@@ -151,3 +151,46 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{name}: cannot read {value!r} as a number ({exc})") from None
+
+
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
+NORMS = ("none", "layer")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """An MLP that maps features to T x 3 logits."""
+
+    hidden: tuple[int, ...] = (384, 384, 384, 384)
+    activation: str = "gelu"
+    norm: str = "layer"
+
+    def validate(self) -> "ModelConfig":
+        if not isinstance(self.hidden, tuple) or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in self.hidden
+        ):
+            raise ConfigError(f"hidden must be a tuple of integers >= 1, got {self.hidden!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hidden": list(self.hidden), "activation": self.activation, "norm": self.norm}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+        unknown = sorted(set(d) - {"hidden", "activation", "norm"})
+        if unknown:
+            raise ConfigError(f"unknown model key(s) {unknown}; allowed: hidden, activation, norm")
+        d = dict(d)
+        if "hidden" in d:
+            d["hidden"] = tuple(d["hidden"])
+        return cls(**d).validate()
+
+
+# Defaults of the paper's two networks: a large teacher (~0.5M parameters at T=10)
+# and a student with at most 5% of its parameters.
+TEACHER_MODEL = ModelConfig(hidden=(384, 384, 384, 384), activation="gelu", norm="layer")
+STUDENT_MODEL = ModelConfig(hidden=(128,), activation="relu", norm="none")

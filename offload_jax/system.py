@@ -142,3 +142,30 @@ def from_arrays(arrays) -> SystemState:
     if missing:
         raise KeyError(f"state arrays missing fields {missing}")
     return SystemState(**{k: jnp.asarray(arrays[k]) for k in STATE_FIELDS})
+
+
+def packed_size(cfg: SystemConfig) -> int:
+    """Length of the float32 vector `pack` makes of one state."""
+    return sum(int(np.prod(shape)) for shape, _ in state_shapes(cfg).values())
+
+
+def pack(state: SystemState) -> jax.Array:
+    """States (n, ...) -> (n, packed_size) float32: one vector per state, fields in SPEC order.
+
+    This is what an end device holds after measuring; decision benchmarks time
+    policies from this vector so that every policy pays the same input overhead.
+    """
+    n = state.cycles.shape[0]
+    return jnp.concatenate(
+        [jnp.reshape(v, (n, -1)).astype(jnp.float32) for v in state], axis=1)
+
+
+def unpack(vec: jax.Array, cfg: SystemConfig) -> SystemState:
+    """Inverse of `pack` (exact: booleans and small integers survive float32)."""
+    n = vec.shape[0]
+    fields, start = {}, 0
+    for name, (shape, dtype) in state_shapes(cfg).items():
+        size = int(np.prod(shape))
+        fields[name] = vec[:, start:start + size].reshape((n, *shape)).astype(dtype)
+        start += size
+    return SystemState(**fields)
