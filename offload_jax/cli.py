@@ -15,7 +15,7 @@ from offload_jax.config import ConfigError
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="offload-jax", description="Learned edge computation offloading in JAX.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True)  # noqa: F841 (filled below)
     # --- subcommands (one _add_* call per subcommand, in pipeline order) ---
     return parser
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 RANGE_KEYS = (
     "cycles_range",
@@ -53,7 +54,7 @@ class SystemConfig:
     backhaul_rate_range: tuple[float, float] = (5.0e6, 1.0e8)
     cloud_delay_range: tuple[float, float] = (0.02, 0.15)
 
-    def validate(self) -> "SystemConfig":
+    def validate(self) -> SystemConfig:
         """Return self if every field is allowed, else raise ConfigError naming the field."""
         for name in ("tasks", "edge_cores", "subcarriers"):
             value = getattr(self, name)
@@ -90,7 +91,7 @@ class SystemConfig:
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SystemConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> SystemConfig:
         """Build and validate from a dict such as a manifest's `system` section."""
         unknown = sorted(set(d) - set(field_names()))
         if unknown:
@@ -98,7 +99,7 @@ class SystemConfig:
         kwargs = {k: _coerce(k, v) for k, v in d.items()}
         return cls(**kwargs).validate()
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "SystemConfig":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> SystemConfig:
         """Copy with some keys replaced (values may be strings as typed on a command line)."""
         merged = self.to_dict()
         for key, value in overrides.items():
@@ -165,7 +166,7 @@ class ModelConfig:
     activation: str = "gelu"
     norm: str = "layer"
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         if not isinstance(self.hidden, tuple) or not all(
             isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in self.hidden
         ):
@@ -180,7 +181,7 @@ class ModelConfig:
         return {"hidden": list(self.hidden), "activation": self.activation, "norm": self.norm}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
         unknown = sorted(set(d) - {"hidden", "activation", "norm"})
         if unknown:
             raise ConfigError(f"unknown model key(s) {unknown}; allowed: hidden, activation, norm")

@@ -20,7 +20,8 @@ class PlacementMLP(nnx.Module):
         self.tasks = tasks
         self.activation = _ACTIVATIONS[cfg.activation]
         widths = (in_features, *cfg.hidden)
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths, widths[1:])])
+        pairs = zip(widths[:-1], widths[1:], strict=True)
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in pairs])
         self.norms = nnx.List(
             [nnx.LayerNorm(b, rngs=rngs) for b in cfg.hidden] if cfg.norm == "layer" else []
         )
