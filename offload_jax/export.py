@@ -1,0 +1,57 @@
+"""Export a trained student to one `.npz` for the numpy-only runtime (`export_runtime.py`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from offload_jax import __version__
+from offload_jax.export_runtime import FORMAT
+from offload_jax.features import FEATURES_VERSION
+
+
+def student_arrays(model, stats, model_cfg, system_cfg) -> dict[str, np.ndarray]:
+    """Weights, feature statistics and metadata of a PlacementMLP as named numpy arrays."""
+    depth = len(model.layers)
+    arrays: dict[str, np.ndarray] = {}
+    for i in range(depth):
+        arrays[f"kernel_{i}"] = np.asarray(model.layers[i].kernel[...], np.float32)
+        arrays[f"bias_{i}"] = np.asarray(model.layers[i].bias[...], np.float32)
+        if model_cfg.norm == "layer":
+            arrays[f"scale_{i}"] = np.asarray(model.norms[i].scale[...], np.float32)
+            arrays[f"shift_{i}"] = np.asarray(model.norms[i].bias[...], np.float32)
+    arrays["head_kernel"] = np.asarray(model.head.kernel[...], np.float32)
+    arrays["head_bias"] = np.asarray(model.head.bias[...], np.float32)
+    arrays["feature_mean"] = np.asarray(stats.mean, np.float32)
+    arrays["feature_std"] = np.asarray(stats.std, np.float32)
+    meta = {
+        "format": FORMAT, "features": FEATURES_VERSION, "tasks": system_cfg.tasks,
+        "subcarriers": system_cfg.subcarriers, "depth": depth, "activation": model_cfg.activation,
+        "norm": model_cfg.norm,
+        "layer_norm_eps": float(model.norms[0].epsilon) if model_cfg.norm == "layer" else 1e-6,
+        "system": system_cfg.to_dict(), "offload_jax": __version__,
+    }
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    return arrays
+
+
+def export_run(run_dir: str | os.PathLike, out_file: str | os.PathLike) -> Path:
+    """Write the run's model as an exported student file (atomically). Returns the path."""
+    from offload_jax.train import load_run  # noqa: PLC0415 (train pulls in optax/orbax)
+
+    run = load_run(run_dir)
+    arrays = student_arrays(run.model, run.stats, run.model_cfg, run.system)
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(buf.getvalue())
+    os.replace(tmp, out)
+    return out
