@@ -195,3 +195,64 @@ class ModelConfig:
 # and a student with at most 5% of its parameters.
 TEACHER_MODEL = ModelConfig(hidden=(384, 384, 384, 384), activation="gelu", norm="layer")
 STUDENT_MODEL = ModelConfig(hidden=(128,), activation="relu", norm="none")
+
+
+# --- training (losses, optimizer, distillation) ---
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run: Optax AdamW with warmup + cosine decay and global-norm clipping.
+
+    The loss is `alpha * CE(labels) + (1 - alpha) * temperature^2 * KL(teacher || student)`
+    (the KD term only when a teacher is given), plus `latency_weight` times the expected
+    latency of the student's placement distribution over the optimal latency.
+    Step k's batch is a pure function of (seed, k), so a resumed run repeats an uninterrupted one.
+    """
+
+    steps: int = 20_000
+    batch_size: int = 1024
+    learning_rate: float = 2e-3  # peak, reached after the warmup
+    warmup_frac: float = 0.05  # share of `steps` spent warming up linearly from 0
+    end_lr_frac: float = 0.01  # the cosine decays to learning_rate * end_lr_frac
+    weight_decay: float = 1e-4  # AdamW, on kernels only
+    clip_norm: float = 1.0  # global gradient norm
+    seed: int = 0
+    alpha: float = 1.0  # 1 = labels only
+    temperature: float = 1.0
+    latency_weight: float = 0.0
+    eval_every: int = 1000  # steps between held-out evaluations (0 = only at the end)
+
+    def validate(self) -> TrainConfig:
+        for name in ("steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("seed", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        for name in ("learning_rate", "temperature", "clip_norm"):
+            value = getattr(self, name)
+            if not _is_finite_number(value) or value <= 0:
+                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in ("weight_decay", "latency_weight"):
+            value = getattr(self, name)
+            if not _is_finite_number(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name in ("alpha", "warmup_frac", "end_lr_frac"):
+            value = getattr(self, name)
+            if not _is_finite_number(value) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(allowed))
+        if unknown:
+            raise ConfigError(f"unknown training key(s) {unknown}; allowed: {allowed}")
+        return cls(**d).validate()
