@@ -1,0 +1,129 @@
+"""Losses against slow numpy references (loops over samples and sub-tasks)."""
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from offload_jax import config, cost, losses, solvers, system
+
+
+def _softmax(v):
+    e = [math.exp(x - max(v)) for x in v]
+    return [x / sum(e) for x in e]
+
+
+def _ref_ce(logits, labels):
+    n, t, _ = logits.shape
+    total = 0.0
+    for i in range(n):
+        for j in range(t):
+            total -= math.log(_softmax(list(logits[i, j]))[labels[i, j]])
+    return total / (n * t)
+
+
+def _ref_kl(student, teacher, temp):
+    n, t, s = student.shape
+    total = 0.0
+    for i in range(n):
+        for j in range(t):
+            p = _softmax([x / temp for x in teacher[i, j]])
+            q = _softmax([x / temp for x in student[i, j]])
+            total += sum(p[k] * (math.log(p[k]) - math.log(q[k])) for k in range(s) if p[k] > 0)
+    return total / (n * t)
+
+
+def _ref_expected_latency(state_np, probs):
+    """Brute force: sum over all 3^T placements of P(x) * latency(x), latency by the SPEC formula."""
+    t_len = probs.shape[0]
+    f = [state_np["f_local"], state_np["f_edge"], state_np["f_cloud"]]
+    ru, rd, rb, tau = (state_np[k] for k in ("rate_up", "rate_down", "backhaul_rate", "cloud_delay"))
+    k_mat = [[0, 1 / ru, 1 / ru + 1 / rb], [1 / rd, 0, 1 / rb], [1 / rb + 1 / rd, 1 / rb, 0]]
+    f_mat = [[0, 0, tau], [0, 0, tau], [tau, tau, 0]]
+    bits, cyc = state_np["data_bits"], state_np["cycles"]
+
+    def move(d, a, b):
+        return d * k_mat[a][b] + f_mat[a][b]
+
+    total = 0.0
+    for x in itertools.product(range(3), repeat=t_len):
+        lat = move(bits[0], 0, x[0]) + sum(cyc[t] / f[x[t]] for t in range(t_len))
+        lat += sum(move(bits[t], x[t - 1], x[t]) for t in range(1, t_len)) + move(bits[t_len], x[-1], 0)
+        total += math.prod(probs[t, x[t]] for t in range(t_len)) * lat
+    return total
+
+
+def _labelled(seed, cfg, n):
+    """States, their stage costs, optimal labels and latency (jitted: eager dispatch is slow)."""
+
+    @jax.jit
+    def make(key):
+        states = system.sample(key, cfg, n)
+        costs = cost.stage_costs(states)
+        return (states, costs, *solvers.solve_dp(costs))
+
+    return make(jax.random.key(seed))
+
+
+def _logits(seed, n, t, scale=3.0):
+    return np.asarray(jax.random.normal(jax.random.key(seed), (n, t, 3)) * scale, np.float64)
+
+
+def test_cross_entropy_matches_reference():
+    logits = _logits(0, 7, 5)
+    labels = np.asarray(jax.random.randint(jax.random.key(1), (7, 5), 0, 3), np.int8)
+    got = float(losses.cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(labels)))
+    np.testing.assert_allclose(got, _ref_ce(logits, labels), rtol=1e-5)
+
+
+@pytest.mark.parametrize("temp", [0.5, 1.0, 4.0, 20.0])
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_distillation_loss_matches_reference(alpha, temp):
+    student, teacher = _logits(2, 6, 4), _logits(3, 6, 4, scale=8.0)
+    labels = np.asarray(jax.random.randint(jax.random.key(4), (6, 4), 0, 3), np.int8)
+    got = float(losses.distillation_loss(jnp.asarray(student, jnp.float32), jnp.asarray(teacher, jnp.float32),
+                                         jnp.asarray(labels), alpha, temp))
+    want = alpha * _ref_ce(student, labels) + (1 - alpha) * temp**2 * _ref_kl(student, teacher, temp)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+
+
+def test_alpha_one_is_cross_entropy_and_kd_of_teacher_itself_is_zero():
+    student, teacher = _logits(5, 9, 3), _logits(6, 9, 3)
+    labels = jnp.asarray(jax.random.randint(jax.random.key(7), (9, 3), 0, 3), jnp.int8)
+    s, t = jnp.asarray(student, jnp.float32), jnp.asarray(teacher, jnp.float32)
+    assert float(losses.distillation_loss(s, t, labels, 1.0, 4.0)) == float(losses.cross_entropy(s, labels))
+    assert abs(float(losses.kd_divergence(t, t, 3.0))) < 1e-6
+    # The KD term carries no gradient into the teacher.
+    g = jax.grad(lambda tt: losses.distillation_loss(s, tt, labels, 0.5, 2.0))(t)
+    assert float(jnp.abs(g).max()) == 0.0
+
+
+def test_latency_loss_matches_brute_force_expectation():
+    cfg = config.SystemConfig(tasks=4, subcarriers=3)
+    states, costs, labels, optimal = _labelled(8, cfg, 5)
+    logits = jnp.asarray(_logits(9, 5, 4, scale=1.5), jnp.float32)
+    got = float(losses.latency_loss(logits, costs, optimal))
+    probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
+    np_states = {k: np.asarray(v, np.float64) for k, v in system.to_numpy(states).items()}
+    ratios = [_ref_expected_latency({k: v[i] for k, v in np_states.items()}, probs[i]) / float(optimal[i])
+              for i in range(5)]
+    np.testing.assert_allclose(got, np.mean(ratios), rtol=1e-4)
+    # A one-hot distribution on the optimal labels has ratio exactly 1.
+    sharp = 50.0 * jax.nn.one_hot(labels, 3)
+    np.testing.assert_allclose(float(losses.latency_loss(sharp, costs, optimal)), 1.0, rtol=1e-5)
+
+
+def test_total_loss_combines_terms():
+    cfg = config.SystemConfig(tasks=3, subcarriers=2)
+    _, costs, labels, optimal = _labelled(10, cfg, 4)
+    s, t = (jnp.asarray(_logits(k, 4, 3), jnp.float32) for k in (11, 12))
+    w = losses.LossWeights(alpha=0.25, temperature=2.0, latency_weight=0.7)
+    got = losses.total_loss(s, labels, w, teacher_logits=t, costs=costs, optimal_latency=optimal)
+    want = (losses.distillation_loss(s, t, labels, 0.25, 2.0)
+            + 0.7 * losses.latency_loss(s, costs, optimal))
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+    # Without teacher and costs: plain cross-entropy, whatever alpha says.
+    np.testing.assert_allclose(float(losses.total_loss(s, labels, w)), float(losses.cross_entropy(s, labels)))
