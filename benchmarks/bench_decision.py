@@ -1,0 +1,102 @@
+"""Decision-latency benchmark: how long each policy takes to decide, all in one run.
+
+For each policy: batch-1 latency (p50, p99 over --calls calls) of the AOT-compiled
+policy on one state packed into a float32 vector already on the device, the
+compiled identity on that vector (the overhead floor), throughput at batch --batch,
+and the exported numpy student on the same vector. See offload_jax/timing.py.
+
+    python benchmarks/bench_decision.py --json runs/bench_decision.json [--runs DIR]
+
+--runs DIR: a quickstart output (DIR/runs/{teacher,student_kd,student_ce,droo}); without it
+the learned policies use freshly initialized weights of the default sizes (decision time
+does not depend on the weights' values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from offload_jax import config, export, export_runtime, features, policies, system, timing, train
+from offload_jax.droo import DROOConfig
+
+
+def random_runs(cfg: config.SystemConfig, seed: int = 0) -> dict[str, train.LoadedRun]:
+    states = system.sample(jax.random.key(seed), cfg, 4096)
+    stats = features.compute_stats(features.raw_features(states))
+    in_features = features.num_features(cfg.tasks, cfg.subcarriers)
+    runs = {}
+    for i, (name, model_cfg) in enumerate([("teacher", config.TEACHER_MODEL),
+                                           ("student_kd", config.STUDENT_MODEL),
+                                           ("student_ce", config.STUDENT_MODEL),
+                                           ("droo", DROOConfig().model)]):
+        model = models_init(in_features, cfg.tasks, model_cfg, seed + i)
+        meta = {"kind": "droo", "droo": DROOConfig().to_dict()} if name == "droo" else {"kind": name}
+        runs[name] = train.LoadedRun(model=model, stats=stats, model_cfg=model_cfg, system=cfg, meta=meta)
+    return runs
+
+
+def models_init(in_features, tasks, model_cfg, seed):
+    from offload_jax.models import PlacementMLP
+
+    return PlacementMLP(in_features, tasks, model_cfg, rngs=nnx.Rngs(seed))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", required=True, help="output JSON path")
+    ap.add_argument("--runs", help="quickstart output dir holding runs/{teacher,student_kd,student_ce,droo}")
+    ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--calls", type=int, default=2000, help="timed batch-1 calls per policy (>= 2000)")
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--policies", default="all", help="comma-separated subset of " + ",".join(
+        policies.POLICY_NAMES))
+    args = ap.parse_args(argv)
+
+    names = policies.parse_policy_names(args.policies, policies.POLICY_NAMES)
+    if args.runs:
+        runs = {n: train.load_run(Path(args.runs) / "runs" / n) for n in policies.LEARNED_NAMES}
+        cfg = runs["student_kd"].system
+        weights = f"trained ({args.runs})"
+    else:
+        cfg = config.SystemConfig(tasks=args.tasks).validate()
+        runs = random_runs(cfg)
+        weights = "freshly initialized (decision time does not depend on the values)"
+    fns = {n: policies.make_policy(n, cfg=cfg, runs=runs).fn for n in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        student = runs["student_kd"]
+        path = Path(tmp) / "student.npz"
+        arrays = export.student_arrays(student.model, student.stats, student.model_cfg, student.system)
+        np.savez(path, **arrays)
+        numpy_student = export_runtime.StudentPolicy(path)
+    result = timing.decision_benchmark(fns, cfg, calls=args.calls, batch=args.batch,
+                                       numpy_student=numpy_student)
+    result["weights"] = weights
+    result["params"] = {n: policies.make_policy(n, cfg=cfg, runs=runs).params for n in names}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
+    ident = result["identity"]["p50_us"]
+    print(f"device: {result['device']}\nidentity floor p50 {ident:.1f} us")
+    print(f"{'policy':<18} {'p50 us':>9} {'p99 us':>9} {'x floor':>8} {'batch states/s':>15}")
+    for name, r in result["policies"].items():
+        print(f"{name:<18} {r['p50_us']:9.1f} {r['p99_us']:9.1f} {r['p50_over_identity']:8.2f} "
+              f"{r['batch_states_per_s']:15.0f}")
+    r = result["numpy_student"]
+    print(f"{'numpy student':<18} {r['p50_us']:9.1f} {r['p99_us']:9.1f} {'':>8} "
+          f"{r['batch_states_per_s']:15.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
