@@ -1,0 +1,530 @@
+"""Labeled datasets on disk (SPEC.md "Dataset on disk"): a sharded, resumable, checksummed writer
+and a verifying reader.
+
+Layout of DIR:
+
+* `shard-00000.npz`, ...: every SPEC state array with a leading axis k, `label` int8 (k, T) and
+  `latency` float32 (k,). Written as a zip with fixed timestamps, so the same command gives the
+  same bytes.
+* `job.json`: the command's identity (everything that decides the bytes, including the shard size)
+  and, per finished shard, its sha256 and label statistics. It is what makes a run resumable and
+  what refuses a different command into the same DIR. Not part of the SPEC format.
+* `manifest.json`: the SPEC manifest, written last, so a DIR with a manifest is complete.
+
+State i uses the key `fold_in(key(seed), i)` (`system.sample_indices`), so the states do not depend
+on the batch size or the number of devices; the batch is split over all local devices with a
+one-axis `Mesh` ("batch").
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import zipfile
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import offload_jax
+from offload_jax import cost, solvers, system
+from offload_jax.config import ConfigError, SystemConfig
+from offload_jax.system import STATE_FIELDS, SystemState
+
+FORMAT = "offload-jax-dataset/1"
+MANIFEST_FILE = "manifest.json"
+JOB_FILE = "job.json"
+MANIFEST_KEYS = ("format", "tasks", "num_states", "seed", "solver", "system", "shards", "versions")
+ARRAY_NAMES = (*STATE_FIELDS, "label", "latency")
+MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits of the seed: larger seeds would collide
+# Default most states per device call, per solver and device: DP is cheap per state and wants large
+# batches; enumeration holds 3^8 latencies per state in flight.
+DEFAULT_BATCH = {"dp": 65536, "enumerate": 1024}
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: byte-identical shards
+
+
+class DatasetError(Exception):
+    """A dataset on disk is missing, corrupt or does not match the request; the message names the file."""
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.npz"
+
+
+# --------------------------------------------------------------------------- labeling
+
+
+def label_indices(key: jax.Array, cfg: SystemConfig, indices: jax.Array,
+                  solver: str = "dp") -> tuple[SystemState, jax.Array, jax.Array]:
+    """States number `indices` (n,) of the stream of `key`, their labels (n, T) int8 and latency (n,).
+
+    Jittable (`cfg`, `solver` static). The latency is `cost.path_latency` of the label.
+    """
+    state = system.sample_indices(key, cfg, indices)
+    costs = cost.stage_costs(state)
+    label, _ = solvers.solve(costs, solver)
+    return state, label, cost.path_latency(costs, label)
+
+
+def _summary_sums(costs: cost.StageCosts, label: jax.Array, latency: jax.Array,
+                  valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Over the states where `valid`: (label count per site (3,), sum of fixed-site / optimal ratios (3,))."""
+    counts = jnp.stack([jnp.sum((label == s) & valid[:, None]) for s in range(cost.NUM_SITES)])
+    ratios = jnp.stack([cost.fixed_site_latency(costs, s) / latency for s in range(cost.NUM_SITES)])
+    return counts.astype(jnp.int32), jnp.sum(jnp.where(valid[None, :], ratios, 0.0), axis=1)
+
+
+def _summary_from_sums(counts, ratio_sums, n_states: int) -> dict[str, Any]:
+    counts = np.asarray(counts, dtype=np.float64)
+    ratio_sums = np.asarray(ratio_sums, dtype=np.float64)
+    total = max(counts.sum(), 1.0)
+    return {
+        "num_states": int(n_states),
+        "site_share": {site: float(c / total) for site, c in zip(cost.SITES, counts, strict=True)},
+        "ratio_to_optimal": {f"all_{site}": float(r / max(n_states, 1))
+                             for site, r in zip(cost.SITES, ratio_sums, strict=True)},
+    }
+
+
+def label_summary(labels, costs=None) -> dict[str, Any]:
+    """Share of each site among the labels and the mean (of per-state ratios) latency of all-local,
+    all-edge and all-cloud relative to the labels' latency.
+
+    Call as `label_summary(labels (n, T), costs: StageCosts)` or `label_summary(dataset)`.
+    Returns {"num_states", "site_share": {site: share}, "ratio_to_optimal": {"all_<site>": mean}}.
+    """
+    if isinstance(labels, Dataset):
+        costs = cost.stage_costs(SystemState(*(jnp.asarray(v) for v in labels.states)))
+        labels = labels.label
+    if costs is None:
+        raise TypeError("label_summary needs the states' StageCosts (or a Dataset)")
+    labels = jnp.asarray(labels)
+    latency = cost.path_latency(costs, labels)
+    counts, ratio_sums = _summary_sums(costs, labels, latency, jnp.ones(labels.shape[0], bool))
+    return _summary_from_sums(counts, ratio_sums, labels.shape[0])
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    share = "  ".join(f"{site} {100 * v:.1f}%" for site, v in summary["site_share"].items())
+    ratio = "  ".join(f"{name.replace('_', '-')} {v:.3f}x"
+                      for name, v in summary["ratio_to_optimal"].items())
+    return (f"{summary['num_states']} states; labels by site: {share}\n"
+            f"latency relative to optimal (mean of per-state ratios): {ratio}")
+
+
+def _mesh() -> Mesh:
+    return Mesh(np.array(jax.devices()), ("batch",))
+
+
+@functools.lru_cache(maxsize=8)
+def _batch_labeler(cfg: SystemConfig, solver: str, mesh: Mesh):
+    """Jitted (key, indices (B,), n_valid) -> (state, label, latency, counts, ratio_sums), with the
+    batch axis split over the mesh."""
+    batch = NamedSharding(mesh, PartitionSpec("batch"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def fn(key, indices, n_valid):
+        state, label, latency = label_indices(key, cfg, indices, solver)
+        valid = jnp.arange(indices.shape[0]) < n_valid
+        counts, ratio_sums = _summary_sums(cost.stage_costs(state), label, latency, valid)
+        return state, label, latency, counts, ratio_sums
+
+    return jax.jit(fn, in_shardings=(replicated, batch, replicated),
+                   out_shardings=(batch, batch, batch, replicated, replicated))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write via a temp file in the same directory and os.replace: readers never see a partial file.
+
+    No fsync: a file torn by a power loss fails its checksum and is rewritten on resume.
+    """
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_write_json(path: str, obj: Any) -> None:
+    _atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def shard_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz (zip, stored) of `arrays` in ARRAY_NAMES order with fixed timestamps: same arrays,
+    same bytes (np.savez stamps the current time)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in ARRAY_NAMES:
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, npy.getvalue())
+    return buf.getvalue()
+
+
+def _write_shard(path: str, arrays: dict[str, np.ndarray]) -> str:
+    """Write one shard atomically; return its sha256 (hex)."""
+    data = shard_bytes(arrays)
+    digest = hashlib.sha256(data).hexdigest()
+    _atomic_write_bytes(path, data)
+    return digest
+
+
+def _file_sha256(path: str) -> str | None:
+    """sha256 (hex) of a file, None if it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _shard_plan(num_states: int, shard_size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + shard_size, num_states)) for s in range(0, num_states, shard_size)]
+
+
+def _batches(start: int, end: int, max_batch: int, multiple: int) -> list[tuple[int, int, int]]:
+    """Split [start, end) into near-equal batches of at most ~max_batch states.
+
+    Returns (start, end, padded size); padded sizes are a multiple of `multiple` (the device count)
+    and equal within a shard, so a shard compiles at most one shape.
+    """
+    n = end - start
+    count = math.ceil(n / max_batch)
+    size = math.ceil(n / count)
+    padded = math.ceil(size / multiple) * multiple
+    return [(s, min(s + size, end), padded) for s in range(start, end, size)]
+
+
+def _check_request(cfg: SystemConfig, num_states: int, seed: int, solver: str, shard_size: int,
+                   batch_size: int | None) -> None:
+    cfg.validate()
+
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not is_int(num_states) or not 1 <= num_states <= 2**32:
+        raise ConfigError(f"num_states must be an integer in [1, 2**32], got {num_states!r}")
+    if not is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    if solver not in solvers.SOLVERS:
+        raise ConfigError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}")
+    if not is_int(shard_size) or shard_size < 1:
+        raise ConfigError(f"shard_size must be an integer >= 1, got {shard_size!r}")
+    if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+
+
+def _versions() -> dict[str, str]:
+    return {"offload_jax": offload_jax.__version__, "jax": jax.__version__}
+
+
+def _describe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    for key in new:
+        if key == "system":
+            old_sys, new_sys = old.get("system") or {}, new["system"]
+            out += [f"system.{k}: existing {old_sys.get(k)!r}, requested {new_sys[k]!r}"
+                    for k in new_sys if k != "tasks" and old_sys.get(k) != new_sys[k]]
+        elif key == "versions":
+            old_v = old.get("versions") or {}
+            out += [f"versions.{k}: existing {old_v.get(k)!r}, now {v!r}"
+                    for k, v in new[key].items() if old_v.get(k) != v]
+        elif old.get(key) != new[key]:
+            out.append(f"{key}: existing {old.get(key)!r}, requested {new[key]!r}")
+    return out
+
+
+def _open_job(out_dir: str, identity: dict[str, Any]) -> dict[str, Any]:
+    """Create or reopen DIR for this job; refuse a DIR that holds anything else."""
+    os.makedirs(out_dir, exist_ok=True)
+    job_path = os.path.join(out_dir, JOB_FILE)
+    if not os.path.exists(job_path):
+        others = sorted(f for f in os.listdir(out_dir) if not f.startswith("."))
+        if others:
+            raise DatasetError(
+                f"refusing to write into {out_dir}: it is not empty and has no {JOB_FILE} "
+                f"(holds {others[:5]}{' ...' if len(others) > 5 else ''}); use an empty or new --out")
+        job = {"job": identity, "shards": {}}
+        _atomic_write_json(job_path, job)
+        return job
+    try:
+        with open(job_path) as f:
+            job = json.load(f)
+        old_identity, shards = job["job"], job["shards"]
+        if not isinstance(old_identity, dict) or not isinstance(shards, dict):
+            raise TypeError("job and shards must be objects")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"cannot read {job_path} ({exc}); use a new --out") from None
+    diffs = _describe_differences(old_identity, identity)
+    if diffs:
+        raise DatasetError(
+            f"refusing to write into {out_dir}: it holds a different dataset job; "
+            + "; ".join(diffs) + ". Use another --out, or rerun the original command to finish it.")
+    return job
+
+
+def _manifest(identity: dict[str, Any], plan, shard_records: dict[str, dict]) -> dict[str, Any]:
+    shards = [{"file": shard_name(i), "num_states": end - start,
+               "sha256": shard_records[shard_name(i)]["sha256"]} for i, (start, end) in enumerate(plan)]
+    return {"format": FORMAT, "tasks": identity["tasks"], "num_states": identity["num_states"],
+            "seed": identity["seed"], "solver": identity["solver"], "system": identity["system"],
+            "shards": shards, "versions": identity["versions"]}
+
+
+def generate(out_dir, cfg: SystemConfig, num_states: int, seed: int, solver: str = "dp", *,
+             shard_size: int = 100_000, batch_size: int | None = None, progress: bool = True) -> dict:
+    """Label states 0..num_states-1 of the stream of `seed` and write them to `out_dir`; return the manifest.
+
+    Resumable: rerunning the same call keeps the shards recorded in `job.json` whose sha256 still
+    matches and writes only the missing or corrupt ones; a finished DIR is left as is. A different
+    call into an existing DIR raises DatasetError naming what differs. Bad arguments raise ConfigError.
+    `batch_size` caps the states per device call (default per solver, times the device count);
+    it changes neither the states nor the bytes. With `progress`, shows a progress bar on stderr
+    and prints the label summary on stdout.
+    """
+    _check_request(cfg, num_states, seed, solver, shard_size, batch_size)
+    out_dir = os.fspath(out_dir)
+    identity = {"format": FORMAT, "tasks": cfg.tasks, "num_states": int(num_states), "seed": int(seed),
+                "solver": solver, "system": cfg.to_dict(), "shard_size": int(shard_size),
+                "versions": _versions()}
+    job = _open_job(out_dir, identity)
+    job_path = os.path.join(out_dir, JOB_FILE)
+    plan = _shard_plan(num_states, shard_size)
+
+    # Keep shards whose bytes match the checksum recorded when they were written.
+    records: dict[str, dict] = {}
+    todo = []
+    for i, (start, end) in enumerate(plan):
+        name = shard_name(i)
+        rec = job["shards"].get(name)
+        if (rec is not None and rec.get("num_states") == end - start
+                and _file_sha256(os.path.join(out_dir, name)) == rec.get("sha256")):
+            records[name] = rec
+        else:
+            todo.append(i)
+    if len(records) != len(job["shards"]):
+        job = {"job": identity, "shards": dict(records)}
+        _atomic_write_json(job_path, job)
+
+    if todo:
+        _label_and_write(out_dir, cfg, seed, solver, plan, todo, batch_size, progress, job, job_path)
+
+    manifest = _manifest(identity, plan, job["shards"])
+    manifest_path = os.path.join(out_dir, MANIFEST_FILE)
+    if todo or _read_json_or_none(manifest_path) != manifest:
+        _atomic_write_json(manifest_path, manifest)
+    if progress:
+        print(format_summary(_job_summary(job, plan)), flush=True)
+    return manifest
+
+
+def _label_and_write(out_dir, cfg, seed, solver, plan, todo, batch_size, progress, job, job_path):
+    """Compute shards `todo` and write them; writing shard k overlaps computing shard k+1."""
+    from tqdm import tqdm
+
+    mesh = _mesh()
+    n_dev = mesh.devices.size
+    labeler = _batch_labeler(cfg, solver, mesh)
+    batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+    key = jax.random.key(seed)
+    max_batch = (batch_size or DEFAULT_BATCH[solver] * n_dev)
+    shapes = system.state_shapes(cfg)
+    dtypes = {**{k: (s, d) for k, (s, d) in shapes.items()},
+              "label": ((cfg.tasks,), np.dtype(np.int8)), "latency": ((), np.dtype(np.float32))}
+    done_states = sum(plan[i][1] - plan[i][0] for i in range(len(plan)) if i not in set(todo))
+
+    def write_task(i, arrays, counts, ratio_sums):
+        name = shard_name(i)
+        digest = _write_shard(os.path.join(out_dir, name), arrays)
+        job["shards"][name] = {"num_states": plan[i][1] - plan[i][0], "sha256": digest,
+                               "label_counts": [int(c) for c in counts],
+                               "ratio_sums": [float(r) for r in ratio_sums]}
+        _atomic_write_json(job_path, job)
+
+    bar = tqdm(total=plan[-1][1], initial=done_states, unit="states", unit_scale=True,
+               file=sys.stderr, disable=not progress, desc="generate")
+    pending_writes: list[concurrent.futures.Future] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
+        try:
+            for i in todo:
+                start, end = plan[i]
+                arrays = {k: np.empty((end - start, *s), d) for k, (s, d) in dtypes.items()}
+                counts = np.zeros(cost.NUM_SITES, np.int64)
+                ratio_sums = np.zeros(cost.NUM_SITES, np.float64)
+                in_flight = []  # dispatch every batch of the shard before reading any back (async)
+                for b_start, b_end, padded in _batches(start, end, max_batch, n_dev):
+                    idx = np.minimum(np.arange(b_start, b_start + padded, dtype=np.int64), end - 1)
+                    idx = jax.device_put(idx.astype(np.uint32), batch_sharding)
+                    in_flight.append((b_start, b_end, labeler(key, idx, b_end - b_start)))
+                for b_start, b_end, (state, label, latency, c, r) in in_flight:
+                    rows = slice(b_start - start, b_end - start)
+                    n = b_end - b_start
+                    for name, value in zip(STATE_FIELDS, state, strict=True):
+                        arrays[name][rows] = np.asarray(value)[:n]
+                    arrays["label"][rows] = np.asarray(label)[:n]
+                    arrays["latency"][rows] = np.asarray(latency)[:n]
+                    counts += np.asarray(c)
+                    ratio_sums += np.asarray(r)
+                    bar.update(n)
+                # Bound memory: at most one shard waiting for the writer besides the one being written.
+                while len(pending_writes) >= 2:
+                    pending_writes.pop(0).result()
+                pending_writes.append(writer.submit(write_task, i, arrays, counts, ratio_sums))
+            for fut in pending_writes:
+                fut.result()
+        finally:
+            for fut in pending_writes:
+                fut.cancel()
+            bar.close()
+
+
+def _job_summary(job: dict[str, Any], plan) -> dict[str, Any]:
+    recs = [job["shards"][shard_name(i)] for i in range(len(plan))]
+    counts = np.sum([r["label_counts"] for r in recs], axis=0)
+    ratio_sums = np.sum([r["ratio_sums"] for r in recs], axis=0)
+    return _summary_from_sums(counts, ratio_sums, plan[-1][1])
+
+
+def _read_json_or_none(path: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class Dataset(NamedTuple):
+    """A labeled dataset (or one shard of it) in host memory."""
+
+    states: SystemState  # numpy arrays, leading axis n
+    label: np.ndarray  # (n, T) int8
+    latency: np.ndarray  # (n,) float32, seconds
+    manifest: dict
+
+    @property
+    def config(self) -> SystemConfig:
+        return SystemConfig.from_dict(self.manifest["system"])
+
+    @property
+    def num_states(self) -> int:
+        return int(self.label.shape[0])
+
+
+def _manifest_path(path) -> str:
+    path = os.fspath(path)
+    return path if os.path.basename(path) == MANIFEST_FILE else os.path.join(path, MANIFEST_FILE)
+
+
+def read_manifest(path) -> dict:
+    """The manifest of the dataset at `path` (its directory or its manifest.json), checked."""
+    mpath = _manifest_path(path)
+    try:
+        with open(mpath) as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{mpath} does not exist: not a finished dataset "
+                           f"(an unfinished `generate` resumes when rerun)") from None
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {mpath}: {exc}") from None
+    if not isinstance(manifest, dict) or sorted(manifest) != sorted(MANIFEST_KEYS):
+        got = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
+        raise DatasetError(f"{mpath}: keys must be {list(MANIFEST_KEYS)}, got {got}")
+    if manifest["format"] != FORMAT:
+        raise DatasetError(f"{mpath}: format must be {FORMAT!r}, got {manifest['format']!r}")
+    try:
+        cfg = SystemConfig.from_dict(manifest["system"])
+    except (ConfigError, TypeError, AttributeError) as exc:
+        raise DatasetError(f"{mpath}: field 'system' is invalid: {exc}") from None
+    if manifest["tasks"] != cfg.tasks:
+        raise DatasetError(f"{mpath}: field 'tasks' ({manifest['tasks']!r}) differs from "
+                           f"system.tasks ({cfg.tasks})")
+    shards = manifest["shards"]
+    if not isinstance(shards, list) or not all(
+            isinstance(s, dict) and {"file", "num_states", "sha256"} <= set(s) for s in shards):
+        raise DatasetError(f"{mpath}: field 'shards' must be a list of {{file, num_states, sha256}}")
+    if sum(s["num_states"] for s in shards) != manifest["num_states"]:
+        raise DatasetError(f"{mpath}: field 'num_states' ({manifest['num_states']}) is not the sum "
+                           f"of the shards' num_states")
+    return manifest
+
+
+def _read_shard(directory: str, entry: dict, manifest: dict, cfg: SystemConfig, verify: bool) -> Dataset:
+    path = os.path.join(directory, entry["file"])
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DatasetError(f"shard {path} is missing") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read shard {path}: {exc}") from None
+    if verify and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise DatasetError(f"shard {path} is corrupt or truncated: sha256 differs from the manifest")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise DatasetError(f"shard {path} is corrupt or truncated: {exc}") from None
+    if sorted(arrays) != sorted(ARRAY_NAMES):
+        raise DatasetError(f"shard {path}: arrays must be {sorted(ARRAY_NAMES)}, got {sorted(arrays)}")
+    k = entry["num_states"]
+    expected = {**system.state_shapes(cfg), "label": ((cfg.tasks,), np.dtype(np.int8)),
+                "latency": ((), np.dtype(np.float32))}
+    for name, (shape, dtype) in expected.items():
+        a = arrays[name]
+        if a.shape != (k, *shape) or a.dtype != dtype:
+            raise DatasetError(f"shard {path}: array {name!r} must be {dtype} {(k, *shape)} "
+                               f"(T={cfg.tasks}), got {a.dtype} {a.shape}")
+    states = SystemState(**{name: arrays[name] for name in STATE_FIELDS})
+    return Dataset(states=states, label=arrays["label"], latency=arrays["latency"], manifest=manifest)
+
+
+def iter_shards(path, *, verify: bool = True) -> Iterator[Dataset]:
+    """Stream the dataset at `path` one shard at a time, checking checksums, shapes and dtypes."""
+    manifest = read_manifest(path)
+    directory = os.path.dirname(_manifest_path(path))
+    cfg = SystemConfig.from_dict(manifest["system"])
+    for entry in manifest["shards"]:
+        yield _read_shard(directory, entry, manifest, cfg, verify)
+
+
+def load(path, *, verify: bool = True, max_states: int | None = None) -> Dataset:
+    """The whole dataset at `path` (or its first `max_states` states), shards concatenated."""
+    parts, total = [], 0
+    manifest = read_manifest(path)
+    for part in iter_shards(path, verify=verify):
+        parts.append(part)
+        total += part.num_states
+        if max_states is not None and total >= max_states:
+            break
+    n = total if max_states is None else min(max_states, total)
+
+    def cat(arrays):
+        return arrays[0][:n] if len(arrays) == 1 else np.concatenate(arrays, axis=0)[:n]
+
+    states = SystemState(*(cat([p.states[j] for p in parts]) for j in range(len(STATE_FIELDS))))
+    return Dataset(states=states, label=cat([p.label for p in parts]),
+                   latency=cat([p.latency for p in parts]), manifest=manifest)
+
