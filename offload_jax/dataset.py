@@ -361,35 +361,48 @@ def _label_and_write(out_dir, cfg, seed, solver, plan, todo, batch_size, progres
                                "ratio_sums": [float(r) for r in ratio_sums]}
         _atomic_write_json(job_path, job)
 
+    def dispatch(i):
+        """Start computing shard i (JAX dispatch is asynchronous); returns its batches' futures."""
+        start, end = plan[i]
+        batches = []
+        for b_start, b_end, padded in _batches(start, end, max_batch, n_dev):
+            idx = np.minimum(np.arange(b_start, b_start + padded, dtype=np.int64), end - 1)
+            idx = jax.device_put(idx.astype(np.uint32), batch_sharding)
+            batches.append((b_start, b_end, labeler(key, idx, b_end - b_start)))
+        return i, batches
+
+    def collect(i, batches):
+        """Wait for shard i and copy it to host arrays (padding dropped)."""
+        start, end = plan[i]
+        arrays = {k: np.empty((end - start, *s), d) for k, (s, d) in dtypes.items()}
+        counts = np.zeros(cost.NUM_SITES, np.int64)
+        ratio_sums = np.zeros(cost.NUM_SITES, np.float64)
+        for b_start, b_end, (state, label, latency, c, r) in batches:
+            rows, n = slice(b_start - start, b_end - start), b_end - b_start
+            for name, value in zip(STATE_FIELDS, state, strict=True):
+                arrays[name][rows] = np.asarray(value)[:n]
+            arrays["label"][rows] = np.asarray(label)[:n]
+            arrays["latency"][rows] = np.asarray(latency)[:n]
+            counts += np.asarray(c)
+            ratio_sums += np.asarray(r)
+            bar.update(n)
+        return arrays, counts, ratio_sums
+
     bar = tqdm(total=plan[-1][1], initial=done_states, unit="states", unit_scale=True,
                file=sys.stderr, disable=not progress, desc="generate")
     pending_writes: list[concurrent.futures.Future] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
         try:
-            for i in todo:
-                start, end = plan[i]
-                arrays = {k: np.empty((end - start, *s), d) for k, (s, d) in dtypes.items()}
-                counts = np.zeros(cost.NUM_SITES, np.int64)
-                ratio_sums = np.zeros(cost.NUM_SITES, np.float64)
-                in_flight = []  # dispatch every batch of the shard before reading any back (async)
-                for b_start, b_end, padded in _batches(start, end, max_batch, n_dev):
-                    idx = np.minimum(np.arange(b_start, b_start + padded, dtype=np.int64), end - 1)
-                    idx = jax.device_put(idx.astype(np.uint32), batch_sharding)
-                    in_flight.append((b_start, b_end, labeler(key, idx, b_end - b_start)))
-                for b_start, b_end, (state, label, latency, c, r) in in_flight:
-                    rows = slice(b_start - start, b_end - start)
-                    n = b_end - b_start
-                    for name, value in zip(STATE_FIELDS, state, strict=True):
-                        arrays[name][rows] = np.asarray(value)[:n]
-                    arrays["label"][rows] = np.asarray(label)[:n]
-                    arrays["latency"][rows] = np.asarray(latency)[:n]
-                    counts += np.asarray(c)
-                    ratio_sums += np.asarray(r)
-                    bar.update(n)
+            # Pipeline: shard k+1 is dispatched before shard k is read back, and shard k is written
+            # by the writer thread while the main thread reads back k+1.
+            ahead = dispatch(todo[0])
+            for nxt in [*todo[1:], None]:
+                current, ahead = ahead, (dispatch(nxt) if nxt is not None else None)
+                arrays, counts, ratio_sums = collect(*current)
                 # Bound memory: at most one shard waiting for the writer besides the one being written.
                 while len(pending_writes) >= 2:
                     pending_writes.pop(0).result()
-                pending_writes.append(writer.submit(write_task, i, arrays, counts, ratio_sums))
+                pending_writes.append(writer.submit(write_task, current[0], arrays, counts, ratio_sums))
             for fut in pending_writes:
                 fut.result()
         finally:
