@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm import tqdm
 
 import offload_jax
 from offload_jax import cost, solvers, system
@@ -145,12 +146,15 @@ def _batch_labeler(cfg: SystemConfig, solver: str, mesh: Mesh):
 # --------------------------------------------------------------------------- writing
 
 
+_TMP_MARK = ".tmp-"
+
+
 def _atomic_write_bytes(path: str, data: bytes) -> None:
     """Write via a temp file in the same directory and os.replace: readers never see a partial file.
 
     No fsync: a file torn by a power loss fails its checksum and is rewritten on resume.
     """
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}{_TMP_MARK}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -257,6 +261,9 @@ def _describe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]
 def _open_job(out_dir: str, identity: dict[str, Any]) -> dict[str, Any]:
     """Create or reopen DIR for this job; refuse a DIR that holds anything else."""
     os.makedirs(out_dir, exist_ok=True)
+    for f in os.listdir(out_dir):  # temp files of a killed run (ours only: ".<name>.tmp-<pid>")
+        if f.startswith(".") and _TMP_MARK in f and f.rsplit(_TMP_MARK, 1)[1].isdigit():
+            os.remove(os.path.join(out_dir, f))
     job_path = os.path.join(out_dir, JOB_FILE)
     if not os.path.exists(job_path):
         others = sorted(f for f in os.listdir(out_dir) if not f.startswith("."))
@@ -340,8 +347,6 @@ def generate(out_dir, cfg: SystemConfig, num_states: int, seed: int, solver: str
 
 def _label_and_write(out_dir, cfg, seed, solver, plan, todo, batch_size, progress, job, job_path):
     """Compute shards `todo` and write them; writing shard k overlaps computing shard k+1."""
-    from tqdm import tqdm
-
     mesh = _mesh()
     n_dev = mesh.devices.size
     labeler = _batch_labeler(cfg, solver, mesh)
@@ -525,6 +530,8 @@ def iter_shards(path, *, verify: bool = True) -> Iterator[Dataset]:
 
 def load(path, *, verify: bool = True, max_states: int | None = None) -> Dataset:
     """The whole dataset at `path` (or its first `max_states` states), shards concatenated."""
+    if max_states is not None and (not isinstance(max_states, int) or max_states < 1):
+        raise ValueError(f"max_states must be an integer >= 1 or None, got {max_states!r}")
     parts, total = [], 0
     manifest = read_manifest(path)
     for part in iter_shards(path, verify=verify):

@@ -151,11 +151,13 @@ def test_resume_after_interruption_keeps_finished_shards(reference, tmp_path, mo
     assert not (out / "manifest.json").exists()
     assert not [f for f in os.listdir(out) if ".tmp" in f]
     before = os.stat(out / "shard-00000.npz")
+    (out / ".shard-00001.npz.tmp-99999").write_bytes(b"left by a killed run")
 
     _gen(out)
     after = os.stat(out / "shard-00000.npz")
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     _assert_same_shard_bytes(reference, out)
+    assert sorted(os.listdir(out)) == ["job.json", "manifest.json", *_files(reference)]
 
 
 def test_corrupt_truncated_or_missing_shard_is_rewritten(reference, tmp_path):
@@ -279,6 +281,8 @@ def test_iter_shards_streams_and_load_concatenates(reference):
     assert head.num_states == 250
     np.testing.assert_array_equal(head.latency, whole.latency[:250])
     np.testing.assert_array_equal(head.states.cycles, whole.states.cycles[:250])
+    with pytest.raises(ValueError, match="max_states"):
+        dataset.load(reference, max_states=0)
 
 
 def test_label_summary_against_direct_computation(reference):
