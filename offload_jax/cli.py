@@ -18,6 +18,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)  # noqa: F841 (filled below)
     # --- subcommands (one _add_* call per subcommand, in pipeline order) ---
     _add_generate(sub)
+    _add_train(sub)
+    _add_distill(sub)
+    _add_sweep(sub)
+    _add_train_droo(sub)
+    _add_evaluate(sub)
     return parser
 
 
@@ -76,6 +81,247 @@ def _cmd_generate(args) -> int:
     except dataset.DatasetError as exc:
         print(f"offload-jax generate: error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _add_train_droo(sub) -> None:
+    p = sub.add_parser("train-droo", help="train the DROO deep-RL baseline online on a dataset's states",
+                       description="Train the DROO-style baseline (offload_jax/droo.py) online over the "
+                                   "first states of DIR (labels unused); save it as a run (kind 'droo').")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset directory (offload-jax generate)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--states", type=int, default=None, metavar="N",
+                   help="training states from the start of DIR (default: all but the holdout)")
+    p.add_argument("--holdout", type=int, default=None, metavar="N",
+                   help="states left out at the end of DIR (default min(5%%, 50000), as for the student)")
+    p.add_argument("--candidates", type=int, default=0, metavar="K", help="quantized candidates (0: K = T)")
+    p.add_argument("--memory-size", type=int, default=1024)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--train-every", type=int, default=10, metavar="STATES")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.set_defaults(handler=_cmd_train_droo)
+
+
+def _cmd_train_droo(args) -> int:
+    from offload_jax import droo  # noqa: PLC0415
+    from offload_jax.dataset import DatasetError  # noqa: PLC0415
+
+    droo_cfg = droo.DROOConfig(candidates=args.candidates, memory_size=args.memory_size,
+                               batch_size=args.batch_size, train_every=args.train_every,
+                               learning_rate=args.lr)
+    try:
+        meta = droo.train_droo_cli(args.data, args.out, seed=args.seed, train_states=args.states,
+                                   holdout=args.holdout, droo_cfg=droo_cfg)
+    except DatasetError as exc:
+        raise ConfigError(str(exc)) from exc
+    print(f"droo run {args.out}: {meta['train_states']} states, {meta['params']} params, "
+          f"final {meta.get('final')}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score trained runs and baseline policies on a dataset",
+                       description="Accuracy, exact match and latency ratio to the optimum of each run and "
+                                   "named baseline policy on DIR; prints a markdown table, writes JSON.")
+    p.add_argument("--data", required=True, metavar="DIR", help="labeled dataset directory")
+    p.add_argument("--runs", nargs="+", default=[], metavar="RUN", help="run directories (named by basename)")
+    p.add_argument("--policies", default="", metavar="NAMES",
+                   help="comma-separated baselines: local,edge,cloud,random,greedy,optimal_dp,"
+                        "optimal_enumerate (or 'all')")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the results here (atomically)")
+    p.add_argument("--seed", type=int, default=0, help="key of the random policy")
+    p.add_argument("--batch-size", type=int, default=8192)
+    p.add_argument("--max-states", type=int, default=None, metavar="N", help="use only the first N states")
+    p.set_defaults(handler=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from offload_jax import evaluate, policies  # noqa: PLC0415
+    from offload_jax.dataset import DatasetError  # noqa: PLC0415
+
+    names = policies.parse_policy_names(args.policies) if args.policies else []
+    try:
+        report = evaluate.evaluate_cli(args.data, args.runs, names, args.json, seed=args.seed,
+                                       batch_size=args.batch_size, max_states=args.max_states)
+    except DatasetError as exc:
+        raise ConfigError(str(exc)) from exc
+    print(evaluate.markdown_table(report["runs"]))
+    return 0
+
+
+# --- train / distill / sweep (engineer B) ---
+
+
+def _csv_of(kind):
+    """argparse type: comma-separated values of `kind`."""
+    def parse(text: str):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expects comma-separated {kind.__name__} values, got {text!r}") from None
+    return parse
+
+
+def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: bool = False) -> None:
+    from offload_jax.config import ACTIVATIONS, NORMS  # noqa: PLC0415 (light module)
+
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset directory (offload-jax generate)")
+    p.add_argument("--model", choices=("teacher", "student"), default=model_default,
+                   help=f"network size (default {model_default}: config.TEACHER_MODEL / STUDENT_MODEL)")
+    p.add_argument("--hidden", type=_csv_of(int), default=None, metavar="W,W,..",
+                   help="override the hidden widths of --model")
+    p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="override the activation")
+    p.add_argument("--norm", choices=NORMS, default=None, help="override the normalization")
+    p.add_argument("--steps", type=int, default=steps_default,
+                   help=f"optimizer steps (default {steps_default})")
+    if not sweep:  # a sweep takes --seeds
+        p.add_argument("--seed", type=int, default=0, help="seed of initialization and shuffling")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (warmup + cosine decay)")
+    p.add_argument("--warmup-frac", type=float, default=0.05, help="share of steps spent warming up")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay on kernels")
+    p.add_argument("--clip-norm", type=float, default=1.0, help="global gradient-norm clipping")
+    if sweep:
+        p.add_argument("--latency-weight", type=float, default=1.0,
+                       help="weight of the latency-aware term E[latency]/optimal in the 'latency' variant")
+    else:
+        p.add_argument("--latency-weight", type=float, default=0.0,
+                       help="weight of the latency-aware term E[latency]/optimal (default 0: off)")
+    p.add_argument("--holdout", type=int, default=None, metavar="N",
+                   help="held-out states at the end of --data (default min(5%%, 50000))")
+    p.add_argument("--val-data", default=None, metavar="DIR", help="held-out dataset instead of --holdout")
+    p.add_argument("--max-states", type=int, default=None, metavar="N", help="use only the first N states")
+    p.add_argument("--eval-every", type=int, default=1000, metavar="STEPS",
+                   help="held-out evaluation period (0: only at the end)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_run_flags(p) -> None:
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory (resumed if it holds this run)")
+    p.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
+                   help="checkpoint period in wall-clock seconds (and at the end)")
+    p.add_argument("--chunk-steps", type=int, default=50, help="steps per jitted call between checks")
+
+
+def _model_config(args):
+    import dataclasses  # noqa: PLC0415
+
+    from offload_jax.config import STUDENT_MODEL, TEACHER_MODEL  # noqa: PLC0415
+
+    cfg = TEACHER_MODEL if args.model == "teacher" else STUDENT_MODEL
+    overrides = {k: v for k, v in (("hidden", tuple(args.hidden) if args.hidden else None),
+                                   ("activation", args.activation), ("norm", args.norm)) if v is not None}
+    return dataclasses.replace(cfg, **overrides).validate()
+
+
+def _train_config(args, **extra):
+    from offload_jax.config import TrainConfig  # noqa: PLC0415
+
+    fields = dict(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                  warmup_frac=args.warmup_frac, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
+                  seed=getattr(args, "seed", 0), latency_weight=args.latency_weight,
+                  eval_every=args.eval_every)
+    return TrainConfig(**{**fields, **extra}).validate()
+
+
+def _fit(args, kind: str, train_cfg, teacher_dir=None) -> int:
+    from offload_jax import train  # noqa: PLC0415
+    from offload_jax.dataset import DatasetError  # noqa: PLC0415
+
+    model_cfg = _model_config(args)
+    if train.is_finished(args.out, train_cfg.steps):
+        print(f"{args.out}: already finished ({train_cfg.steps} steps); nothing to do", file=sys.stderr)
+        return 0
+    teacher = train.load_run(teacher_dir) if teacher_dir else None
+    try:
+        data = train.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
+                               max_states=args.max_states)
+    except DatasetError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        meta = train.fit(args.out, data, model_cfg, train_cfg, kind=kind, teacher=teacher,
+                         teacher_dir=teacher_dir, progress=not args.no_progress,
+                         chunk_steps=args.chunk_steps, checkpoint_every_s=args.checkpoint_every)
+    except train.TrainingError as exc:
+        print(f"offload-jax {args.command}: {exc}", file=sys.stderr)
+        return 1
+    m = meta.get("metrics") or {}
+    if m:
+        print(f"{kind} {args.out}: step {meta['step']}, {meta['params']} params, held-out accuracy "
+              f"{m['accuracy']:.4f}, exact match {m['exact_match']:.4f}, "
+              f"latency ratio {m['latency_ratio_mean']:.4f}")
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a teacher or student on the optimal labels",
+                       description="Train a placement network on a dataset's optimal labels "
+                                   "(cross-entropy, optionally plus the latency-aware term); checkpoints "
+                                   "to --out and resumes.")
+    _add_training_flags(p, model_default="teacher", steps_default=20_000)
+    _add_run_flags(p)
+    p.set_defaults(handler=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    return _fit(args, args.model, _train_config(args))
+
+
+def _add_distill(sub) -> None:
+    p = sub.add_parser("distill", help="distill a teacher run into a student",
+                       description="Train a student on alpha * CE(labels) + (1 - alpha) * T^2 * "
+                                   "KL(teacher/T || student/T) [+ latency term]; teacher logits are computed "
+                                   "inside the jitted step.")
+    _add_training_flags(p, model_default="student", steps_default=20_000)
+    _add_run_flags(p)
+    p.add_argument("--teacher", required=True, metavar="RUN", help="trained teacher run directory")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the label CE (1: labels only)")
+    p.add_argument("--temperature", type=float, default=2.0, help="softmax temperature of the KD term")
+    p.set_defaults(handler=_cmd_distill)
+
+
+def _cmd_distill(args) -> int:
+    cfg = _train_config(args, alpha=args.alpha, temperature=args.temperature)
+    return _fit(args, "distill", cfg, teacher_dir=args.teacher)
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="train a grid of students in one vmapped program",
+                       description="PureJaxRL-style ablation: jax.jit(jax.vmap(train)) over seeds x "
+                                   "temperatures x alphas x loss variants; writes sweep.csv/.md/.json/.png.")
+    _add_training_flags(p, model_default="student", steps_default=5_000, sweep=True)
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the table and plot")
+    p.add_argument("--teacher", default=None, metavar="RUN", help="teacher run (needed for alphas < 1)")
+    p.add_argument("--seeds", type=_csv_of(int), default=[0, 1, 2])
+    p.add_argument("--temperatures", type=_csv_of(float), default=[1.0, 4.0])
+    p.add_argument("--alphas", type=_csv_of(float), default=[0.5, 1.0])
+    p.add_argument("--losses", type=_csv_of(str), default=["ce", "latency"],
+                   help="loss variants: ce (labels / KD only), latency (plus the latency term)")
+    p.set_defaults(handler=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> int:
+    from offload_jax import sweep, train  # noqa: PLC0415
+    from offload_jax.dataset import DatasetError  # noqa: PLC0415
+
+    points = sweep.grid(args.seeds, args.temperatures, args.alphas, args.losses)
+    base = _train_config(args, latency_weight=0.0)  # per member: see sweep.point_config
+    teacher = train.load_run(args.teacher) if args.teacher else None
+    try:
+        data = train.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
+                               max_states=args.max_states)
+    except DatasetError as exc:
+        raise ConfigError(str(exc)) from exc
+    rows, _, timing = sweep.run_sweep(data, _model_config(args), base, points, teacher=teacher,
+                                      latency_weight=args.latency_weight)
+    info = {"data": args.data, "teacher": args.teacher, "model": _model_config(args).to_dict(),
+            "train": base.to_dict(), "timing": timing, **data.info}
+    paths = sweep.write_results(args.out, rows, info)
+    print(sweep.table_markdown(rows))
+    print(f"{len(rows)} students in {timing['run_s']:.1f} s (+ {timing['compile_s']:.1f} s compile); "
+          f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 
 

@@ -12,23 +12,54 @@ evaluation, policies and export.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
+import math
 import os
+import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 from flax import nnx
+from tqdm.auto import tqdm
 
-from offload_jax import __version__
+from offload_jax import __version__, metrics
 from offload_jax.config import ConfigError, ModelConfig, SystemConfig, TrainConfig
-from offload_jax.features import FeatureStats, feature_spec, features, num_features
+from offload_jax.cost import StageCosts, stage_costs
+from offload_jax.features import (
+    FeatureStats,
+    compute_stats,
+    feature_spec,
+    features,
+    normalize,
+    num_features,
+    raw_features,
+)
+from offload_jax.losses import LossWeights, total_loss
 from offload_jax.models import PlacementMLP, count_params
 from offload_jax.system import SystemState, tasks_of
+
+
+class _QuietReadOnly(logging.Filter):
+    """Drop Orbax's notices that a read-only manager is read-only (we open one to read every run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("CheckpointManagerOptions.read_only=True")
+                    or msg.startswith("Given directory is read only"))
+
+
+logging.getLogger("absl").addFilter(_QuietReadOnly())
 
 RUN_JSON = "run.json"
 CHECKPOINTS = "checkpoints"
@@ -225,3 +256,439 @@ def predict_logits(run: LoadedRun, state: SystemState) -> jax.Array:
                        f"got states with T={t}, N={state.snr.shape[-1]}")
     state = SystemState(*(jnp.asarray(np.asarray(v)) for v in state))
     return _apply(nnx.split(run.model), run.stats, state)
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+class TrainData(NamedTuple):
+    """The training split on the device; features are computed once, not per step."""
+
+    x: jax.Array  # (n, F) float32, normalized features
+    label: jax.Array  # (n, T) int8
+    state: SystemState  # (n, ...) for the stage costs of the latency-aware term
+    optimal_latency: jax.Array  # (n,) seconds
+
+
+class EvalData(NamedTuple):
+    """The held-out split on the device."""
+
+    x: jax.Array  # (m, F)
+    label: jax.Array  # (m, T)
+    costs: StageCosts  # (m, ...)
+    optimal_latency: jax.Array  # (m,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """Training and held-out data, normalized with statistics of the training split only."""
+
+    system: SystemConfig
+    stats: FeatureStats
+    train: TrainData
+    eval: EvalData
+    info: dict  # where the data came from and the split sizes (recorded in run.json)
+
+
+_FEATURE_CHUNK = 65_536  # states per jitted feature batch: bounds the intermediate memory
+
+
+def _raw_features_np(states: SystemState) -> np.ndarray:
+    n = states.cycles.shape[0]
+    fn = jax.jit(raw_features)
+    parts = []
+    for start in range(0, n, _FEATURE_CHUNK):
+        chunk = SystemState(*(jnp.asarray(np.asarray(v)[start:start + _FEATURE_CHUNK]) for v in states))
+        parts.append(np.asarray(fn(chunk)))
+    return np.concatenate(parts, axis=0)
+
+
+def _slice_state(states: SystemState, sl: slice) -> SystemState:
+    return SystemState(*(np.asarray(v)[sl] for v in states))
+
+
+def default_holdout(num_states: int) -> int:
+    """min(5%, 50k) of the data, at least 1."""
+    return max(1, min(num_states // 20, 50_000))
+
+
+def prepare(states: SystemState, label, latency, system: SystemConfig, *, holdout: int | None = None,
+            val: tuple[SystemState, Any, Any] | None = None, info: dict | None = None) -> Prepared:
+    """Split (the last `holdout` states are held out, unless `val` = (states, label, latency) is given),
+    compute features once, and put both splits on the device."""
+    n = int(np.asarray(label).shape[0])
+    chex.assert_shape(np.asarray(label), (n, system.tasks))
+    if tasks_of(states) != system.tasks or states.snr.shape[-1] != system.subcarriers:
+        raise RunError(f"states have T={tasks_of(states)}, N={states.snr.shape[-1]}; "
+                       f"the system says T={system.tasks}, N={system.subcarriers}")
+    if val is None:
+        holdout = default_holdout(n) if holdout is None else int(holdout)
+        if not 1 <= holdout < n:
+            raise ConfigError(f"--holdout must be in [1, {n - 1}] for {n} states, got {holdout}")
+        tr, ev = slice(0, n - holdout), slice(n - holdout, n)
+        train_part = (_slice_state(states, tr), np.asarray(label)[tr], np.asarray(latency)[tr])
+        eval_part = (_slice_state(states, ev), np.asarray(label)[ev], np.asarray(latency)[ev])
+    else:
+        train_part = (states, np.asarray(label), np.asarray(latency))
+        eval_part = (val[0], np.asarray(val[1]), np.asarray(val[2]))
+        if tasks_of(eval_part[0]) != system.tasks:
+            raise RunError(f"validation states have T={tasks_of(eval_part[0])}, expected T={system.tasks}")
+    raw_train = _raw_features_np(train_part[0])
+    stats = compute_stats(raw_train)
+    x_train = normalize(jnp.asarray(raw_train), stats)
+    del raw_train
+    x_eval = normalize(jnp.asarray(_raw_features_np(eval_part[0])), stats)
+    eval_states = SystemState(*(jnp.asarray(v) for v in eval_part[0]))
+    train = TrainData(x=x_train, label=jnp.asarray(train_part[1], jnp.int8),
+                      state=SystemState(*(jnp.asarray(v) for v in train_part[0])),
+                      optimal_latency=jnp.asarray(train_part[2], jnp.float32))
+    evald = EvalData(x=x_eval, label=jnp.asarray(eval_part[1], jnp.int8),
+                     costs=jax.jit(stage_costs)(eval_states),
+                     optimal_latency=jnp.asarray(eval_part[2], jnp.float32))
+    info = {**(info or {}), "num_train": int(train.x.shape[0]), "num_eval": int(evald.x.shape[0])}
+    return Prepared(system=system, stats=stats, train=train, eval=evald, info=info)
+
+
+def load_data(data_dir: str | os.PathLike, *, holdout: int | None = None,
+              val_data: str | os.PathLike | None = None, max_states: int | None = None) -> Prepared:
+    """A dataset written by `offload-jax generate`, split and prepared for training."""
+    from offload_jax import dataset  # noqa: PLC0415 (only the CLI path reads from disk)
+
+    ds = dataset.load(data_dir, verify=True, max_states=max_states)
+    system = SystemConfig.from_dict(ds.manifest["system"])
+    info = {"data": os.fspath(data_dir), "seed": ds.manifest.get("seed")}
+    val = None
+    if val_data is not None:
+        vd = dataset.load(val_data, verify=True)
+        if SystemConfig.from_dict(vd.manifest["system"]) != system:
+            raise RunError(f"--val-data {os.fspath(val_data)!r} has another system than --data")
+        val = (vd.states, vd.label, vd.latency)
+        info["val_data"] = os.fspath(val_data)
+    else:
+        info["holdout"] = default_holdout(ds.num_states) if holdout is None else int(holdout)
+    return prepare(ds.states, ds.label, ds.latency, system, holdout=holdout, val=val, info=info)
+
+
+# --- the training program (PureJaxRL style) -----------------------------------------------------
+
+
+class Consts(NamedTuple):
+    """Everything big a training program reads. Passed as an argument, never closed over, so the
+    arrays are not baked into the compiled program as constants."""
+
+    train: TrainData
+    eval: EvalData
+    teacher_params: Any = None  # pure dict, or None without a teacher
+    teacher_scale: Any = None  # (F,): teacher input = x * scale + shift (the teacher's own stats)
+    teacher_shift: Any = None
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    perm: jax.Array  # (n,) int32, the current epoch's shuffle
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """The jittable pieces of one training configuration (see `make_train`)."""
+
+    init: Callable  # (rng) -> TrainState at step 0
+    epoch_perm: Callable  # (rng, step) -> (n,) shuffle of the epoch that `step` falls in
+    run: Callable  # (TrainState, rng, LossWeights, Consts, k0, k1) -> (TrainState, (mean loss, mean acc))
+    evaluate: Callable  # (params, Consts) -> metrics.summary on the held-out split
+    train: Callable  # (rng, LossWeights, Consts) -> (params, held-out metrics): the whole run
+    optimizer: optax.GradientTransformation
+    steps_per_epoch: int
+
+
+def _kernel_mask(params):
+    """Weight decay on kernels only (not biases, not LayerNorm)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    warmup = int(round(cfg.warmup_frac * cfg.steps))
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=warmup,
+        decay_steps=max(cfg.steps, warmup + 1), end_value=cfg.learning_rate * cfg.end_lr_frac)
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.clip_norm),
+        optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=_kernel_mask),
+    )
+
+
+def make_train(cfg: TrainConfig, model_cfg: ModelConfig, system: SystemConfig, num_train: int, *,
+               teacher_model_cfg: ModelConfig | None = None, use_latency: bool = False,
+               eval_batch: int = 8192) -> Trainer:
+    """Build the training program of one configuration.
+
+    `trainer.train(rng, weights, consts)` is the whole run (a fori_loop over steps, then a held-out
+    evaluation) as one jittable function, so `jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None)))`
+    trains a population in one program. `trainer.run` executes steps [k0, k1) of the same loop; the
+    checkpointing driver (`fit`) calls it in chunks. Step k's batch is a pure function of (rng, k).
+    """
+    cfg.validate()
+    batch = cfg.batch_size
+    steps_per_epoch = num_train // batch
+    if steps_per_epoch < 1:
+        raise ConfigError(f"--batch-size ({batch}) must be <= the number of training states ({num_train})")
+    graphdef = graphdef_of(model_cfg, system)
+    teacher_graphdef = graphdef_of(teacher_model_cfg, system) if teacher_model_cfg else None
+    tx = make_optimizer(cfg)
+
+    def apply(params, x):
+        return nnx.merge(graphdef, params)(x)
+
+    def split_key(rng):
+        init_key, shuffle_key = jax.random.split(rng)
+        return init_key, shuffle_key
+
+    def epoch_perm(rng, step):
+        epoch = step // steps_per_epoch
+        key = jax.random.fold_in(split_key(rng)[1], epoch)
+        return jax.random.permutation(key, num_train).astype(jnp.int32)
+
+    def init(rng):
+        params = init_params(split_key(rng)[0], model_cfg, system)
+        return TrainState(params=params, opt_state=tx.init(params), perm=epoch_perm(rng, 0))
+
+    def one_step(k, carry, rng, weights: LossWeights, consts: Consts):
+        state, loss_sum, acc_sum = carry
+        perm = jax.lax.cond(k % steps_per_epoch == 0, lambda: epoch_perm(rng, k), lambda: state.perm)
+        idx = jax.lax.dynamic_slice_in_dim(perm, (k % steps_per_epoch) * batch, batch)
+        data = consts.train
+        x, labels = data.x[idx], data.label[idx]
+        teacher_logits = None
+        if teacher_graphdef is not None:
+            x_teacher = x * consts.teacher_scale + consts.teacher_shift
+            teacher_logits = nnx.merge(teacher_graphdef, consts.teacher_params)(x_teacher)
+        costs = optimal = None
+        if use_latency:
+            costs = stage_costs(jax.tree.map(lambda v: v[idx], data.state))
+            optimal = data.optimal_latency[idx]
+
+        def loss_fn(params):
+            logits = apply(params, x)
+            loss = total_loss(logits, labels, weights, teacher_logits=teacher_logits, costs=costs,
+                              optimal_latency=optimal)
+            return loss, logits
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        acc = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+        return TrainState(params, opt_state, perm), loss_sum + loss, acc_sum + acc
+
+    def run(state: TrainState, rng, weights: LossWeights, consts: Consts, k0, k1):
+        body = functools.partial(one_step, rng=rng, weights=weights, consts=consts)
+        zero = jnp.zeros((), jnp.float32)
+        state, loss_sum, acc_sum = jax.lax.fori_loop(k0, k1, body, (state, zero, zero))
+        count = jnp.maximum(k1 - k0, 1).astype(jnp.float32)
+        return state, (loss_sum / count, acc_sum / count)
+
+    def evaluate(params, consts: Consts):
+        ev = consts.eval
+        logits = jax.lax.map(lambda x: apply(params, x), ev.x, batch_size=eval_batch)
+        pred = jnp.argmax(logits, axis=-1).astype(jnp.int8)
+        return metrics.summary(ev.costs, pred, ev.label, ev.optimal_latency)
+
+    def train(rng, weights: LossWeights, consts: Consts):
+        state, _ = run(init(rng), rng, weights, consts, 0, cfg.steps)
+        return state.params, evaluate(state.params, consts)
+
+    return Trainer(init=init, epoch_perm=epoch_perm, run=run, evaluate=evaluate, train=train, optimizer=tx,
+                   steps_per_epoch=steps_per_epoch)
+
+
+def loss_weights(cfg: TrainConfig) -> LossWeights:
+    return LossWeights(alpha=jnp.float32(cfg.alpha), temperature=jnp.float32(cfg.temperature),
+                       latency_weight=jnp.float32(cfg.latency_weight))
+
+
+def teacher_consts(teacher: LoadedRun, stats: FeatureStats) -> tuple[dict, jax.Array, jax.Array]:
+    """(teacher params, scale, shift) mapping features normalized with `stats` to the teacher's input."""
+    scale = stats.std / teacher.stats.std
+    shift = (stats.mean - teacher.stats.mean) / teacher.stats.std
+    return params_of(teacher.model), scale, shift
+
+
+def check_compatible(system: SystemConfig, recorded_spec: dict, what: str) -> None:
+    """Refuse `what` (a checkpoint or teacher) whose T or feature layout differs from the dataset's."""
+    mine = feature_spec(system)
+    if dict(recorded_spec) != mine:
+        raise RunError(f"{what} was made for T={recorded_spec.get('tasks')}, "
+                       f"N={recorded_spec.get('subcarriers')} (features {recorded_spec}); "
+                       f"the dataset has T={system.tasks}, "
+                       f"N={system.subcarriers} (features {mine})")
+
+
+# --- the checkpointing driver ---------------------------------------------------------------------
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def _scalar_metrics(m: dict) -> dict:
+    return {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
+
+
+def run_status(run_dir: str | os.PathLike) -> dict | None:
+    """run.json of `run_dir` if it exists and is readable, else None."""
+    try:
+        return json.loads((Path(run_dir) / RUN_JSON).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_finished(run_dir: str | os.PathLike, steps: int) -> bool:
+    """Whether `run_dir` holds a checkpoint at (or past) `steps`, i.e. rerunning would do nothing."""
+    try:
+        step = latest_step(run_dir)
+    except Exception:  # noqa: BLE001 (unreadable: let `fit` report it)
+        return False
+    return step is not None and step >= steps
+
+
+def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, *, kind: str,
+        teacher: LoadedRun | None = None, teacher_dir: str | None = None, progress: bool = True,
+        chunk_steps: int = 50, checkpoint_every_s: float = 30.0,
+        log: Callable[[str], Any] | None = None) -> dict:
+    """Train (or resume, or do nothing if finished) the run in `run_dir`; returns its run.json.
+
+    Checkpoints (params, optimizer state, step, feature statistics, model and training config) are
+    written at the end and whenever `checkpoint_every_s` have passed since the last one; a run killed at
+    any moment resumes from its last checkpoint and reaches the same parameters.
+    """
+    run_dir = Path(run_dir)
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    cfg.validate()
+    model_cfg.validate()
+    if chunk_steps < 1:
+        raise ConfigError(f"chunk_steps must be >= 1, got {chunk_steps}")
+    if teacher is None and cfg.alpha != 1.0:
+        raise ConfigError(f"alpha must be 1 without a teacher (labels only), got {cfg.alpha}")
+    if teacher is not None:
+        check_compatible(data.system, teacher.meta.get("features", feature_spec(teacher.system)),
+                         f"teacher run {teacher_dir!r}")
+    num_train = int(data.train.x.shape[0])
+    trainer = make_train(cfg, model_cfg, data.system, num_train,
+                         teacher_model_cfg=teacher.model_cfg if teacher else None,
+                         use_latency=cfg.latency_weight > 0)
+    consts = Consts(data.train, data.eval, *(teacher_consts(teacher, data.stats) if teacher else ()))
+    rng = jax.random.key(cfg.seed)
+    weights = loss_weights(cfg)
+    teacher_info = None
+    if teacher is not None:
+        teacher_info = {"dir": teacher_dir, "kind": teacher.meta.get("kind"),
+                        "params": teacher.meta.get("params"), "model": teacher.model_cfg.to_dict()}
+    config_item = _config_item(model_cfg, data.system, kind, cfg,
+                               {"teacher": teacher_info, "data": data.info})
+
+    mgr = _manager(run_dir)
+    try:
+        step = mgr.latest_step()
+        history: list[dict] = []
+        if step is not None:
+            state = _resume(run_dir, step, data, trainer, config_item, rng)
+            history = (run_status(run_dir) or {}).get("history", [])
+            if step >= cfg.steps:
+                log(f"{run_dir}: finished at step {step}; nothing to do")
+                return run_status(run_dir) or {"step": step}
+            log(f"{run_dir}: resuming from step {step}")
+        else:
+            step = 0
+            state = jax.jit(trainer.init)(rng)
+        return _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, config_item, kind,
+                     history, progress, chunk_steps, checkpoint_every_s, teacher_info)
+    finally:
+        mgr.close()
+
+
+def _resume(run_dir: Path, step: int, data: Prepared, trainer: Trainer, config_item: dict, rng) -> TrainState:
+    try:
+        with _manager(run_dir, read_only=True) as mgr:
+            stored = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    except Exception as exc:  # noqa: BLE001
+        raise RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is unreadable ({exc})") from exc
+    check_compatible(data.system, stored.get("features", {}), f"the checkpoint in {str(run_dir)!r}")
+    def settings(item: dict) -> dict:
+        # The teacher's directory may be spelled differently between two runs of the same command.
+        teacher = {k: v for k, v in (item.get("teacher") or {}).items() if k != "dir"}
+        return {"kind": item.get("kind"), "model": item.get("model"), "train": item.get("train"),
+                "teacher": teacher}
+
+    mismatch = _differences(settings(stored), settings(config_item))
+    if mismatch:
+        raise RunError(f"run directory {str(run_dir)!r} holds a run with other settings "
+                       f"({'; '.join(mismatch)}); rerun the same command, or use another --out")
+    abstract_params = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                   nnx.to_pure_dict(nnx.state(abstract_model(
+                                       ModelConfig.from_dict(stored["model"]), data.system))))
+    abstract_opt = jax.eval_shape(trainer.optimizer.init, abstract_params)
+    try:
+        _, params, stats, opt_state = _restore(run_dir, step, with_opt_state=abstract_opt)
+    except Exception as exc:  # noqa: BLE001
+        raise RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is corrupt ({exc})") from exc
+    if not (np.array_equal(np.asarray(stats.mean), np.asarray(data.stats.mean))
+            and np.array_equal(np.asarray(stats.std), np.asarray(data.stats.std))):
+        raise RunError(f"run directory {str(run_dir)!r} was trained on other data (the feature statistics of "
+                       "the training split differ: another --data, --holdout or --val-data?)")
+    return TrainState(params=params, opt_state=opt_state, perm=jax.jit(trainer.epoch_perm)(rng, step))
+
+
+def _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, config_item, kind, history,
+          progress, chunk_steps, checkpoint_every_s, teacher_info) -> dict:
+    run_jit = jax.jit(trainer.run)
+    eval_jit = jax.jit(trainer.evaluate)
+    # Commit every input to one device: arrays restored by Orbax are committed and fresh ones are not,
+    # and a change in that between chunks would compile the step loop a second time.
+    device = jax.devices()[0]
+    state, consts = jax.device_put((state, consts), device)
+    n_params = sum(int(np.size(p)) for p in jax.tree.leaves(state.params))
+    last_save = time.monotonic()
+    started = time.monotonic()
+    meta: dict = {}
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, file=sys.stderr,
+               desc=f"{kind} {run_dir.name}", dynamic_ncols=True)
+    try:
+        while step < cfg.steps:
+            nxt = min(cfg.steps, (step // chunk_steps + 1) * chunk_steps)
+            if cfg.eval_every:
+                nxt = min(nxt, (step // cfg.eval_every + 1) * cfg.eval_every)
+            new_state, (loss, acc) = run_jit(state, rng, weights, consts, step, nxt)
+            loss, acc = float(loss), float(acc)
+            if not math.isfinite(loss):
+                last = mgr.latest_step()
+                raise TrainingError(
+                    f"loss became {loss} between steps {step} and {nxt}; stopped. The last good checkpoint "
+                    f"({'none' if last is None else f'step {last}'}) is kept in {str(run_dir)!r}. "
+                    "Try a lower --lr.")
+            state, step = new_state, nxt
+            bar.update(nxt - bar.n)
+            postfix = {"loss": f"{loss:.4f}", "acc": f"{acc:.4f}"}
+            if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
+                scalars = _scalar_metrics(eval_jit(state.params, consts))
+                history.append({"step": step, "train_loss": loss, "train_accuracy": acc, **scalars})
+                postfix["val_ratio"] = f"{scalars['latency_ratio_mean']:.4f}"
+            bar.set_postfix(postfix, refresh=False)
+            if step == cfg.steps or time.monotonic() - last_save >= checkpoint_every_s:
+                _save_checkpoint(mgr, step, state.params, data.stats, config_item, state.opt_state)
+                meta = _base_meta(kind, step, ModelConfig.from_dict(config_item["model"]), data.system, cfg,
+                                  n_params)
+                meta.update({"steps": cfg.steps, "finished": step >= cfg.steps, "teacher": teacher_info,
+                             "data": data.info, "history": history,
+                             "metrics": history[-1] if history else None,
+                             "wall_s_this_session": round(time.monotonic() - started, 2)})
+                _write_json_atomic(run_dir / RUN_JSON, meta)
+                last_save = time.monotonic()
+    finally:
+        bar.close()
+    return meta

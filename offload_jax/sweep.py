@@ -1,0 +1,187 @@
+"""Fast ablations in the PureJaxRL manner: one jitted program trains a whole grid of students.
+
+`train.make_train(...).train(rng, weights, consts)` is one jittable training run; the sweep is
+`jax.jit(jax.vmap(train, in_axes=(0, 0, None)))` over the grid seeds x temperatures x alphas x loss
+variants (the data and the teacher are shared, not copied per member). Results go to one table
+(CSV + markdown + JSON) and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from offload_jax.config import ConfigError, ModelConfig, TrainConfig
+from offload_jax.losses import LossWeights
+from offload_jax.train import Consts, LoadedRun, Prepared, make_train, teacher_consts
+
+LOSS_VARIANTS = ("ce", "latency")  # ce: (distillation) cross-entropy only; latency: plus the latency term
+METRIC_COLUMNS = ("accuracy", "exact_match", "latency_ratio_mean", "latency_ratio_of_means")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPoint:
+    seed: int
+    temperature: float
+    alpha: float
+    loss: str  # one of LOSS_VARIANTS
+
+
+def grid(seeds, temperatures, alphas, losses) -> list[SweepPoint]:
+    """The cartesian product, validated (alpha in [0, 1], temperature > 0, known loss variants)."""
+    for loss in losses:
+        if loss not in LOSS_VARIANTS:
+            raise ConfigError(f"--losses: unknown variant {loss!r}; allowed: {', '.join(LOSS_VARIANTS)}")
+    for a in alphas:
+        if not 0.0 <= a <= 1.0:
+            raise ConfigError(f"--alphas: each alpha must be in [0, 1], got {a}")
+    for t in temperatures:
+        if not t > 0:
+            raise ConfigError(f"--temperatures: each temperature must be > 0, got {t}")
+    for s in seeds:
+        if s < 0:
+            raise ConfigError(f"--seeds: each seed must be >= 0, got {s}")
+    points = [SweepPoint(int(s), float(t), float(a), str(loss))
+              for s, t, a, loss in itertools.product(seeds, temperatures, alphas, losses)]
+    if not points:
+        raise ConfigError("the sweep grid is empty: give at least one seed, temperature, alpha and loss")
+    return points
+
+
+def point_config(base: TrainConfig, point: SweepPoint, latency_weight: float) -> TrainConfig:
+    """The single-run TrainConfig equivalent to one sweep member (for `train.fit`)."""
+    return dataclasses.replace(base, seed=point.seed, alpha=point.alpha, temperature=point.temperature,
+                               latency_weight=latency_weight if point.loss == "latency" else 0.0).validate()
+
+
+def run_sweep(data: Prepared, model_cfg: ModelConfig, base: TrainConfig, points: list[SweepPoint], *,
+              teacher: LoadedRun | None = None, latency_weight: float = 1.0) -> tuple[list[dict], dict, dict]:
+    """Train every point in one vmapped program. Returns (rows, batched params, timing).
+
+    Each row holds the point's settings and its held-out metrics (`metrics.summary`).
+    """
+    if teacher is None and any(p.alpha != 1.0 for p in points):
+        raise ConfigError("alphas < 1 need a teacher (--teacher RUN)")
+    if any(p.loss == "latency" for p in points) and not latency_weight > 0:
+        raise ConfigError(f"--latency-weight must be > 0 for the 'latency' variant, got {latency_weight}")
+    trainer = make_train(base, model_cfg, data.system, int(data.train.x.shape[0]),
+                         teacher_model_cfg=teacher.model_cfg if teacher else None,
+                         use_latency=any(p.loss == "latency" for p in points))
+    consts = Consts(data.train, data.eval, *(teacher_consts(teacher, data.stats) if teacher else ()))
+    rngs = jax.vmap(jax.random.key)(jnp.asarray([p.seed for p in points], jnp.uint32))
+    lat_w = [latency_weight if p.loss == "latency" else 0.0 for p in points]
+    weights = LossWeights(alpha=jnp.asarray([p.alpha for p in points], jnp.float32),
+                          temperature=jnp.asarray([p.temperature for p in points], jnp.float32),
+                          latency_weight=jnp.asarray(lat_w, jnp.float32))
+    program = jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None)))
+    start = time.perf_counter()
+    compiled = program.lower(rngs, weights, consts).compile()
+    compiled_at = time.perf_counter()
+    params, summary = jax.block_until_ready(compiled(rngs, weights, consts))
+    done = time.perf_counter()
+    rows = []
+    for i, p in enumerate(points):
+        row = {**dataclasses.asdict(p), "latency_weight": latency_weight if p.loss == "latency" else 0.0}
+        row.update({k: float(summary[k][i]) for k in METRIC_COLUMNS})
+        rows.append(row)
+    timing = {"members": len(points), "steps": base.steps, "compile_s": compiled_at - start,
+              "run_s": done - compiled_at}
+    return rows, params, timing
+
+
+def table_markdown(rows: list[dict]) -> str:
+    cols = ["seed", "temperature", "alpha", "loss", "latency_weight", *METRIC_COLUMNS]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [f"{r[c]:.4f}" if c in METRIC_COLUMNS else str(r[c]) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def grouped(rows: list[dict]) -> list[dict]:
+    """Mean and std over seeds of each (temperature, alpha, loss) setting."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["temperature"], r["alpha"], r["loss"]), []).append(r)
+    out = []
+    for (t, a, loss), rs in groups.items():
+        entry = {"temperature": t, "alpha": a, "loss": loss, "seeds": len(rs)}
+        for c in METRIC_COLUMNS:
+            vals = np.asarray([r[c] for r in rs])
+            entry[c] = float(vals.mean())
+            entry[c + "_std"] = float(vals.std())
+        out.append(entry)
+    return out
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def write_results(out_dir: str | os.PathLike, rows: list[dict], info: dict) -> dict[str, Path]:
+    """sweep.csv, sweep.md, sweep.json and sweep.png in `out_dir` (each written atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / f"sweep.{k}" for k in ("csv", "md", "json", "png")}
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(paths["csv"], buf.getvalue().encode())
+    md = "# Sweep\n\n" + table_markdown(rows) + "\n## Mean over seeds\n\n" + _grouped_markdown(grouped(rows))
+    _atomic_write(paths["md"], md.encode())
+    _atomic_write(paths["json"], (json.dumps({"info": info, "rows": rows, "grouped": grouped(rows)},
+                                             indent=2) + "\n").encode())
+    _atomic_write(paths["png"], _plot(rows))
+    return paths
+
+
+def _grouped_markdown(groups: list[dict]) -> str:
+    lines = ["| temperature | alpha | loss | seeds | latency ratio (mean +- std) | accuracy | exact match |",
+             "|---|---|---|---|---|---|---|"]
+    for g in groups:
+        lines.append(f"| {g['temperature']:g} | {g['alpha']:g} | {g['loss']} | {g['seeds']} | "
+                     f"{g['latency_ratio_mean']:.4f} +- {g['latency_ratio_mean_std']:.4f} | "
+                     f"{g['accuracy']:.4f} | {g['exact_match']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict]) -> bytes:
+    import matplotlib  # noqa: PLC0415 (only needed when writing results)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    groups = grouped(rows)
+    labels = [f"T={g['temperature']:g}\na={g['alpha']:g}\n{g['loss']}" for g in groups]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(groups) + 1.5), 4.0))
+    xs = np.arange(len(groups))
+    ax.bar(xs, [g["latency_ratio_mean"] - 1.0 for g in groups], bottom=1.0, color="#9ecae1",
+           label="mean over seeds")
+    for x, g in zip(xs, groups, strict=True):
+        ys = [r["latency_ratio_mean"] for r in rows
+              if (r["temperature"], r["alpha"], r["loss"]) == (g["temperature"], g["alpha"], g["loss"])]
+        ax.scatter(np.full(len(ys), x), ys, color="#08519c", s=14, zorder=3)
+    ax.set_xticks(xs, labels, fontsize=8)
+    ax.set_ylabel("latency / optimal (mean over held-out states)")
+    ax.set_title("Student sweep (dots: seeds)")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
