@@ -1,0 +1,326 @@
+"""DROO-style deep reinforcement learning baseline (Huang, Bi, Zhang, IEEE TMC 2019), three sites.
+
+DROO learns online, without labels: a DNN maps a state's features to a relaxed placement, a
+quantizer turns it into K candidate placements, the cost model scores them, the best one goes into
+a replay memory, and every few states the DNN trains on a random minibatch of the memory.
+
+Adaptation to three sites (the paper's actions are binary):
+
+* DNN: a `PlacementMLP` (the student's architecture by default) -> logits (T, 3); the relaxed
+  placement is `probs = softmax(logits)` per sub-task.
+* Order-preserving quantization into K candidates (`quantize`), K = T by default:
+  candidate 1 is the per-sub-task argmax of `probs` (ties to the lowest label). Per sub-task, the
+  margin is top-1 prob minus top-2 prob and the runner-up site is the second entry of the sites
+  sorted by decreasing prob (ties to the lowest label). Sub-tasks are ordered by increasing margin
+  (ties to the lower sub-task index); candidate k (2 <= k <= K) is candidate 1 with the (k-1)-th
+  sub-task of that order moved to its runner-up site. Each candidate k > 1 thus differs from
+  candidate 1 in exactly one sub-task, the least confident ones first.
+* The cost model (`cost.path_latency`) scores the K candidates; the cheapest wins (ties to the
+  lowest k, so the choice is never worse than candidate 1). This is also the policy at decision
+  time (`decide`): DNN -> K candidates -> the best by the cost model.
+* Replay memory: a FIFO ring of `memory_size` (features, best placement) pairs.
+* Training: the stream is processed in chunks of `train_every` states; the DNN is fixed within a
+  chunk (exactly the paper's "train every delta states"), so a chunk is decided as one batch. After
+  each chunk, one Optax Adam step on the cross-entropy between the DNN's logits and the stored best
+  placements of `batch_size` entries drawn uniformly (with replacement) from the filled memory.
+  A trailing partial chunk (< train_every states) is not used.
+* Feature normalization statistics come from the stream's own states (no labels), like the
+  student's come from its training states.
+
+Everything derives from explicit keys; the online loop is one jitted `lax.scan` over chunks,
+called in segments so a progress bar can follow. A trained DNN is saved with `train.save_run`
+(`meta["kind"] == "droo"`, the DROO config in `meta["droo"]`); `policies.make_policy("droo", ...)`
+rebuilds the decision rule from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from offload_jax.config import STUDENT_MODEL, ConfigError, ModelConfig, SystemConfig
+from offload_jax.cost import NUM_SITES, StageCosts, path_latency, stage_costs
+from offload_jax.features import FeatureStats, compute_stats, features, num_features, raw_features
+from offload_jax.models import PlacementMLP
+from offload_jax.system import SystemState
+
+
+@dataclasses.dataclass(frozen=True)
+class DROOConfig:
+    """DROO hyper-parameters. `candidates=0` means K = T (the issue's setting)."""
+
+    model: ModelConfig = STUDENT_MODEL
+    candidates: int = 0
+    memory_size: int = 1024
+    batch_size: int = 128
+    train_every: int = 10
+    learning_rate: float = 1e-3
+
+    def num_candidates(self, tasks: int) -> int:
+        return self.candidates or tasks
+
+    def validate(self, tasks: int | None = None) -> DROOConfig:
+        self.model.validate()
+        for name in ("memory_size", "batch_size", "train_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"droo {name} must be an integer >= 1, got {value!r}")
+        if self.memory_size < self.train_every:
+            raise ConfigError(f"droo memory_size ({self.memory_size}) must be >= train_every "
+                              f"({self.train_every})")
+        if not isinstance(self.candidates, int) or self.candidates < 0:
+            raise ConfigError(f"droo candidates must be an integer >= 0 (0 means T), got {self.candidates!r}")
+        if tasks is not None and self.num_candidates(tasks) > tasks:
+            raise ConfigError(f"droo candidates must be at most T={tasks}, got {self.candidates}")
+        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < np.inf):
+            raise ConfigError(f"droo learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DROOConfig:
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise ConfigError(f"unknown droo key(s) {unknown}; allowed: {sorted(allowed)}")
+        d = dict(d)
+        if "model" in d:
+            d["model"] = ModelConfig.from_dict(d["model"])
+        return cls(**d).validate()
+
+
+def quantize(probs: jax.Array, num_candidates: int) -> jax.Array:
+    """Order-preserving quantization: probs (..., T, 3) -> candidates (..., K, T) int8 (module doc)."""
+    tasks = probs.shape[-2]
+    if not 1 <= num_candidates <= tasks:
+        raise ValueError(f"num_candidates must be in [1, T={tasks}], got {num_candidates}")
+    site_order = jnp.argsort(-probs, axis=-1, stable=True)  # sites by decreasing prob
+    best, runner_up = site_order[..., 0], site_order[..., 1]  # (..., T)
+    top2 = jnp.take_along_axis(probs, site_order[..., :2], axis=-1)
+    margin = top2[..., 0] - top2[..., 1]
+    flip = jnp.argsort(margin, axis=-1, stable=True)[..., : num_candidates - 1]  # (..., K-1)
+    flip_mask = flip[..., :, None] == jnp.arange(tasks)  # (..., K-1, T)
+    flipped = jnp.where(flip_mask, runner_up[..., None, :], best[..., None, :])
+    return jnp.concatenate([best[..., None, :], flipped], axis=-2).astype(jnp.int8)
+
+
+def decide(logits: jax.Array, costs: StageCosts, num_candidates: int) -> tuple[jax.Array, jax.Array]:
+    """DROO's decision: logits (n, T, 3) -> (best placement (n, T) int8, its latency (n,)).
+
+    The K candidates of `quantize` are scored by `cost.path_latency`; ties go to the lowest k.
+    """
+    n, tasks = logits.shape[0], logits.shape[1]
+    chex.assert_shape(logits, (n, tasks, NUM_SITES))
+    cands = quantize(jax.nn.softmax(logits, axis=-1), num_candidates)  # (n, K, T)
+    lat = jax.vmap(path_latency, in_axes=(None, 1), out_axes=1)(costs, cands)  # (n, K)
+    k = jnp.argmin(lat, axis=-1)
+    best = jnp.take_along_axis(cands, k[:, None, None], axis=1)[:, 0]
+    return best, jnp.take_along_axis(lat, k[:, None], axis=1)[:, 0]
+
+
+class OnlineState(NamedTuple):
+    """Carry of the online loop."""
+
+    params: Any  # nnx.State of the DNN's parameters
+    opt_state: Any
+    memory_features: jax.Array  # (M, F) float32
+    memory_placements: jax.Array  # (M, T) int8
+    stored: jax.Array  # () int32, entries written so far (the ring's write position is stored % M)
+
+
+def make_online_step(graphdef: Any, stats: FeatureStats, droo_cfg: DROOConfig, tasks: int):
+    """(carry, (key, chunk of states)) -> (carry, (loss, mean chosen latency, share improved)).
+
+    One chunk of `train_every` states: decide with the current DNN, store, one Adam step.
+    """
+    optimizer = optax.adam(droo_cfg.learning_rate)
+    k_cands = droo_cfg.num_candidates(tasks)
+    mem_size = droo_cfg.memory_size
+
+    def loss_fn(params, feats, placements):
+        logits = nnx.merge(graphdef, params)(feats)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, placements.astype(jnp.int32)).mean()
+
+    def step(carry: OnlineState, xs):
+        key, states = xs
+        feats = features(states, stats)
+        logits = nnx.merge(graphdef, carry.params)(feats)
+        best, best_lat = decide(logits, stage_costs(states), k_cands)
+        improved = jnp.mean(jnp.any(best != jnp.argmax(logits, axis=-1), axis=-1))
+        slots = (carry.stored + jnp.arange(feats.shape[0])) % mem_size
+        mem_f = carry.memory_features.at[slots].set(feats)
+        mem_p = carry.memory_placements.at[slots].set(best)
+        stored = carry.stored + feats.shape[0]
+        idx = jax.random.randint(key, (droo_cfg.batch_size,), 0, jnp.minimum(stored, mem_size))
+        loss, grads = jax.value_and_grad(loss_fn)(carry.params, mem_f[idx], mem_p[idx])
+        updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params)
+        params = optax.apply_updates(carry.params, updates)
+        return OnlineState(params, opt_state, mem_f, mem_p, stored), (loss, jnp.mean(best_lat), improved)
+
+    return optimizer, step
+
+
+@functools.cache
+def _initializer(in_features: int, tasks: int, model_cfg: ModelConfig):
+    """(graphdef, jitted key -> params) of a PlacementMLP (an eager init would compile op by op)."""
+    make = lambda k: PlacementMLP(in_features, tasks, model_cfg, rngs=nnx.Rngs(params=k))
+    graphdef = nnx.split(nnx.eval_shape(lambda: make(jax.random.key(0))))[0]
+    return graphdef, jax.jit(lambda k: nnx.split(make(k))[1])
+
+
+def _init(key: jax.Array, in_features: int, tasks: int, model_cfg: ModelConfig):
+    graphdef, init = _initializer(in_features, tasks, model_cfg)
+    return graphdef, init(key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _run_segment(graphdef, droo_cfg: DROOConfig, stats: FeatureStats, key_loop: jax.Array,
+                 carry: OnlineState, chunk_ids: jax.Array, seg_states: SystemState):
+    """The online loop over chunks `chunk_ids` (states (chunks, train_every, ...)); chunk i uses
+    key fold_in(key_loop, i), so the result does not depend on how the stream is cut in segments."""
+    _, step = make_online_step(graphdef, stats, droo_cfg, seg_states.cycles.shape[-1])
+    keys = jax.vmap(lambda i: jax.random.fold_in(key_loop, i))(chunk_ids)
+    return jax.lax.scan(step, carry, (keys, seg_states))
+
+
+def _slice_states(states: SystemState, start: int, stop: int) -> SystemState:
+    return SystemState(*(np.asarray(v)[start:stop] for v in states))
+
+
+def _stats_of(states: SystemState, batch_size: int = 8192) -> FeatureStats:
+    raw_fn = jax.jit(raw_features)
+    n = states.cycles.shape[0]
+    raw = np.concatenate([np.asarray(raw_fn(_slice_states(states, i, i + batch_size)))
+                          for i in range(0, n, batch_size)])
+    return compute_stats(raw)
+
+
+def train_droo(key: jax.Array, states: SystemState, cfg: SystemConfig, droo_cfg: DROOConfig = DROOConfig(),
+               *, segment_chunks: int = 500,
+               progress: bool = True) -> tuple[PlacementMLP, FeatureStats, dict]:
+    """Train DROO online over the stream `states` (n states, numpy or JAX; labels are never used).
+
+    Returns (DNN, feature stats, info) where info holds `train_states` (states used: a multiple of
+    train_every) and per-chunk `loss`, `chosen_latency_s`, `improved` (share of states where the
+    chosen candidate is not candidate 1). Deterministic in (key, states, configs).
+    """
+    droo_cfg.validate(cfg.tasks)
+    every = droo_cfg.train_every
+    chunks = states.cycles.shape[0] // every
+    if chunks < 1:
+        raise ConfigError(f"droo needs at least train_every={every} training states, "
+                          f"got {states.cycles.shape[0]}")
+    used = chunks * every
+    stats = _stats_of(_slice_states(states, 0, used))
+    key_init, key_loop = jax.random.split(key)
+    in_features = num_features(cfg.tasks, cfg.subcarriers)
+    graphdef, params = _init(key_init, in_features, cfg.tasks, droo_cfg.model)
+    optimizer, _ = make_online_step(graphdef, stats, droo_cfg, cfg.tasks)
+    carry = OnlineState(
+        params=params, opt_state=optimizer.init(params),
+        memory_features=jnp.zeros((droo_cfg.memory_size, in_features), jnp.float32),
+        memory_placements=jnp.zeros((droo_cfg.memory_size, cfg.tasks), jnp.int8),
+        stored=jnp.int32(0))
+
+    history = {"loss": [], "chosen_latency_s": [], "improved": []}
+    bar = _progress_bar(chunks, progress)
+    for start in range(0, chunks, segment_chunks):
+        stop = min(start + segment_chunks, chunks)
+        seg = _slice_states(states, start * every, stop * every)
+        seg = SystemState(*(v.reshape(stop - start, every, *v.shape[1:]) for v in seg))
+        carry, (loss, lat, improved) = _run_segment(graphdef, droo_cfg, stats, key_loop, carry,
+                                                    jnp.arange(start, stop, dtype=jnp.uint32), seg)
+        for name, values in zip(history, (loss, lat, improved), strict=True):
+            history[name].append(np.asarray(values))
+        if bar is not None:
+            bar.update(stop - start)
+            bar.set_postfix(loss=f"{float(loss[-1]):.3f}", improved=f"{float(improved.mean()):.2f}")
+    if bar is not None:
+        bar.close()
+    model = nnx.merge(graphdef, carry.params)
+    info = {"train_states": used, **{k: np.concatenate(v) for k, v in history.items()}}
+    return model, stats, info
+
+
+def _progress_bar(total: int, progress: bool):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, desc="droo", unit="chunk")
+
+
+def save_droo(run_dir: str | os.PathLike, model: PlacementMLP, stats: FeatureStats, cfg: SystemConfig,
+              droo_cfg: DROOConfig, meta: Mapping[str, Any] | None = None) -> None:
+    """Persist a trained DROO DNN as a run (`train.save_run`, meta kind "droo")."""
+    from offload_jax.train import save_run  # noqa: PLC0415 (orbax is heavy)
+
+    full_meta = {**(meta or {}), "kind": "droo", "droo": droo_cfg.to_dict()}
+    save_run(run_dir, model, stats, droo_cfg.model, cfg, full_meta)
+
+
+def config_of(meta: Mapping[str, Any]) -> DROOConfig:
+    """The DROOConfig a run was trained with (from its meta)."""
+    if meta.get("kind") != "droo" or "droo" not in meta:
+        raise ConfigError(f"not a DROO run (meta kind {meta.get('kind')!r})")
+    return DROOConfig.from_dict(meta["droo"])
+
+
+def default_holdout(num_states: int) -> int:
+    """States kept out of training at the end of a dataset: min(5%, 50k), as for the student."""
+    return min(num_states // 20, 50_000)
+
+
+def train_droo_cli(data: str | os.PathLike, out: str | os.PathLike, *, seed: int = 0,
+                   train_states: int | None = None, holdout: int | None = None,
+                   droo_cfg: DROOConfig = DROOConfig(), progress: bool = True) -> dict:
+    """`offload-jax train-droo`: train on the first states of a dataset (its labels unused); save a run.
+
+    Uses states [0, train_states) with train_states defaulting to all but the last `holdout`
+    (default `default_holdout`), so DROO sees the same states as the student. A finished run in
+    `out` is left as is (returns its meta). Returns the run's meta.
+    """
+    from offload_jax import dataset as dataset_lib  # noqa: PLC0415
+    from offload_jax.train import RUN_JSON, load_run  # noqa: PLC0415
+
+    run_json = os.path.join(out, RUN_JSON)
+    if os.path.exists(run_json):
+        meta = load_run(out).meta
+        if meta.get("kind") != "droo":
+            raise ConfigError(f"--out {str(out)!r} already holds a run of kind {meta.get('kind')!r}")
+        return meta
+    manifest = dataset_lib.read_manifest(data)
+    total = int(manifest["num_states"])
+    holdout = default_holdout(total) if holdout is None else holdout
+    if not 0 <= holdout < total:
+        raise ConfigError(f"--holdout must be in [0, {total}) for this dataset, got {holdout}")
+    limit = total - holdout
+    train_states = limit if train_states is None else train_states
+    if not 1 <= train_states <= limit:
+        raise ConfigError(
+            f"--states must be in [1, {limit}] (dataset size minus holdout), got {train_states}")
+    ds = dataset_lib.load(data, max_states=train_states)
+    cfg = SystemConfig.from_dict(manifest["system"])
+    model, stats, info = train_droo(jax.random.key(seed), ds.states, cfg, droo_cfg, progress=progress)
+    tail = max(1, len(info["loss"]) // 10)
+    meta = {"seed": seed, "train_states": info["train_states"], "data": os.path.abspath(data),
+            "step": len(info["loss"]),
+            "final": {"loss": float(info["loss"][-tail:].mean()),
+                      "chosen_latency_s": float(info["chosen_latency_s"][-tail:].mean()),
+                      "improved": float(info["improved"][-tail:].mean())}}
+    save_droo(out, model, stats, cfg, droo_cfg, meta)
+    return load_run(out).meta
