@@ -6,6 +6,8 @@ bit-identical whatever the batch it is sampled in, or the device it runs on.
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import NamedTuple
 
 import jax
@@ -58,22 +60,29 @@ def state_shapes(cfg: SystemConfig) -> dict[str, tuple[tuple[int, ...], np.dtype
     }
 
 
+# Both samplers clip to the float32 bounds: float32 rounding (of exp(log(low)), or near
+# u = 1) could otherwise put a sample one ulp outside its range.
 def _log_uniform(u: jax.Array, bounds: tuple[float, float]) -> jax.Array:
-    lo, hi = np.log(np.float32(bounds[0])), np.log(np.float32(bounds[1]))
-    return jnp.exp(lo + u * (hi - lo))
+    lo, hi = np.float32(bounds[0]), np.float32(bounds[1])
+    log_lo, log_hi = np.log(lo), np.log(hi)
+    return jnp.clip(jnp.exp(log_lo + u * (log_hi - log_lo)), lo, hi)
 
 
 def _uniform(u: jax.Array, bounds: tuple[float, float]) -> jax.Array:
     lo, hi = np.float32(bounds[0]), np.float32(bounds[1])
-    return lo + u * (hi - lo)
+    return jnp.clip(lo + u * (hi - lo), lo, hi)
 
 
 def rates(
     snr: jax.Array, subcarrier_free: jax.Array, cfg: SystemConfig
 ) -> tuple[jax.Array, jax.Array]:
     """(rate_up, rate_down) in bit/s from the sub-carriers (last axis), as SPEC.md defines them."""
-    per_carrier = np.float32(cfg.subcarrier_bandwidth) * jnp.log2(1.0 + snr)
-    rate_up = jnp.sum(jnp.where(subcarrier_free, per_carrier, 0.0), axis=-1)
+    # log1p: log2(1 + snr) in float32 is 0 for snr < 6e-8, and a lone free carrier must keep a rate > 0.
+    bits_per_hz = jnp.log1p(snr) / np.float32(np.log(2.0))
+    per_carrier = jnp.where(subcarrier_free, np.float32(cfg.subcarrier_bandwidth) * bits_per_hz, 0.0)
+    # A left fold in carrier order, not jnp.sum: XLA may reorder a reduction depending on
+    # the batch shape, and a state must be bit-identical whatever batch it is sampled in.
+    rate_up = functools.reduce(operator.add, [per_carrier[..., i] for i in range(per_carrier.shape[-1])])
     return rate_up, np.float32(cfg.downlink_factor) * rate_up
 
 
@@ -97,7 +106,9 @@ def _sample_one(key: jax.Array, cfg: SystemConfig) -> SystemState:
     f_edge = cores.astype(jnp.float32) * np.float32(cfg.edge_core_hz)
     f_cloud = _uniform(u["f_cloud"][0], cfg.f_cloud_range)
     mean_snr_db = _uniform(u["mean_snr"][0], cfg.mean_snr_db_range)
-    fading = -jnp.log1p(-u["fading"])  # Exp(1): Rayleigh fading power gain
+    # Exp(1): Rayleigh fading power gain. u = 0 has probability 2^-23 and would give g = 0,
+    # hence a zero rate when that carrier is the only free one; the floor keeps snr > 0.
+    fading = jnp.maximum(-jnp.log1p(-u["fading"]), np.float32(2.0**-24))
     snr = jnp.power(np.float32(10.0), mean_snr_db / 10.0) * fading
     free = u["free"] < np.float32(cfg.subcarrier_free_prob)
     fallback = jnp.minimum(jnp.floor(u["fallback"][0] * n).astype(jnp.int32), n - 1)
@@ -111,16 +122,21 @@ def _sample_one(key: jax.Array, cfg: SystemConfig) -> SystemState:
                        backhaul_rate=backhaul, cloud_delay=delay)
 
 
+# Jitted here, not only by callers: op-by-op (eager) execution rounds some results
+# differently from the compiled program and differently for different batch sizes.
+@functools.partial(jax.jit, static_argnames=("cfg",))
 def sample_indices(key: jax.Array, cfg: SystemConfig, indices: jax.Array) -> SystemState:
     """States number `indices` (int array (n,)) of the stream defined by `key`.
 
-    Pure and jittable (`cfg` static). State i depends only on (key, i).
+    Pure and jitted (`cfg` static). State i depends only on (key, i): it is
+    bit-identical whatever the batch it is sampled in (on one platform).
     """
     return jax.vmap(lambda i: _sample_one(jax.random.fold_in(key, i), cfg))(indices)
 
 
+@functools.partial(jax.jit, static_argnames=("cfg", "n"))
 def sample(key: jax.Array, cfg: SystemConfig, n: int) -> SystemState:
-    """States 0..n-1 of the stream defined by `key`."""
+    """States 0..n-1 of the stream defined by `key` (jitted; `cfg` and `n` static)."""
     return sample_indices(key, cfg, jnp.arange(n, dtype=jnp.uint32))
 
 
