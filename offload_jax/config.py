@@ -136,7 +136,8 @@ def _coerce(name: str, value: Any) -> Any:
         if name in RANGE_KEYS:
             if isinstance(value, str):
                 value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-            if not isinstance(value, (list, tuple)) or len(value) != 2:
+            if (not isinstance(value, (list, tuple)) or len(value) != 2
+                    or any(isinstance(v, bool) for v in value)):
                 raise ConfigError(f"{name} must be a pair low,high, got {value!r}")
             return (float(value[0]), float(value[1]))
         if name in ("tasks", "edge_cores", "subcarriers"):
