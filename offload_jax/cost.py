@@ -10,7 +10,11 @@ so each state is first turned into three stage cost tables (`StageCosts`):
 and latency(x) = first[x0] + step[0, x0, x1] + ... + step[T-2, x_{T-2}, x_{T-1}] + last[x_{T-1}],
 added in exactly that order. The solvers (enumeration, DP), policies, losses and
 evaluation all work from these tables; the enumeration and the DP add the same
-float32 numbers in the same order as `path_latency`, so their values agree bit for bit.
+float32 numbers in the same order as `path_latency`, so their values agree bit for bit
+when they are given the same StageCosts arrays. Computed inside different jitted
+programs, `stage_costs` itself may differ in the last bit (XLA turns division by a
+broadcast into a multiply by a reciprocal and contracts a * b + c into an FMA
+depending on fusion): compare latencies from different programs with rtol ~1e-6.
 """
 
 from __future__ import annotations
@@ -115,8 +119,11 @@ def fixed_site_latency(costs: StageCosts, site: int) -> jax.Array:
 def expected_latency(costs: StageCosts, probs: jax.Array) -> jax.Array:
     """Exact expected latency (...,) when sub-task t runs on site s with probability probs[..., t, s],
     independently across sub-tasks (a factorized placement distribution)."""
-    chex.assert_shape(probs, (*costs.first.shape[:-1], num_tasks(costs), NUM_SITES))
+    t_len = num_tasks(costs)
+    chex.assert_shape(probs, (*costs.first.shape[:-1], t_len, NUM_SITES))
+    # Stage by stage in the order of `path_latency`, so one-hot probs give exactly its value.
     out = jnp.sum(probs[..., 0, :] * costs.first, axis=-1)
-    out = out + jnp.einsum("...ta,...tb,...tab->...", probs[..., :-1, :], probs[..., 1:, :],
-                           costs.step)
+    for t in range(1, t_len):
+        pair = probs[..., t - 1, :, None] * probs[..., t, None, :]
+        out = out + jnp.sum(pair * costs.step[..., t - 1, :, :], axis=(-2, -1))
     return out + jnp.sum(probs[..., -1, :] * costs.last, axis=-1)
