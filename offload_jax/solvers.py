@@ -7,8 +7,16 @@ Two independent algorithms that must agree on every state:
 * `solve_dp`: exact dynamic program over the chain (min-plus / Viterbi over the 3 sites).
 
 Ties go to the lexicographically smallest placement in both. Both add the same
-float32 terms in the same order as `path_latency`, so the optimal latency they
-return equals `path_latency(costs, label)` exactly.
+float32 terms in the same order as `path_latency`, so for the same StageCosts arrays
+the optimal latency they return equals `path_latency(costs, label)` exactly, and the
+two return the same latency bit for bit (if `stage_costs` is computed in the same
+jitted program, XLA may round it differently for each consumer: see cost.py).
+
+Their labels are the same except in one case a chain DP cannot see: two placements
+whose float32 partial sums differ where they meet at a site and whose totals later
+round to the same value. Enumeration then returns the lexicographically smaller one,
+the DP the one with the smaller partial sum; both are optimal, with equal latency
+(tests/test_solvers.py builds such a case).
 """
 
 from __future__ import annotations
@@ -75,6 +83,8 @@ def solve_enumerate(costs: StageCosts, suffix_tasks: int = 8) -> tuple[jax.Array
     Placements are scanned in chunks of 3^suffix_tasks (all placements sharing a
     prefix), so memory is O(n * 3^suffix_tasks) whatever T is.
     """
+    if isinstance(suffix_tasks, bool) or not isinstance(suffix_tasks, int) or suffix_tasks < 1:
+        raise ValueError(f"suffix_tasks must be an integer >= 1, got {suffix_tasks!r}")
     t_len = num_tasks(costs)
     idx, val = jax.vmap(lambda c: _enumerate_one(c, suffix_tasks))(costs)
     labels = _digits(idx[:, None], t_len).astype(jnp.int8)
