@@ -23,6 +23,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_train_droo(sub)
     _add_evaluate(sub)
+    _add_quickstart(sub)
     return parser
 
 
@@ -322,6 +323,37 @@ def _cmd_sweep(args) -> int:
     print(sweep.table_markdown(rows))
     print(f"{len(rows)} students in {timing['run_s']:.1f} s (+ {timing['compile_s']:.1f} s compile); "
           f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _add_quickstart(sub) -> None:
+    p = sub.add_parser("quickstart", help="the whole method on a small default, in one command",
+                       description="Generate data, train the teacher, distill the student, train the "
+                                   "learning baselines, evaluate every policy, benchmark decision latency; "
+                                   "writes DIR/report.json, DIR/report.md and PNG plots. Resumable.")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--tiny", action="store_true",
+                   help="a seconds-long setting (T=4, tiny data) for smoke tests")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--train-states", type=int, default=None, metavar="N")
+    p.add_argument("--teacher-steps", type=int, default=None, metavar="N")
+    p.add_argument("--student-steps", type=int, default=None, metavar="N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_quickstart)
+
+
+def _cmd_quickstart(args) -> int:
+    import dataclasses  # noqa: PLC0415
+
+    from offload_jax import quickstart  # noqa: PLC0415
+
+    qcfg = quickstart.TINY if args.tiny else quickstart.QuickstartConfig()
+    overrides = {k: v for k, v in (("seed", args.seed), ("train_states", args.train_states),
+                                   ("teacher_steps", args.teacher_steps),
+                                   ("student_steps", args.student_steps)) if v is not None}
+    qcfg = dataclasses.replace(qcfg, **overrides).validate()
+    report = quickstart.run(args.out, qcfg, progress=not args.no_progress)
+    quickstart.print_table(report)
     return 0
 
 

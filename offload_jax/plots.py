@@ -1,0 +1,80 @@
+"""Small matplotlib helpers (Agg backend, PNG written atomically)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib  # noqa: PLC0415 (only needed when plotting)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def save_png(fig, path: str | os.PathLike) -> Path:
+    """Write `fig` as PNG atomically and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    _pyplot().close(fig)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(buf.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def bar_chart(values: Mapping[str, float], path: str | os.PathLike, *, ylabel: str, title: str,
+              log: bool = False, reference: float | None = None,
+              errors: Mapping[str, tuple[float, float]] | None = None) -> Path:
+    """One bar per name, value printed on top; `reference` draws a dashed horizontal line;
+    `errors[name] = (low, high)` draws an error bar to those absolute values."""
+    plt = _pyplot()
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(names)), 4.0))
+    bars = ax.bar(names, [values[n] for n in names], color="tab:blue")
+    if errors:
+        for bar, n in zip(bars, names, strict=True):
+            if n in errors:
+                lo, hi = errors[n]
+                x = bar.get_x() + bar.get_width() / 2
+                ax.plot([x, x], [lo, hi], color="black", lw=1)
+    for bar, n in zip(bars, names, strict=True):
+        v = values[n]
+        ax.annotate(f"{v:.3g}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom",
+                    fontsize=8)
+    if reference is not None:
+        ax.axhline(reference, color="gray", ls="--", lw=1)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=30)
+    return save_png(fig, path)
+
+
+def line_chart(x: list, series: Mapping[str, list[float]], path: str | os.PathLike, *, xlabel: str,
+               ylabel: str, title: str, logx: bool = False, logy: bool = False) -> Path:
+    """One line per series over a shared x axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    for name, ys in series.items():
+        ax.plot(x, ys, marker="o", label=name)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    return save_png(fig, path)

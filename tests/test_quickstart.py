@@ -1,0 +1,28 @@
+"""The main job runs end to end on a tiny setting and writes the documented report."""
+
+import json
+
+from offload_jax import cli, policies
+
+
+def test_quickstart_tiny_end_to_end(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert cli.main(["quickstart", "--out", str(out), "--tiny", "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["tasks"] == 4
+    assert list(report["policies"]) == list(policies.POLICY_NAMES)
+    for name, p in report["policies"].items():
+        assert p["latency_ratio_mean"] >= 1.0 - 1e-6, name
+        assert p["decision_us_p50"] > 0, name
+    assert abs(report["policies"]["optimal_dp"]["latency_ratio_mean"] - 1.0) < 1e-6
+    assert abs(report["policies"]["optimal_enumerate"]["latency_ratio_mean"] - 1.0) < 1e-6
+    # Even briefly trained, the student must beat the placements that ignore the state.
+    fixed = min(report["policies"][n]["latency_ratio_mean"] for n in ("local", "edge", "cloud", "random"))
+    assert report["policies"]["student_kd"]["latency_ratio_mean"] < fixed
+    dataset_dir = out / report["dataset"]
+    manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    assert manifest["format"] == "offload-jax-dataset/1" and manifest["tasks"] == 4
+    for png in ("latency_ratio.png", "decision_latency.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| student_kd |" in (out / "report.md").read_text()
+    assert "| student_kd |" in capsys.readouterr().out
