@@ -400,6 +400,7 @@ class Trainer:
     train: Callable  # (rng, LossWeights, Consts) -> (params, held-out metrics): the whole run
     optimizer: optax.GradientTransformation
     steps_per_epoch: int
+    jitted: dict  # jax.jit of init, epoch_perm, run, evaluate (kept here so repeated fits reuse them)
 
 
 def _kernel_mask(params):
@@ -428,8 +429,18 @@ def make_train(cfg: TrainConfig, model_cfg: ModelConfig, system: SystemConfig, n
     evaluation) as one jittable function, so `jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None)))`
     trains a population in one program. `trainer.run` executes steps [k0, k1) of the same loop; the
     checkpointing driver (`fit`) calls it in chunks. Step k's batch is a pure function of (rng, k).
+    The seed and the loss weights of `cfg` are not used here: they are the `rng` and `weights` inputs.
     """
     cfg.validate()
+    # Settings that are inputs of the program do not key the cache: such runs share compilations.
+    program_cfg = dataclasses.replace(cfg, seed=0, alpha=1.0, temperature=1.0, latency_weight=0.0,
+                                      eval_every=0)
+    return _make_train(program_cfg, model_cfg, system, num_train, teacher_model_cfg, use_latency, eval_batch)
+
+
+@functools.lru_cache(maxsize=16)  # same settings -> same jitted functions -> no recompilation
+def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, system: SystemConfig, num_train: int,
+                teacher_model_cfg: ModelConfig | None, use_latency: bool, eval_batch: int) -> Trainer:
     batch = cfg.batch_size
     steps_per_epoch = num_train // batch
     if steps_per_epoch < 1:
@@ -498,8 +509,10 @@ def make_train(cfg: TrainConfig, model_cfg: ModelConfig, system: SystemConfig, n
         state, _ = run(init(rng), rng, weights, consts, 0, cfg.steps)
         return state.params, evaluate(state.params, consts)
 
+    jitted = {"init": jax.jit(init), "epoch_perm": jax.jit(epoch_perm), "run": jax.jit(run),
+              "evaluate": jax.jit(evaluate)}
     return Trainer(init=init, epoch_perm=epoch_perm, run=run, evaluate=evaluate, train=train, optimizer=tx,
-                   steps_per_epoch=steps_per_epoch)
+                   steps_per_epoch=steps_per_epoch, jitted=jitted)
 
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:
@@ -605,7 +618,7 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
             log(f"{run_dir}: resuming from step {step}")
         else:
             step = 0
-            state = jax.jit(trainer.init)(rng)
+            state = trainer.jitted["init"](rng)
         return _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, config_item, kind,
                      history, progress, chunk_steps, checkpoint_every_s, teacher_info)
     finally:
@@ -641,13 +654,13 @@ def _resume(run_dir: Path, step: int, data: Prepared, trainer: Trainer, config_i
             and np.array_equal(np.asarray(stats.std), np.asarray(data.stats.std))):
         raise RunError(f"run directory {str(run_dir)!r} was trained on other data (the feature statistics of "
                        "the training split differ: another --data, --holdout or --val-data?)")
-    return TrainState(params=params, opt_state=opt_state, perm=jax.jit(trainer.epoch_perm)(rng, step))
+    return TrainState(params=params, opt_state=opt_state, perm=trainer.jitted["epoch_perm"](rng, step))
 
 
 def _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, config_item, kind, history,
           progress, chunk_steps, checkpoint_every_s, teacher_info) -> dict:
-    run_jit = jax.jit(trainer.run)
-    eval_jit = jax.jit(trainer.evaluate)
+    run_jit = trainer.jitted["run"]
+    eval_jit = trainer.jitted["evaluate"]
     # Commit every input to one device: arrays restored by Orbax are committed and fresh ones are not,
     # and a change in that between chunks would compile the step loop a second time.
     device = jax.devices()[0]

@@ -1,0 +1,58 @@
+"""The vmapped sweep equals separate training runs; its table and plot are written."""
+
+import csv
+import json
+
+import jax
+import numpy as np
+import pytest
+from test_train import CFG, SMALL, _data, _flat, _model, _saved_params
+
+from offload_jax import config, sweep, train
+
+BASE = config.TrainConfig(steps=30, batch_size=64, learning_rate=5e-3, eval_every=0)
+
+
+def test_sweep_equals_separate_runs(tmp_path):
+    data = _data()
+    teacher_cfg = config.ModelConfig(hidden=(48, 48), activation="gelu", norm="layer")
+    # An untrained teacher is enough: its logits only have to be used the same way in both programs.
+    train.save_run(tmp_path / "teacher", _model(7, teacher_cfg), data.stats, teacher_cfg, CFG,
+                   {"kind": "teacher"})
+    teacher = train.load_run(tmp_path / "teacher")
+    points = sweep.grid([0, 1], [2.0], [0.5], ["ce", "latency"])
+    rows, params, timing = sweep.run_sweep(data, SMALL, BASE, points, teacher=teacher, latency_weight=0.7)
+    assert len(rows) == 4 and timing["members"] == 4
+    assert [(r["seed"], r["loss"], r["latency_weight"]) for r in rows] == [
+        (0, "ce", 0.0), (0, "latency", 0.7), (1, "ce", 0.0), (1, "latency", 0.7)]
+    assert len({r["latency_ratio_mean"] for r in rows}) == 4  # members differ
+
+    for i in (1, 3):  # seeds 0 and 1 (with the latency term: the two runs share one compilation)
+        cfg = sweep.point_config(BASE, points[i], latency_weight=0.7)
+        meta = train.fit(tmp_path / f"run{i}", data, SMALL, cfg, kind="distill", teacher=teacher,
+                         teacher_dir=str(tmp_path / "teacher"), progress=False)
+        member = _flat(jax.tree.map(lambda p, i=i: p[i], params))
+        np.testing.assert_allclose(member, _saved_params(tmp_path / f"run{i}"), rtol=1e-4, atol=1e-5)
+        for k in sweep.METRIC_COLUMNS:
+            np.testing.assert_allclose(rows[i][k], meta["metrics"][k], rtol=1e-4, atol=2e-3)
+
+    paths = sweep.write_results(tmp_path / "out", rows, {"timing": timing})
+    with open(paths["csv"]) as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 4
+    assert float(table[3]["latency_ratio_mean"]) == pytest.approx(rows[3]["latency_ratio_mean"])
+    assert "| seed | temperature | alpha | loss |" in paths["md"].read_text()
+    assert json.loads(paths["json"].read_text())["grouped"][1]["seeds"] == 2
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_grid_validation():
+    with pytest.raises(config.ConfigError, match="--losses"):
+        sweep.grid([0], [1.0], [1.0], ["ce", "hinge"])
+    with pytest.raises(config.ConfigError, match="--alphas"):
+        sweep.grid([0], [1.0], [1.5], ["ce"])
+    with pytest.raises(config.ConfigError, match="--temperatures"):
+        sweep.grid([0], [0.0], [1.0], ["ce"])
+    assert len(sweep.grid([0, 1, 2], [1.0, 4.0], [0.5, 1.0], ["ce", "latency"])) == 24
+    with pytest.raises(config.ConfigError, match="need a teacher"):
+        sweep.run_sweep(_data(), SMALL, BASE, sweep.grid([0], [1.0], [0.5], ["ce"]), teacher=None)
