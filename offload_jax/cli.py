@@ -23,6 +23,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_train_droo(sub)
     _add_evaluate(sub)
+    _add_export(sub)
     _add_quickstart(sub)
     return parser
 
@@ -97,6 +98,8 @@ def _add_train_droo(sub) -> None:
     p.add_argument("--holdout", type=int, default=None, metavar="N",
                    help="states left out at the end of DIR (default min(5%%, 50000), as for the student)")
     p.add_argument("--candidates", type=int, default=0, metavar="K", help="quantized candidates (0: K = T)")
+    p.add_argument("--quantizer", choices=("single", "nested"), default="single",
+                   help="candidate k flips the (k-1)-th least confident sub-task, or the k-1 least confident")
     p.add_argument("--memory-size", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--train-every", type=int, default=10, metavar="STATES")
@@ -108,9 +111,9 @@ def _cmd_train_droo(args) -> int:
     from offload_jax import droo  # noqa: PLC0415
     from offload_jax.dataset import DatasetError  # noqa: PLC0415
 
-    droo_cfg = droo.DROOConfig(candidates=args.candidates, memory_size=args.memory_size,
-                               batch_size=args.batch_size, train_every=args.train_every,
-                               learning_rate=args.lr)
+    droo_cfg = droo.DROOConfig(candidates=args.candidates, quantizer=args.quantizer,
+                               memory_size=args.memory_size, batch_size=args.batch_size,
+                               train_every=args.train_every, learning_rate=args.lr)
     try:
         meta = droo.train_droo_cli(args.data, args.out, seed=args.seed, train_states=args.states,
                                    holdout=args.holdout, droo_cfg=droo_cfg)
@@ -323,6 +326,23 @@ def _cmd_sweep(args) -> int:
     print(sweep.table_markdown(rows))
     print(f"{len(rows)} students in {timing['run_s']:.1f} s (+ {timing['compile_s']:.1f} s compile); "
           f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a student run for the numpy-only runtime",
+                       description="Write the run's weights and feature statistics into one .npz that "
+                                   "offload_jax.export_runtime loads with numpy only (no JAX on the device).")
+    p.add_argument("--run", required=True, metavar="RUN", help="trained run directory")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .npz file")
+    p.set_defaults(handler=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from offload_jax import export  # noqa: PLC0415
+
+    path = export.export_run(args.run, args.out)
+    print(f"wrote {path}: load it with offload_jax.export_runtime.load({str(path)!r}) (numpy only)")
     return 0
 
 

@@ -57,7 +57,7 @@ def bar_chart(values: Mapping[str, float], path: str | os.PathLike, *, ylabel: s
         ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.tick_params(axis="x", rotation=30)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     return save_png(fig, path)
 
 
