@@ -18,12 +18,12 @@ def _pyplot():
     return plt
 
 
-def save_png(fig, path: str | os.PathLike) -> Path:
+def save_png(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     """Write `fig` as PNG atomically and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     _pyplot().close(fig)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "wb") as fh:
@@ -34,7 +34,7 @@ def save_png(fig, path: str | os.PathLike) -> Path:
 
 def bar_chart(values: Mapping[str, float], path: str | os.PathLike, *, ylabel: str, title: str,
               log: bool = False, reference: float | None = None,
-              errors: Mapping[str, tuple[float, float]] | None = None) -> Path:
+              errors: Mapping[str, tuple[float, float]] | None = None, dpi: int = 120) -> Path:
     """One bar per name, value printed on top; `reference` draws a dashed horizontal line;
     `errors[name] = (low, high)` draws an error bar to those absolute values."""
     plt = _pyplot()
@@ -58,16 +58,24 @@ def bar_chart(values: Mapping[str, float], path: str | os.PathLike, *, ylabel: s
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-    return save_png(fig, path)
+    return save_png(fig, path, dpi=dpi)
 
 
 def line_chart(x: list, series: Mapping[str, list[float]], path: str | os.PathLike, *, xlabel: str,
-               ylabel: str, title: str, logx: bool = False, logy: bool = False) -> Path:
-    """One line per series over a shared x axis."""
+               ylabel: str, title: str, logx: bool = False, logy: bool = False,
+               reference: float | None = None, errors: Mapping[str, list[float]] | None = None,
+               dpi: int = 120) -> Path:
+    """One line per series over a shared x axis; `reference` draws a dashed horizontal line;
+    `errors[name]` (one value per x) draws +- error bars on that series; NaN values leave gaps."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
     for name, ys in series.items():
-        ax.plot(x, ys, marker="o", label=name)
+        if errors and name in errors:
+            ax.errorbar(x, ys, yerr=errors[name], marker="o", capsize=3, label=name)
+        else:
+            ax.plot(x, ys, marker="o", label=name)
+    if reference is not None:
+        ax.axhline(reference, color="gray", ls="--", lw=1)
     if logx:
         ax.set_xscale("log")
     if logy:
@@ -77,4 +85,4 @@ def line_chart(x: list, series: Mapping[str, list[float]], path: str | os.PathLi
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    return save_png(fig, path)
+    return save_png(fig, path, dpi=dpi)
