@@ -123,13 +123,14 @@ def model_policy(model: nnx.Module, stats: FeatureStats, name: str = "model") ->
     return Policy(name, fn, count_params(model))
 
 
-def droo_policy(model: nnx.Module, stats: FeatureStats, num_candidates: int, name: str = "droo") -> Policy:
+def droo_policy(model: nnx.Module, stats: FeatureStats, num_candidates: int, quantizer: str = "single",
+                name: str = "droo") -> Policy:
     """DROO's decision rule: the DNN's K quantized candidates, the best by the cost model (`droo.decide`)."""
     logits = logits_fn(model, stats)
 
     def fn(key, state):
         del key
-        return _check_out(droo.decide(logits(state), stage_costs(state), num_candidates)[0], state)
+        return _check_out(droo.decide(logits(state), stage_costs(state), num_candidates, quantizer)[0], state)
 
     return Policy(name, fn, count_params(model))
 
@@ -146,8 +147,9 @@ def check_run_matches(run: Any, cfg: SystemConfig, what: str) -> None:
 def run_policy(run: Any, name: str) -> Policy:
     """The decision policy of a loaded run (`train.LoadedRun`): DROO runs decide as DROO does."""
     if run.meta.get("kind") == "droo":
-        k = droo.config_of(run.meta).num_candidates(run.system.tasks)
-        return droo_policy(run.model, run.stats, k, name=name)
+        droo_cfg = droo.config_of(run.meta)
+        return droo_policy(run.model, run.stats, droo_cfg.num_candidates(run.system.tasks),
+                           droo_cfg.quantizer, name=name)
     return model_policy(run.model, run.stats, name=name)
 
 

@@ -11,7 +11,9 @@ from flax import nnx
 
 from offload_jax import cli, config, cost, evaluate, features, metrics, models, policies, solvers, system
 
-CFG = config.SystemConfig(tasks=5, subcarriers=3)
+# Same system, pool and batch size N as tests/test_policies.py (compiled programs are reused).
+CFG = config.SystemConfig(tasks=4, subcarriers=3)
+N = 256
 
 
 class _Data(NamedTuple):
@@ -20,10 +22,11 @@ class _Data(NamedTuple):
     latency: np.ndarray
 
 
-def _data(n, seed=0):
-    states = jax.jit(system.sample, static_argnums=(1, 2))(jax.random.key(seed), CFG, n)
-    label, latency = jax.jit(lambda s: solvers.solve_dp(cost.stage_costs(s)))(states)
-    return _Data(jax.tree.map(np.asarray, states), np.asarray(label), np.asarray(latency))
+def _data():
+    states = jax.jit(system.sample, static_argnums=(1, 2))(jax.random.key(0), CFG, 4096)
+    states = jax.tree.map(lambda v: np.asarray(v)[:N], states)
+    label, latency = jax.jit(solvers.solve_dp)(jax.jit(cost.stage_costs)(states))
+    return _Data(states, np.asarray(label), np.asarray(latency))
 
 
 def _model(cfg=CFG, seed=0):
@@ -33,31 +36,29 @@ def _model(cfg=CFG, seed=0):
 
 
 def test_evaluate_policies_metrics_and_batching():
-    data = _data(256)
+    data = _data()
     stats = features.compute_stats(jax.jit(features.raw_features)(data.states))
     pols = {name: policies.make_policy(name) for name in ("optimal_dp", "local", "greedy", "random")}
     student = _model()
     pols["student"] = policies.model_policy(student, stats)
-    whole = evaluate.evaluate_policies(data, pols, jax.random.key(0), batch_size=1000)
     batched = evaluate.evaluate_policies(data, pols, jax.random.key(0), batch_size=64)  # 4 batches
-    opt = whole["optimal_dp"]
+    opt = batched["optimal_dp"]
     # Equal up to float32 rounding of latencies recomputed in another compiled program.
     assert opt["latency_ratio_mean"] == pytest.approx(1.0, abs=1e-6)
     assert opt["latency_ratio_of_means"] == pytest.approx(1.0, abs=1e-6)
     assert opt["accuracy"] == 1.0 and opt["exact_match"] == 1.0 and opt["params"] is None
-    assert whole["student"]["params"] == models.count_params(student) > 0
+    assert batched["student"]["params"] == models.count_params(student) > 0
     costs = jax.jit(cost.stage_costs)(data.states)
     for name in ("local", "greedy", "student"):
-        pred = jax.jit(pols[name])(None, data.states)
+        pred = jax.jit(pols[name].fn)(None, data.states)
         ref = jax.jit(metrics.summary)(costs, pred, data.label, data.latency)
         for key in ("accuracy", "exact_match", "latency_ratio_mean", "latency_ratio_of_means",
                     "latency_mean_s"):
-            for res in (whole, batched):
-                np.testing.assert_allclose(res[name][key], float(ref[key]), rtol=1e-5, err_msg=key)
-        np.testing.assert_allclose(whole[name]["per_task_accuracy"], ref["per_task_accuracy"], rtol=1e-6)
-        assert whole[name]["num_states"] == 256
-    assert whole["local"]["latency_ratio_mean"] > 1.0
-    assert whole["random"]["latency_ratio_mean"] > whole["greedy"]["latency_ratio_mean"]
+            np.testing.assert_allclose(batched[name][key], float(ref[key]), rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(batched[name]["per_task_accuracy"], ref["per_task_accuracy"], rtol=1e-6)
+        assert batched[name]["num_states"] == N
+    assert batched["local"]["latency_ratio_mean"] > 1.0
+    assert batched["random"]["latency_ratio_mean"] > batched["greedy"]["latency_ratio_mean"]
     # The random policy is drawn per batch from fold_in(key, batch): same key, same result.
     again = evaluate.evaluate_policies(data, {"random": pols["random"]}, jax.random.key(0), batch_size=64)
     assert again["random"] == batched["random"]
@@ -79,7 +80,7 @@ def dataset_dir(tmp_path_factory):
     from offload_jax import dataset
 
     out = tmp_path_factory.mktemp("eval") / "ds"
-    dataset.generate(out, CFG, 200, seed=1, progress=False)
+    dataset.generate(out, CFG, N, seed=3, solver="enumerate", progress=False)
     return out
 
 
@@ -106,7 +107,7 @@ def test_evaluate_cli_json(dataset_dir, tmp_path, capsys):
         assert report["runs"][name]["latency_ratio_of_means"] == pytest.approx(1.0, abs=1e-6)
         assert report["runs"][name]["exact_match"] == 1.0
     assert report["runs"]["my_student"]["params"] == models.count_params(model)
-    assert report["runs"]["local"]["params"] is None and report["num_states"] == 200
+    assert report["runs"]["local"]["params"] is None and report["num_states"] == N
     assert os.listdir(out.parent) == ["eval.json"]  # atomic write leaves no temporary file
     table = capsys.readouterr().out
     assert "| my_student | " in table and "| optimal_dp | - | 1.0000 | 1.0000 | 1.0000 | 1.0000 |" in table
@@ -123,12 +124,12 @@ def test_evaluate_cli_errors(dataset_dir, tmp_path, capsys):
 
     fails(["--policies", "local,best"], "--policies: unknown or unsupported ['best']")
     fails([], "nothing to evaluate")
-    other = config.SystemConfig(tasks=4, subcarriers=3)
-    stats = features.FeatureStats(np.zeros(features.num_features(4, 3), np.float32),
-                                  np.ones(features.num_features(4, 3), np.float32))
+    other = config.SystemConfig(tasks=5, subcarriers=3)
+    stats = features.FeatureStats(np.zeros(features.num_features(5, 3), np.float32),
+                                  np.ones(features.num_features(5, 3), np.float32))
     model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
     train.save_run(tmp_path / "t4", _model(other), stats, model_cfg, other, {"kind": "student"})
-    fails(["--runs", str(tmp_path / "t4")], "run has tasks=4")
+    fails(["--runs", str(tmp_path / "t4")], "run has tasks=5")
     fails(["--runs", str(tmp_path / "missing")], "does not exist")
     with pytest.raises(SystemExit) as exc:
         cli.main(["evaluate", "--data", str(tmp_path / "nodata"), "--policies", "local"])
