@@ -62,15 +62,14 @@ def _all_policies():
 
 
 def test_every_policy_returns_valid_placements():
-    cfg = CFG
     states = _states()
     pols = _all_policies()
     assert tuple(pols) == policies.POLICY_NAMES
     for name, pol in pols.items():
         x = jax.jit(pol.fn)(jax.random.key(1), states)
-        assert x.shape == (256, cfg.tasks) and x.dtype == jnp.int8, name
+        assert x.shape == (N, CFG.tasks) and x.dtype == jnp.int8, name
         assert set(np.unique(np.asarray(x))) <= {0, 1, 2}, name
-        if name in ("greedy", "student_kd", "droo"):  # a batch of one state works too
+        if name in ("greedy", "droo"):  # a batch of one state works too (scan; learned + candidates)
             x1 = jax.jit(pol.fn)(jax.random.key(1), _states(0, 1))
             np.testing.assert_array_equal(x1, np.asarray(x)[:1], err_msg=name)
         if name in ("teacher", "student_kd", "student_ce", "droo"):
