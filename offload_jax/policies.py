@@ -123,7 +123,7 @@ def model_policy(model: nnx.Module, stats: FeatureStats, name: str = "model") ->
     return Policy(name, fn, count_params(model))
 
 
-def droo_policy(model: nnx.Module, stats: FeatureStats, num_candidates: int, quantizer: str = "single",
+def droo_policy(model: nnx.Module, stats: FeatureStats, num_candidates: int, quantizer: str = "nested",
                 name: str = "droo") -> Policy:
     """DROO's decision rule: the DNN's K quantized candidates, the best by the cost model (`droo.decide`)."""
     logits = logits_fn(model, stats)

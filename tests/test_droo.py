@@ -40,12 +40,12 @@ def test_quantize_hand_made():
     ], jnp.float32)
     # Flip order by increasing margin: sub-task 1, 2, 0, (3 never with K = T = 4).
     expected = [[0, 1, 2, 1], [0, 2, 2, 1], [0, 1, 1, 1], [1, 1, 2, 1]]
-    np.testing.assert_array_equal(droo.quantize(probs, 4), expected)
-    np.testing.assert_array_equal(droo.quantize(probs, 2), expected[:2])
-    np.testing.assert_array_equal(droo.quantize(probs, 1), expected[:1])
+    np.testing.assert_array_equal(droo.quantize(probs, 4, "single"), expected)
+    np.testing.assert_array_equal(droo.quantize(probs, 2, "single"), expected[:2])
+    np.testing.assert_array_equal(droo.quantize(probs, 1, "single"), expected[:1])
     # Equal margins: the lower sub-task index flips first.
     even = jnp.asarray([[0.6, 0.3, 0.1], [0.1, 0.3, 0.6]], jnp.float32)
-    np.testing.assert_array_equal(droo.quantize(even, 2), [[0, 2], [1, 2]])
+    np.testing.assert_array_equal(droo.quantize(even, 2, "single"), [[0, 2], [1, 2]])
     # "nested": candidate k flips the k-1 least confident sub-tasks together (1, then 1 and 2, ...).
     nested = [[0, 1, 2, 1], [0, 2, 2, 1], [0, 2, 1, 1], [1, 2, 1, 1]]
     np.testing.assert_array_equal(droo.quantize(probs, 4, "nested"), nested)
@@ -59,7 +59,7 @@ def test_quantize_hand_made():
 
 def test_candidate_one_is_argmax_and_the_rest_flip_one_subtask():
     logits = jnp.asarray(np.random.default_rng(0).normal(size=(200, 6, 3)), jnp.float32)
-    cands = np.asarray(jax.jit(droo.quantize, static_argnums=1)(jax.nn.softmax(logits), 6))
+    cands = np.asarray(jax.jit(droo.quantize, static_argnums=(1, 2))(jax.nn.softmax(logits), 6, "single"))
     np.testing.assert_array_equal(cands[:, 0], np.argmax(np.asarray(logits), axis=-1))
     diff = cands[:, 1:] != cands[:, :1]
     assert np.all(diff.sum(-1) == 1)  # each later candidate differs from candidate 1 in one sub-task
