@@ -98,7 +98,7 @@ def _add_train_droo(sub) -> None:
     p.add_argument("--holdout", type=int, default=None, metavar="N",
                    help="states left out at the end of DIR (default min(5%%, 50000), as for the student)")
     p.add_argument("--candidates", type=int, default=0, metavar="K", help="quantized candidates (0: K = T)")
-    p.add_argument("--quantizer", choices=("single", "nested"), default="single",
+    p.add_argument("--quantizer", choices=("single", "nested"), default="nested",
                    help="candidate k flips the (k-1)-th least confident sub-task, or the k-1 least confident")
     p.add_argument("--memory-size", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=128)
