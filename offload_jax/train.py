@@ -635,8 +635,9 @@ def _resume(run_dir: Path, step: int, data: Prepared, trainer: Trainer, config_i
     def settings(item: dict) -> dict:
         # The teacher's directory may be spelled differently between two runs of the same command.
         teacher = {k: v for k, v in (item.get("teacher") or {}).items() if k != "dir"}
-        return {"kind": item.get("kind"), "model": item.get("model"), "train": item.get("train"),
-                "teacher": teacher}
+        # How often to evaluate does not change the trained parameters.
+        train_cfg = {k: v for k, v in (item.get("train") or {}).items() if k != "eval_every"}
+        return {"kind": item.get("kind"), "model": item.get("model"), "train": train_cfg, "teacher": teacher}
 
     mismatch = _differences(settings(stored), settings(config_item))
     if mismatch:
