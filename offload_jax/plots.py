@@ -69,11 +69,12 @@ def line_chart(x: list, series: Mapping[str, list[float]], path: str | os.PathLi
     `errors[name]` (one value per x) draws +- error bars on that series; NaN values leave gaps."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
-    for name, ys in series.items():
+    for i, (name, ys) in enumerate(series.items()):
+        ls = ("-", "--", ":")[(i // 10) % 3]  # the color cycle has 10 colors: keep the 11th+ distinct
         if errors and name in errors:
-            ax.errorbar(x, ys, yerr=errors[name], marker="o", capsize=3, label=name)
+            ax.errorbar(x, ys, yerr=errors[name], marker="o", ls=ls, capsize=3, label=name)
         else:
-            ax.plot(x, ys, marker="o", label=name)
+            ax.plot(x, ys, marker="o", ls=ls, label=name)
     if reference is not None:
         ax.axhline(reference, color="gray", ls="--", lw=1)
     if logx:
