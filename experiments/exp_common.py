@@ -1,0 +1,60 @@
+"""Helpers shared by the experiment scripts: atomic text output, markdown tables, flag parsing."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from offload_jax.config import ConfigError
+
+DPI = 100  # committed plots stay small
+
+
+def log(script: str, msg: str) -> None:
+    print(f"[{script}] {msg}", file=sys.stderr, flush=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A markdown table; the first column is left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def parse_numbers(text: str, flag: str, kind: type = float) -> list:
+    """Comma-separated numbers of type `kind`; a ConfigError names `flag` on bad input."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        values = [kind(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"{flag}: expected comma-separated {kind.__name__} values, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{flag}: give at least one value")
+    return values
+
+
+def load_avg() -> float | None:
+    """1-minute load average (the machine is shared; timings depend on it)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None

@@ -1,0 +1,146 @@
+"""The experiment scripts on tiny settings, checked against direct recomputation.
+
+The end-to-end run of compare_policies.py trains a whole quickstart, so it is marked slow; its
+sweep core (pinned datasets, every policy scored) is tested fast here.
+"""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from offload_jax import config, cost, dataset, evaluate, features, models, policies, train
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+CFG = config.SystemConfig(tasks=3, subcarriers=3)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    """The two scripts as modules (they import their sibling `exp_common` like `python experiments/x.py`)."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield (importlib.import_module("compare_policies"), importlib.import_module("distill_ablation"))
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny dataset, a held-out dataset and a briefly trained small teacher."""
+    root = tmp_path_factory.mktemp("exp")
+    dataset.generate(root / "train", CFG, 1200, seed=0, progress=False)
+    dataset.generate(root / "val", CFG, 300, seed=1, progress=False)
+    data = train.load_data(root / "train", holdout=100)
+    teacher_cfg = config.ModelConfig(hidden=(32, 32), activation="gelu", norm="layer")
+    train.fit(root / "teacher", data, teacher_cfg, config.TrainConfig(steps=40, batch_size=64, eval_every=0),
+              kind="teacher", progress=False, log=lambda msg: None)
+    return root
+
+
+def test_distill_ablation_tiny(scripts, tiny_run, tmp_path):
+    _, ablation = scripts
+    out = tmp_path / "ablation"
+    argv = ["--tiny", "--teacher", str(tiny_run / "teacher"), "--data", str(tiny_run / "train"),
+            "--val-data", str(tiny_run / "val"), "--out", str(out), "--widths", "8,16"]
+    assert ablation.main(argv) == 0
+    report = json.loads((out / "distill_ablation.json").read_text())
+    budget = ablation.TINY_BUDGET
+    per_width = len(budget.seeds) * (len(budget.temperatures) * len(budget.alphas) + 1)
+    assert len(report["rows"]) == 2 * per_width
+    assert report["num_eval"] == 300 and report["num_train"] == 1200
+    in_features = features.num_features(CFG.tasks, CFG.subcarriers)
+    for w in (8, 16):
+        ref_model = models.PlacementMLP(in_features, CFG.tasks, ablation.student_model(w),
+                                        rngs=nnx.Rngs(0))
+        assert {r["params"] for r in report["rows"] if r["width"] == w} == {models.count_params(ref_model)}
+    # Groups are the mean and sample std of the rows; labels-only rows have alpha 1.
+    for g in report["groups"]:
+        vals = [r["latency_ratio_mean"] for r in report["rows"]
+                if (r["width"], r["temperature"], r["alpha"]) == (g["width"], g["temperature"], g["alpha"])]
+        assert len(vals) == g["seeds"] == len(budget.seeds)
+        assert g["latency_ratio_mean"] == pytest.approx(np.mean(vals), rel=1e-12)
+        assert g["latency_ratio_mean_std"] == pytest.approx(np.std(vals, ddof=1), rel=1e-9)
+        assert g["latency_ratio_mean"] >= 1.0 - 1e-6
+    assert sum(g["alpha"] == 1.0 for g in report["groups"]) == 2
+    for v in report["verdicts"]:
+        ce = next(g for g in report["groups"] if g["width"] == v["width"] and g["alpha"] == 1.0)
+        assert v["reference_gain"] == pytest.approx(ce["latency_ratio_mean"]
+                                                    - v["reference"]["latency_ratio_mean"])
+        assert v["kd_helps"] == (v["reference_gain"] > 2 * v["gain_se"])
+    # The teacher's reference number equals an independent evaluation of the teacher as a policy.
+    teacher = train.load_run(tiny_run / "teacher")
+    ref = evaluate.evaluate_policies(dataset.load(tiny_run / "val"), {"t": policies.run_policy(teacher, "t")},
+                                     jax.random.key(0))["t"]
+    assert report["teacher"]["metrics"]["latency_ratio_mean"] == pytest.approx(ref["latency_ratio_mean"],
+                                                                              rel=1e-5)
+    for name in report["plots"]:
+        assert (out / name).read_bytes()[:8] == PNG
+    assert len(report["plots"]) == 3
+    md = (out / "distill_ablation.md").read_text()
+    assert "| 8 |" in md and report["summary"] in md
+
+
+def test_distill_ablation_refuses_bad_flags(scripts, tiny_run, tmp_path, capsys):
+    _, ablation = scripts
+    base = ["--teacher", str(tiny_run / "teacher"), "--data", str(tiny_run / "train"), "--out", str(tmp_path)]
+    for flags, words in ((["--seeds", "0"], "--seeds"), (["--alphas", "0.5,1.5"], "--alphas"),
+                         (["--widths", "8,x"], "--widths"), (["--temperatures", "0"], "--temperatures")):
+        with pytest.raises(SystemExit) as exc:
+            ablation.main(base + ["--tiny", *flags])
+        assert exc.value.code == 2
+        assert words in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ablation.main(["--teacher", str(tmp_path / "nothing"), "--data", str(tiny_run / "train"),
+                       "--out", str(tmp_path), "--tiny"])
+    assert "nothing" in capsys.readouterr().err
+
+
+def test_pinned_sweep_scores_every_policy(scripts, tmp_path):
+    compare, _ = scripts
+    names = ("local", "greedy", "optimal_dp", "optimal_enumerate")
+    pols = {n: policies.make_policy(n) for n in names}
+    sweep = compare.pinned_sweep(pols, CFG, "backhaul_rate_range", (5e6, 1e8), tmp_path, "bh",
+                                 num_states=200, enumerate_states=40, seed0=7)
+    assert sweep["x"] == [5e6, 1e8] and sweep["enumerate_states"] == 40
+    for i, x in enumerate(sweep["x"]):
+        ds = dataset.load(sweep["datasets"][i])
+        assert ds.manifest["system"]["backhaul_rate_range"] == [x, x]
+        assert ds.manifest["seed"] == 7 + i and ds.label.shape == (200, CFG.tasks)
+        np.testing.assert_allclose(ds.states.backhaul_rate, x, rtol=1e-6)
+        # Reference: each policy's latency from the SPEC cost model, over the dataset's optimal latency.
+        for name in ("local", "greedy"):
+            pred = jax.jit(pols[name].fn)(None, ds.states)
+            ratio = np.asarray(jax.jit(cost.latency)(ds.states, pred)) / np.asarray(ds.latency)
+            assert sweep["latency_ratio_mean"][name][i] == pytest.approx(float(ratio.mean()), rel=1e-5)
+        assert sweep["latency_ratio_mean"]["optimal_dp"][i] == pytest.approx(1.0, abs=1e-6)
+        assert sweep["latency_ratio_mean"]["optimal_enumerate"][i] == pytest.approx(1.0, abs=1e-6)
+        assert sweep["optimal_latency_mean_s"][i] == pytest.approx(float(np.mean(ds.latency)), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_compare_policies_tiny_end_to_end(scripts, tmp_path):
+    compare, _ = scripts
+    out = tmp_path / "cmp"
+    assert compare.main(["--out", str(out), "--tiny", "--no-progress"]) == 0
+    report = json.loads((out / "compare_policies.json").read_text())
+    base = json.loads((out / "base" / "report.json").read_text())
+    assert report["default"]["policies"] == base["policies"]  # (a) and (c) come from the base as is
+    tasks = report["sweeps"]["tasks"]
+    assert tasks["x"] == [4] and tasks["runs"] == [str(out / "base")]  # the tiny T sweep is the base
+    assert not (out / "T4").exists()
+    for tag, key in (("snr", "mean_snr_db_range"), ("backhaul", "backhaul_rate_range")):
+        sweep = report["sweeps"][tag]
+        assert sweep["key"] == key and list(sweep["latency_ratio_mean"]) == list(policies.POLICY_NAMES)
+        for name, ratios in sweep["latency_ratio_mean"].items():
+            assert len(ratios) == len(sweep["x"]) and min(ratios) >= 1.0 - 1e-6, name
+        np.testing.assert_allclose(sweep["latency_ratio_mean"]["optimal_dp"], 1.0, atol=1e-6)
+    for name in report["plots"]:
+        assert (out / name).read_bytes()[:8] == PNG
+    assert "| student_kd |" in (out / "compare_policies.md").read_text()
