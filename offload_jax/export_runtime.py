@@ -5,8 +5,9 @@
 (`offload_jax.system.pack` layout: the SPEC fields in order, flattened to float32).
 
 Importing this module imports numpy only (tests check that no JAX is loaded).
-The feature computation and the stage cost tables below deliberately restate
-`features.raw_features` and `cost.stage_costs` in numpy; a test keeps them equal.
+The feature computation below deliberately restates `features.raw_features` and
+`cost.stage_costs` in numpy (as index arrays built once at load time, so that one
+decision costs a few numpy calls); a test keeps them equal.
 """
 
 from __future__ import annotations
@@ -20,20 +21,74 @@ FORMAT = "offload-jax-student/1"
 COST_EPS = np.float32(1e-6)  # must equal features.COST_EPS
 
 
-def _gelu(x):  # tanh approximation, as jax.nn.gelu's default
-    return 0.5 * x * (1.0 + np.tanh(np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x**3)))
+def _gelu_cdf(x):  # GELU(x) = x * this; the tanh approximation, jax.nn.gelu's default
+    return 0.5 * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x**3)))
 
 
-_ACTIVATIONS = {
-    "relu": lambda x: np.maximum(x, 0.0),
-    "gelu": _gelu,
-    "silu": lambda x: x / (1.0 + np.exp(-x)),
-    "tanh": np.tanh,
-}
+def _sigmoid(x):  # SiLU(x) = x * this
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# Beyond +-knee, x * cdf(x) is 0 (left) or x (right) to within 1e-9.
+_SMOOTH = {"gelu": (_gelu_cdf, 8.0), "silu": (_sigmoid, 24.0)}
+_STEP = 1e-3  # table spacing where the activations curve: linear interpolation is within ~1e-7
+
+
+def _activation(name: str, bound: float | None):
+    """The activation as numpy calls on a fresh float64 array (in place where possible).
+
+    At batch 1 a numpy call costs about a microsecond whatever its size, so the smooth
+    activations are table lookups (np.interp, within ~1e-7 of the formula, about float32
+    roundings): GELU and SiLU are one lookup of f(x) when every input lies in [-bound, bound]
+    (after a LayerNorm), else x * (one lookup of cdf(x)); tanh is one lookup.
+    """
+    if name == "relu":
+        return lambda x: np.maximum(x, 0.0, out=x)
+    if name == "tanh":
+        grid = np.arange(-10.0, 10.0 + _STEP / 2, _STEP)
+        values = np.tanh(grid)
+        return lambda x: np.interp(x, grid, values, -1.0, 1.0)
+    cdf, knee = _SMOOTH[name]
+    grid = np.arange(-knee, knee + _STEP / 2, _STEP)
+    if bound is None:
+        values = cdf(grid)
+        return lambda x: np.multiply(x, np.interp(x, grid, values, 0.0, 1.0), out=x)
+    grid = np.concatenate([grid, np.arange(knee + 1.0, max(bound, knee) + 1.0)])  # x * cdf(x) = x there
+    values = grid * cdf(grid)
+    return lambda x: np.interp(x, grid, values, 0.0, None)
+
+
+# The scalars whose logs are features, in feature order (features.raw_features).
+_SPEED_AND_RATE_FIELDS = ("f_local", "f_edge", "f_cloud", "rate_up", "rate_down", "backhaul_rate")
+# K[a, b] of SPEC "Moving data" as the inverse rates it adds up (local<->cloud: wireless hop + backhaul).
+_K_TERMS = {(0, 1): ("rate_up",), (0, 2): ("rate_up", "backhaul_rate"), (1, 0): ("rate_down",),
+            (1, 2): ("backhaul_rate",), (2, 0): ("backhaul_rate", "rate_down"), (2, 1): ("backhaul_rate",)}
+
+
+def packed_slices(tasks: int, subcarriers: int) -> dict[str, slice]:
+    """Where each SPEC field lies in the packed vector of `system.pack` (fields in SPEC order)."""
+    t, n = tasks, subcarriers
+    sizes = [("cycles", t), ("data_bits", t + 1), ("f_local", 1), ("edge_cores_free", 1),
+             ("f_edge", 1), ("f_cloud", 1), ("snr", n), ("subcarrier_free", n), ("rate_up", 1),
+             ("rate_down", 1), ("backhaul_rate", 1), ("cloud_delay", 1)]
+    slices, start = {}, 0
+    for name, size in sizes:
+        slices[name] = slice(start, start + size)
+        start += size
+    return slices
 
 
 class StudentPolicy:
-    """Decides placements from packed state vectors with numpy only."""
+    """Decides placements from packed state vectors with numpy only.
+
+    Built for batch-1 latency, where every numpy call costs about a microsecond whatever its
+    size: the features are one gather, one division, one sum and one log over index arrays
+    built at load time (`_feature_recipe`); the feature normalization, the features' order,
+    the first bias and LayerNorm's mean subtraction are folded into the kernels; smooth
+    activations are one table lookup. Features in float32 (as the JAX student), the network
+    in float64.
+    Any leading batch shape: (P,) -> (T,), (n, P) -> (n, T).
+    """
 
     def __init__(self, path: str | os.PathLike):
         with np.load(path, allow_pickle=False) as f:
@@ -43,74 +98,133 @@ class StudentPolicy:
             raise ValueError(f"{path}: not an exported student (format {meta.get('format')!r}, "
                              f"expected {FORMAT!r})")
         self.meta = meta
-        self.tasks = t = int(meta["tasks"])
-        self.subcarriers = n = int(meta["subcarriers"])
-        self.activation = _ACTIVATIONS[meta["activation"]]
+        self.tasks = int(meta["tasks"])
+        self.subcarriers = int(meta["subcarriers"])
         self.layer_norm = meta["norm"] == "layer"
-        self.layer_norm_eps = np.float32(meta.get("layer_norm_eps", 1e-6))
+        self.layer_norm_eps = float(meta.get("layer_norm_eps", 1e-6))
+        self.mean = arrays["feature_mean"].astype(np.float32)
+        self.std = arrays["feature_std"].astype(np.float32)
+        self.slices = packed_slices(self.tasks, self.subcarriers)
+        self.packed_size = self.slices["cloud_delay"].stop
+        self._feature_recipe()
+        # The network in float64, with every affine map folded at load time:
+        # layer 0: (raw - mean) / std @ W + b == z @ [(W / std) in z's row order; b - (mean / std) @ W]
+        # (z ends with a constant 1); LayerNorm's mean subtraction is linear, so it is folded into the
+        # kernel and bias before it (columns minus their mean): the layer outputs x - mean(x) directly.
         depth = int(meta["depth"])
-        self.kernels = [arrays[f"kernel_{i}"] for i in range(depth)]
-        self.biases = [arrays[f"bias_{i}"] for i in range(depth)]
-        self.scales = [arrays[f"scale_{i}"] for i in range(depth)] if self.layer_norm else []
-        self.shifts = [arrays[f"shift_{i}"] for i in range(depth)] if self.layer_norm else []
-        self.head_kernel, self.head_bias = arrays["head_kernel"], arrays["head_bias"]
-        self.mean, self.inv_std = arrays["feature_mean"], 1.0 / arrays["feature_std"]
-        # Offsets of the SPEC fields in the packed vector.
-        sizes = [("cycles", t), ("data_bits", t + 1), ("f_local", 1), ("edge_cores_free", 1),
-                 ("f_edge", 1), ("f_cloud", 1), ("snr", n), ("subcarrier_free", n), ("rate_up", 1),
-                 ("rate_down", 1), ("backhaul_rate", 1), ("cloud_delay", 1)]
-        self.slices, start = {}, 0
-        for name, size in sizes:
-            self.slices[name] = slice(start, start + size)
-            start += size
-        self.packed_size = start
-        s = self.slices
-        self._log_idx = np.r_[s["cycles"], s["data_bits"], s["f_local"], s["f_edge"], s["f_cloud"],
-                              s["rate_up"], s["rate_down"], s["backhaul_rate"]]
+        k0, b0 = arrays["kernel_0"].astype(np.float64), arrays["bias_0"].astype(np.float64)
+        mean, std = self.mean.astype(np.float64), self.std.astype(np.float64)
+        folded_bias = (b0 - (mean / std) @ k0)[None]
+        self.kernels = [np.concatenate([(k0 / std[:, None])[self._z_of_feature], folded_bias])]
+        self.kernels += [arrays[f"kernel_{i}"].astype(np.float64) for i in range(1, depth)]
+        self.biases = [None] + [arrays[f"bias_{i}"].astype(np.float64) for i in range(1, depth)]
+        if self.layer_norm:
+            self.kernels = [k - k.mean(axis=1, keepdims=True) for k in self.kernels]
+            self.biases = [None] + [b - b.mean() for b in self.biases[1:]]
+            self.scales = [arrays[f"scale_{i}"].astype(np.float64) for i in range(depth)]
+            self.shifts = [arrays[f"shift_{i}"].astype(np.float64) for i in range(depth)]
+            # After LayerNorm |x_j| < sqrt(width), so the activation's input is bounded.
+            bound = max(float(np.max(np.abs(g) * np.sqrt(g.size) + np.abs(b)))
+                        for g, b in zip(self.scales, self.shifts, strict=True))
+        self.activation = _activation(meta["activation"], 1.01 * bound + 1.0 if self.layer_norm else None)
+        self.head_kernel = arrays["head_kernel"].astype(np.float64)
+        self.head_bias = arrays["head_bias"].astype(np.float64)
+
+    def _feature_recipe(self) -> None:
+        """Index arrays that compute `features.raw_features` from a packed vector, in the order z.
+
+        pool = (packed vector, 0, 1, COST_EPS). z holds the log features first: each is
+        log(sum_r pool[num_r] / pool[den_r]), r < R, summed in order r = 0, 1, ...; the log of a
+        field x is log(x / 1 + 0 / 1 + ...), log1p(snr) is log(snr / 1 + 1 / 1), a stage cost entry
+        of `cost.stage_costs` is data_bits[t] / rate (one or two rates, as K) + cloud_delay (or
+        nothing, as F) + cycles[t] / speed + COST_EPS. Then, not logged, cloud_delay,
+        subcarrier_free and a constant 1 (it carries the first layer's bias). `_feature_of_z`
+        maps z back to the order of `features.raw_features`; the first kernel is permuted instead.
+        """
+        s, t, p = self.slices, self.tasks, self.packed_size
+        zero, one, eps = p, p + 1, p + 2
+        self._consts = np.array([0.0, 1.0, COST_EPS], np.float32)
+        delay, bits0, cycles0 = s["cloud_delay"].start, s["data_bits"].start, s["cycles"].start
+        speed_of_site = ("f_local", "f_edge", "f_cloud")
+
+        def field(name: str) -> range:
+            return range(s[name].start, s[name].stop)
+
+        def cost(bits_t: int, a: int, b: int, task: int | None) -> list[tuple[int, int]]:
+            """move(data_bits[bits_t], a -> b) [+ cycles[task] / f[b]] + COST_EPS, as quotients."""
+            out = [(bits0 + bits_t, s[rate].start) for rate in _K_TERMS.get((a, b), ())]
+            out += [(delay, one)] if (a == 2) != (b == 2) else []  # F[a, b] = tau across the backhaul
+            out += [(cycles0 + task, s[speed_of_site[b]].start)] if task is not None else []
+            return out + [(eps, one)]
+
+        # In the order of features.raw_features: (quotients, logged?).
+        logged_fields = [*field("cycles"), *field("data_bits"), *(s[f].start for f in _SPEED_AND_RATE_FIELDS)]
+        terms = [([(i, one)], True) for i in logged_fields]
+        terms += [([(delay, one)], False)]
+        terms += [([(i, one), (one, one)], True) for i in field("snr")]  # log(snr + 1)
+        terms += [([(i, one)], False) for i in field("subcarrier_free")]
+        terms += [(cost(0, 0, b, 0), True) for b in range(3)]  # first[b]: data_bits[0] leaves the device
+        terms += [(cost(i, a, b, i), True)  # step[i - 1, a, b]
+                  for i in range(1, t) for a in range(3) for b in range(3)]
+        terms += [(cost(t, a, 0, None), True) for a in range(3)]  # last[a]: the result returns to the device
+        self.num_features = len(terms)
+        order = [j for j, (_, logged) in enumerate(terms) if logged]
+        self._num_logs = len(order)
+        order += [j for j, (_, logged) in enumerate(terms) if not logged]
+        self._z_of_feature = np.array(order)  # z[..., :F] == raw[..., order]
+        self._feature_of_z = np.argsort(self._z_of_feature)
+        quotients = [terms[j][0] for j in order] + [[(one, one)]]
+        self._terms = max(len(q) for q in quotients)
+        idx = np.full((2, self._terms, len(quotients)), zero)
+        idx[1] = one
+        for j, qs in enumerate(quotients):
+            for r, (u, v) in enumerate(qs):
+                idx[:, r, j] = u, v
+        self._term_idx = idx.reshape(2 * self._terms, len(quotients))
+
+    def _z(self, packed: np.ndarray) -> np.ndarray:
+        """(..., P) packed states -> (..., F + 1): the raw features in the order z, then a constant 1."""
+        x = np.asarray(packed, dtype=np.float32)
+        lead, r = x.shape[:-1], self._terms
+        consts = np.broadcast_to(self._consts, (*lead, 3)) if lead else self._consts
+        factors = np.concatenate((x, consts), axis=-1).take(self._term_idx, axis=-1)  # (..., 2R, F + 1)
+        z = (factors[..., :r, :] / factors[..., r:, :]).sum(axis=-2)
+        logs = z[..., :self._num_logs]
+        np.log(logs, out=logs)
+        return z
+
+    def raw_features(self, packed: np.ndarray) -> np.ndarray:
+        """(..., P) packed states -> (..., F) unnormalized features (same as features.raw_features)."""
+        return self._z(packed)[..., self._feature_of_z]
 
     def features(self, packed: np.ndarray) -> np.ndarray:
-        """(n, P) packed states -> (n, F) normalized features (same as features.features)."""
-        x = np.asarray(packed, dtype=np.float32)
-        s, t = self.slices, self.tasks
-        cycles, bits = x[:, s["cycles"]], x[:, s["data_bits"]]
-        speeds = np.concatenate([x[:, s["f_local"]], x[:, s["f_edge"]], x[:, s["f_cloud"]]], axis=1)
-        iu, idn, ib = (1.0 / x[:, s["rate_up"]], 1.0 / x[:, s["rate_down"]],
-                       1.0 / x[:, s["backhaul_rate"]])
-        tau, zero = x[:, s["cloud_delay"]], np.zeros_like(iu)
-        k = np.stack([np.concatenate([zero, iu, iu + ib], 1), np.concatenate([idn, zero, ib], 1),
-                      np.concatenate([ib + idn, ib, zero], 1)], axis=1)  # (n, 3, 3)
-        f = np.stack([np.concatenate([zero, zero, tau], 1), np.concatenate([zero, zero, tau], 1),
-                      np.concatenate([tau, tau, zero], 1)], axis=1)
-        compute = cycles[:, :, None] / speeds[:, None, :]  # (n, T, 3)
-        first = bits[:, 0, None] * k[:, 0, :] + f[:, 0, :] + compute[:, 0, :]
-        step = bits[:, 1:t, None, None] * k[:, None] + f[:, None] + compute[:, 1:, None, :]
-        last = bits[:, t, None] * k[:, :, 0] + f[:, :, 0]
-        n = x.shape[0]
-        logs = np.log(x[:, self._log_idx])
-        raw = np.concatenate([
-            logs, x[:, s["cloud_delay"]],
-            np.log1p(x[:, s["snr"]]), x[:, s["subcarrier_free"]],
-            np.log(np.concatenate([first, step.reshape(n, -1), last], axis=1) + COST_EPS),
-        ], axis=1)
-        return (raw - self.mean) * self.inv_std
+        """(..., P) packed states -> (..., F) normalized features (same as features.features)."""
+        return (self.raw_features(packed) - self.mean) / self.std
 
     def logits(self, packed: np.ndarray) -> np.ndarray:
-        h = self.features(packed)
-        for i, (w, b) in enumerate(zip(self.kernels, self.biases, strict=True)):
-            h = h @ w + b
-            if self.layer_norm:
-                mu = h.mean(axis=-1, keepdims=True)
-                var = ((h - mu) ** 2).mean(axis=-1, keepdims=True)
-                h = (h - mu) / np.sqrt(var + self.layer_norm_eps) * self.scales[i] + self.shifts[i]
+        """(..., P) packed states -> (..., T, 3) float64 logits."""
+        z = self._z(packed)
+        h = z @ self.kernels[0]  # bias included (z ends with 1)
+        for i in range(len(self.kernels)):
+            if i:
+                h = h @ self.kernels[i]
+                h += self.biases[i]
+            if self.layer_norm:  # h is already centered (folded into the kernel)
+                if h.ndim == 1:  # one state: the variance as a Python float is cheaper than an array op
+                    h *= (float(h @ h) / h.size + self.layer_norm_eps) ** -0.5
+                else:
+                    h *= (np.add.reduce(h * h, axis=-1, keepdims=True) / h.shape[-1]
+                          + self.layer_norm_eps) ** -0.5
+                h *= self.scales[i]
+                h += self.shifts[i]
             h = self.activation(h)
-        return (h @ self.head_kernel + self.head_bias).reshape(h.shape[0], self.tasks, 3)
+        out = h @ self.head_kernel
+        out += self.head_bias
+        return out.reshape(z.shape[:-1] + (self.tasks, 3))
 
     def __call__(self, packed: np.ndarray) -> np.ndarray:
-        """(n, P) or (P,) packed states -> placements (n, T) or (T,) int8."""
-        packed = np.asarray(packed, dtype=np.float32)
-        single = packed.ndim == 1
-        out = np.argmax(self.logits(packed[None] if single else packed), axis=-1).astype(np.int8)
-        return out[0] if single else out
+        """(n, P) or (P,) packed states -> placements (n, T) or (T,) int8 (ties to the lowest label)."""
+        return self.logits(packed).argmax(axis=-1).astype(np.int8)  # the method: np.argmax costs ~2 us more
 
 
 def load(path: str | os.PathLike) -> StudentPolicy:

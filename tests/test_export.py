@@ -1,5 +1,6 @@
 """The numpy-only exported student equals the JAX student."""
 
+import functools
 import io
 import subprocess
 import sys
@@ -13,12 +14,15 @@ from flax import nnx
 from offload_jax import config, export, export_runtime, features, models, system
 
 
+@functools.cache
+def _stats(cfg):
+    return features.compute_stats(features.raw_features(system.sample(jax.random.key(0), cfg, 4096)))
+
+
 def _student(cfg, model_cfg, seed=0):
-    states = system.sample(jax.random.key(seed), cfg, 4096)
-    stats = features.compute_stats(features.raw_features(states))
     model = models.PlacementMLP(features.num_features(cfg.tasks, cfg.subcarriers), cfg.tasks,
                                 model_cfg, rngs=nnx.Rngs(seed))
-    return model, stats
+    return model, _stats(cfg)
 
 
 def _runtime(model, stats, model_cfg, cfg):
@@ -28,18 +32,22 @@ def _runtime(model, stats, model_cfg, cfg):
     return export_runtime.StudentPolicy(buf)
 
 
-@pytest.mark.parametrize("model_cfg", [
-    config.STUDENT_MODEL,
-    config.ModelConfig(hidden=(32, 16), activation="gelu", norm="layer"),
-    config.ModelConfig(hidden=(24,), activation="silu", norm="none"),
+@pytest.mark.parametrize(("model_cfg", "num_states"), [
+    (config.STUDENT_MODEL, 10_000),
+    (config.ModelConfig(hidden=(32, 16), activation="gelu", norm="layer"), 2_000),
+    (config.ModelConfig(hidden=(24,), activation="silu", norm="none"), 2_000),
+    (config.ModelConfig(hidden=(24, 24), activation="relu", norm="none"), 2_000),
+    (config.ModelConfig(hidden=(24,), activation="tanh", norm="layer"), 2_000),
 ])
-def test_numpy_student_equals_jax_student(model_cfg):
+def test_numpy_student_equals_jax_student(model_cfg, num_states):
     cfg = config.SystemConfig(tasks=6, subcarriers=5)
     model, stats = _student(cfg, model_cfg)
     runtime = _runtime(model, stats, model_cfg, cfg)
-    states = system.sample(jax.random.key(123), cfg, 10_000)
+    states = system.sample(jax.random.key(123), cfg, num_states)
     packed = np.asarray(system.pack(states))
 
+    np.testing.assert_allclose(runtime.raw_features(packed), np.asarray(features.raw_features(states)),
+                               rtol=1e-5, atol=1e-5)
     feats_jax = np.asarray(features.features(states, stats))
     np.testing.assert_allclose(runtime.features(packed), feats_jax, rtol=1e-4, atol=1e-4)
 
@@ -48,15 +56,44 @@ def test_numpy_student_equals_jax_student(model_cfg):
 
     pred_jax = np.argmax(logits_jax, axis=-1).astype(np.int8)
     pred_np = runtime(packed)
-    assert pred_np.dtype == np.int8 and pred_np.shape == (10_000, cfg.tasks)
+    assert pred_np.dtype == np.int8 and pred_np.shape == (num_states, cfg.tasks)
     differ = pred_np != pred_jax
     # Placements may differ only where the JAX student's two best logits (nearly) tie.
     top2 = np.sort(logits_jax, axis=-1)[..., -2:]
     gap = top2[..., 1] - top2[..., 0]
     assert np.all(gap[differ] < 1e-3), f"{differ.sum()} decisions differ beyond a tie"
     assert differ.mean() < 1e-3
-    # A single packed vector gives a single placement.
-    np.testing.assert_array_equal(runtime(packed[7]), pred_np[7])
+    # One packed vector at a time (the batch-1 path) decides as the batch does.
+    for i in range(0, 50, 7):
+        np.testing.assert_allclose(runtime.logits(packed[i]), runtime.logits(packed[i:i + 1])[0], rtol=1e-12)
+        np.testing.assert_array_equal(runtime(packed[i]), pred_np[i])
+
+
+@pytest.mark.parametrize(("tasks", "subcarriers"), [(1, 1), (10, 8)])
+def test_raw_features_any_size(tasks, subcarriers):
+    cfg = config.SystemConfig(tasks=tasks, subcarriers=subcarriers)
+    model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
+    states = system.sample(jax.random.key(7), cfg, 256)
+    model = models.PlacementMLP(features.num_features(tasks, subcarriers), tasks, model_cfg, rngs=nnx.Rngs(0))
+    runtime = _runtime(model, features.compute_stats(features.raw_features(states)), model_cfg, cfg)
+    assert runtime.num_features == features.num_features(tasks, subcarriers)
+    np.testing.assert_allclose(runtime.raw_features(np.asarray(system.pack(states))),
+                               np.asarray(features.raw_features(states)), rtol=1e-5, atol=1e-5)
+
+
+def _reference_activation(name, x):
+    if name == "gelu":
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+    return {"relu": lambda v: np.maximum(v, 0.0), "silu": lambda v: v / (1.0 + np.exp(-v)),
+            "tanh": np.tanh}[name](x)
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu", "silu", "tanh"])
+@pytest.mark.parametrize("bound", [None, 12.5])
+def test_activation_tables_match_formulas(name, bound):
+    x = np.linspace(-40.0, 40.0, 200_001) if bound is None else np.linspace(-bound, bound, 200_001)
+    got = export_runtime._activation(name, bound)(x.copy())
+    np.testing.assert_allclose(got, _reference_activation(name, x), rtol=0, atol=2e-7)
 
 
 def test_runtime_rejects_other_files(tmp_path):
@@ -74,11 +111,10 @@ def test_runtime_imports_no_jax():
 
 
 def test_packed_layout_matches_system_pack():
-    cfg = config.SystemConfig(tasks=4, subcarriers=3)
-    model, stats = _student(cfg, config.STUDENT_MODEL)
-    runtime = _runtime(model, stats, config.STUDENT_MODEL, cfg)
+    cfg = config.SystemConfig(tasks=6, subcarriers=5)
+    runtime = _runtime(*_student(cfg, config.STUDENT_MODEL), config.STUDENT_MODEL, cfg)
     assert runtime.packed_size == system.packed_size(cfg)
-    states = system.sample(jax.random.key(5), cfg, 3)
+    states = jax.tree.map(lambda a: a[:3], system.sample(jax.random.key(5), cfg, 2_000))
     packed = np.asarray(system.pack(states))
     np.testing.assert_array_equal(packed[:, runtime.slices["cloud_delay"]][:, 0],
                                   np.asarray(states.cloud_delay))
