@@ -112,13 +112,27 @@ def logits_fn(model: nnx.Module, stats: FeatureStats) -> Callable[[SystemState],
     return fn
 
 
+def argmax_sites(logits: jax.Array) -> jax.Array:
+    """Argmax over the last axis (sites), ties to the lowest label: jnp.argmax for non-NaN logits.
+
+    Written as a chain of compares, which XLA fuses into one elementwise loop; jnp.argmax is a
+    variadic reduce that costs about 3 us more per batch-1 decision on CPU (benchmarks/RESULTS.md).
+    """
+    best, arg = logits[..., 0], jnp.zeros(logits.shape[:-1], jnp.int8)
+    for site in range(1, logits.shape[-1]):
+        better = logits[..., site] > best
+        best = jnp.where(better, logits[..., site], best)
+        arg = jnp.where(better, jnp.int8(site), arg)
+    return arg
+
+
 def model_policy(model: nnx.Module, stats: FeatureStats, name: str = "model") -> Policy:
     """Learned policy: per-sub-task argmax of the model's logits (ties to the lowest label)."""
     logits = logits_fn(model, stats)
 
     def fn(key, state):
         del key
-        return _check_out(jnp.argmax(logits(state), axis=-1), state)
+        return _check_out(argmax_sites(logits(state)), state)
 
     return Policy(name, fn, count_params(model))
 

@@ -5,11 +5,15 @@ device (`system.pack`): what an end device holds after measuring. Every JAX poli
 AOT-compiled (`jax.jit(...).lower(...).compile()`), warmed up, then called many times,
 each call timed alone until its result is ready. A compiled identity function on the
 same input gives the overhead floor. The exported numpy student is timed on the same
-vector as a numpy array. Used by `benchmarks/bench_decision.py` and the quickstart.
+vector as a numpy array. The callables are timed in interleaved rounds (identity,
+policy 1, policy 2, ..., numpy student, then again), so that a change of machine
+load during the run moves every policy alike and the ratios hold.
+Used by `benchmarks/bench_decision.py` and the quickstart.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -22,6 +26,46 @@ from tqdm import tqdm
 from offload_jax.config import SystemConfig
 from offload_jax.policies import PolicyFn, packed
 from offload_jax.system import pack, sample
+
+# JAX settings of a decision-latency process, the same for every policy. JAX's CPU client
+# runs a program it deems expensive (one with a dot, or over ~1000 elements: every learned
+# policy, not the identity) on a worker thread while the caller waits: a thread hand-off per
+# call, measured at +50 to +100 us per call on the loaded 2-core CPU here (openxla/xla#18608).
+# A device deciding one state at a time runs the program on the calling thread.
+LATENCY_SETTINGS = {"jax_cpu_enable_async_dispatch": False}
+# XLA options of every batch-1 program (policies and identity alike). The tree reduction
+# rewriter splits each reduction into a reduce-window and a reduce, which pays off on long
+# rows; at batch 1 the reductions are tiny (LayerNorm over 64 units) and the split only adds
+# kernels (61 -> 44 in the default student, about 10% of its time; decisions unchanged).
+BATCH1_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "tree_reduction_rewriter"}
+
+
+def _backend_started() -> bool:
+    from jax._src import xla_bridge  # noqa: PLC0415 (no public API tells whether the backend started)
+
+    return xla_bridge.backends_are_initialized()
+
+
+def configure_for_latency() -> dict:
+    """Apply LATENCY_SETTINGS to this process; call it before JAX's backend starts (first array/jit).
+
+    Raises RuntimeError if the backend already runs with other settings (they would not apply).
+    Returns the settings in effect.
+    """
+    differ = {k: v for k, v in LATENCY_SETTINGS.items() if jax.config.values[k] != v}
+    if differ and _backend_started():
+        raise RuntimeError(f"configure_for_latency: JAX's backend already started; {differ} must be set "
+                           "before the first JAX computation of the process")
+    for name, value in differ.items():
+        jax.config.update(name, value)
+    return settings()
+
+
+def settings() -> dict:
+    """The process settings a decision-latency result depends on (recorded in its JSON)."""
+    return {**{k: jax.config.values[k] for k in LATENCY_SETTINGS},
+            "batch1_compiler_options": dict(BATCH1_COMPILER_OPTIONS),
+            "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
 
 
 def device_description() -> str:
@@ -44,6 +88,19 @@ def per_call_seconds(call: Callable[[], object], calls: int, warmup: int = 50) -
     return out
 
 
+def interleaved_seconds(calls: Mapping[str, Callable[[], object]], per_callable: int, rounds: int,
+                        warmup: int = 50, progress: bool = False) -> dict[str, np.ndarray]:
+    """Per-call wall times of every callable, `per_callable` calls each, in `rounds` interleaved blocks."""
+    block = math.ceil(per_callable / rounds)
+    times: dict[str, list[np.ndarray]] = {name: [] for name in calls}
+    for call in calls.values():
+        per_call_seconds(call, 0, warmup)
+    for _ in tqdm(range(rounds), desc="timing rounds", disable=not progress, unit="round"):
+        for name, call in calls.items():
+            times[name].append(per_call_seconds(call, block, warmup=3))
+    return {name: np.concatenate(t)[:per_callable] for name, t in times.items()}
+
+
 def latency_stats(seconds: np.ndarray) -> dict[str, float]:
     us = seconds * 1e6
     return {"p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99)),
@@ -55,36 +112,50 @@ def _batch1(fn: Callable[[jax.Array, jax.Array], jax.Array]):
 
 
 def compile_packed(policy: PolicyFn, cfg: SystemConfig, key: jax.Array, vec: jax.Array):
-    """AOT-compiled `policy` on packed input: one vector (P,) -> (T,), or a batch (n, P) -> (n, T)."""
-    fn = packed(policy, cfg)
-    fn = _batch1(fn) if vec.ndim == 1 else fn
-    return jax.jit(fn).lower(key, vec).compile()
+    """AOT-compiled `policy` on packed input: one vector (P,) -> (T,) (with BATCH1_COMPILER_OPTIONS),
+    or a batch (n, P) -> (n, T)."""
+    if vec.ndim == 1:
+        return jax.jit(_batch1(packed(policy, cfg))).lower(key, vec).compile(BATCH1_COMPILER_OPTIONS)
+    return jax.jit(packed(policy, cfg)).lower(key, vec).compile()
 
 
 def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, calls: int = 2000,
                        batch: int = 1024, batch_reps: int = 20, numpy_student=None, seed: int = 0,
-                       progress: bool = True) -> dict:
+                       rounds: int = 10, progress: bool = True) -> dict:
     """Batch-1 latency (p50/p99 over `calls` calls) and batch throughput of every policy, in one run.
 
     `numpy_student` (optional): an `export_runtime.StudentPolicy`, timed on the same vector.
-    Returns {"device", "tasks", "identity": {...}, "policies": {name: {p50_us, p99_us, mean_us,
-    calls, batch, batch_states_per_s, p50_over_identity}}, "numpy_student": {...}}.
+    The batch-1 calls of the identity, every policy and the numpy student are interleaved in
+    `rounds` rounds. Call `configure_for_latency()` first, at the start of the process.
+    Returns {"device", "tasks", "batch", "settings", "load_avg_1min": [start, end], "rounds",
+    "identity": {...}, "policies": {name: {p50_us, p99_us, mean_us, calls, batch_states_per_s,
+    p50_over_identity}}, "numpy_student": {...}}.
     """
+    load_start = os.getloadavg()[0]
     key = jax.random.key(seed)
     states = sample(jax.random.fold_in(key, 1), cfg, batch)
     batch_vec = jax.device_put(pack(states))
     vec = jax.device_put(batch_vec[0])
     jax.block_until_ready((batch_vec, vec))
 
-    ident = jax.jit(lambda key, vec: vec).lower(key, vec).compile()
-    identity = latency_stats(per_call_seconds(lambda: ident(key, vec).block_until_ready(), calls))
-    result = {"device": device_description(), "tasks": cfg.tasks, "batch": batch,
-              "identity": identity, "policies": {}}
-    bar = tqdm(policies.items(), desc="decision latency", disable=not progress, unit="policy")
+    ones = {"identity": jax.jit(lambda key, vec: vec).lower(key, vec).compile(BATCH1_COMPILER_OPTIONS)}
+    bar = tqdm(policies.items(), desc="compile policies", disable=not progress, unit="policy")
     for name, policy in bar:
         bar.set_postfix_str(name)
-        one = compile_packed(policy, cfg, key, vec)
-        stats = latency_stats(per_call_seconds(lambda one=one: one(key, vec).block_until_ready(), calls))
+        ones[name] = compile_packed(policy, cfg, key, vec)
+    batch1 = {name: (lambda one=one: one(key, vec).block_until_ready()) for name, one in ones.items()}
+    if numpy_student is not None:
+        host_vec = np.asarray(vec, dtype=np.float32)
+        batch1["numpy_student"] = lambda: numpy_student(host_vec)
+    seconds = interleaved_seconds(batch1, calls, rounds, progress=progress)
+    identity = latency_stats(seconds["identity"])
+    result = {"device": device_description(), "tasks": cfg.tasks, "batch": batch, "settings": settings(),
+              "rounds": rounds, "identity": identity, "policies": {}}
+
+    bar = tqdm(policies.items(), desc="batch throughput", disable=not progress, unit="policy")
+    for name, policy in bar:
+        bar.set_postfix_str(name)
+        stats = latency_stats(seconds[name])
         many = compile_packed(policy, cfg, key, batch_vec)
         batch_s = per_call_seconds(lambda many=many: many(key, batch_vec).block_until_ready(),
                                    batch_reps, warmup=2)
@@ -92,11 +163,10 @@ def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, c
         stats["p50_over_identity"] = stats["p50_us"] / identity["p50_us"]
         result["policies"][name] = stats
     if numpy_student is not None:
-        host_vec = np.asarray(vec, dtype=np.float32)
+        stats = latency_stats(seconds["numpy_student"])
         host_batch = np.asarray(batch_vec, dtype=np.float32)
-        stats = latency_stats(per_call_seconds(lambda: numpy_student(host_vec), calls))
         batch_s = per_call_seconds(lambda: numpy_student(host_batch), batch_reps, warmup=2)
         stats["batch_states_per_s"] = float(batch / np.median(batch_s))
         result["numpy_student"] = stats
+    result["load_avg_1min"] = [load_start, os.getloadavg()[0]]
     return result
-
