@@ -8,7 +8,8 @@
 3. Timing: 8 students in one vmapped program (`sweep.run_sweep`) against 8 separate runs of the same
    jitted training function, same steps, on this machine.
 
-Every run is a resumable run directory under OUT (rerunning the script skips what is done), so
+Every run is a resumable run directory under OUT (rerunning the script skips what is done; a
+teacher trained earlier with the same settings can be copied to OUT/teacher), so
 `offload-jax evaluate` can score them too. Writes OUT/train_targets.md and OUT/train_targets.json.
 Held-out split: the last --holdout states of --data (default 50k), never used for training.
 """
@@ -172,16 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-states", type=int, default=None, help="use only the first N states of --data")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--teacher-steps", type=int, default=20_000)
-    p.add_argument("--student-steps", type=int, default=20_000)
+    p.add_argument("--student-steps", type=int, default=5_000)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--teacher-lr", type=float, default=2e-3)
     p.add_argument("--student-lr", type=float, default=2e-3)
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--latency-weight", type=float, default=1.0)
+    p.add_argument("--latency-weight", type=float, default=0.5)
     p.add_argument("--eval-every", type=int, default=5000)
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {list(VARIANTS)}")
-    p.add_argument("--timing-steps", type=int, default=2000, help="steps of the timing comparison (0: skip)")
+    p.add_argument("--timing-steps", type=int, default=500, help="steps of the timing comparison (0: skip)")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = [v for v in args.variants.split(",") if v]

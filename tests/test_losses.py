@@ -56,16 +56,15 @@ def _ref_expected_latency(state_np, probs):
     return total
 
 
-def _labelled(seed, cfg, n):
-    """States, their stage costs, optimal labels and latency (jitted: eager dispatch is slow)."""
+CFG = config.SystemConfig(tasks=4, subcarriers=3)
 
-    @jax.jit
-    def make(key):
-        states = system.sample(key, cfg, n)
-        costs = cost.stage_costs(states)
-        return (states, costs, *solvers.solve_dp(costs))
 
-    return make(jax.random.key(seed))
+@jax.jit
+def _labelled(key):
+    """5 states of CFG, their stage costs, optimal labels and latency (one compilation for the file)."""
+    states = system.sample(key, CFG, 5)
+    costs = cost.stage_costs(states)
+    return (states, costs, *solvers.solve_dp(costs))
 
 
 def _logits(seed, n, t, scale=3.0):
@@ -102,8 +101,7 @@ def test_alpha_one_is_cross_entropy_and_kd_of_teacher_itself_is_zero():
 
 
 def test_latency_loss_matches_brute_force_expectation():
-    cfg = config.SystemConfig(tasks=4, subcarriers=3)
-    states, costs, labels, optimal = _labelled(8, cfg, 5)
+    states, costs, labels, optimal = _labelled(jax.random.key(8))
     logits = jnp.asarray(_logits(9, 5, 4, scale=1.5), jnp.float32)
     got = float(losses.latency_loss(logits, costs, optimal))
     probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
@@ -117,9 +115,8 @@ def test_latency_loss_matches_brute_force_expectation():
 
 
 def test_total_loss_combines_terms():
-    cfg = config.SystemConfig(tasks=3, subcarriers=2)
-    _, costs, labels, optimal = _labelled(10, cfg, 4)
-    s, t = (jnp.asarray(_logits(k, 4, 3), jnp.float32) for k in (11, 12))
+    _, costs, labels, optimal = _labelled(jax.random.key(10))
+    s, t = (jnp.asarray(_logits(k, 5, 4), jnp.float32) for k in (11, 12))
     w = losses.LossWeights(alpha=0.25, temperature=2.0, latency_weight=0.7)
     got = losses.total_loss(s, labels, w, teacher_logits=t, costs=costs, optimal_latency=optimal)
     want = (losses.distillation_loss(s, t, labels, 0.25, 2.0)

@@ -6,7 +6,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from test_train import CFG, SMALL, _data, _flat, _model, _saved_params
+from test_train import CFG, SMALL, _data, _flat, _saved_params, _student
 
 from offload_jax import config, sweep, train
 
@@ -15,10 +15,8 @@ BASE = config.TrainConfig(steps=30, batch_size=64, learning_rate=5e-3, eval_ever
 
 def test_sweep_equals_separate_runs(tmp_path):
     data = _data()
-    teacher_cfg = config.ModelConfig(hidden=(48, 48), activation="gelu", norm="layer")
     # An untrained teacher is enough: its logits only have to be used the same way in both programs.
-    train.save_run(tmp_path / "teacher", _model(7, teacher_cfg), data.stats, teacher_cfg, CFG,
-                   {"kind": "teacher"})
+    train.save_run(tmp_path / "teacher", _student(7), data.stats, SMALL, CFG, {"kind": "teacher"})
     teacher = train.load_run(tmp_path / "teacher")
     points = sweep.grid([0, 1], [2.0], [0.5], ["ce", "latency"])
     rows, params, timing = sweep.run_sweep(data, SMALL, BASE, points, teacher=teacher, latency_weight=0.7)

@@ -19,7 +19,11 @@ import pytest
 from offload_jax import config, cost, features, models, solvers, system, train
 
 CFG = config.SystemConfig(tasks=4, subcarriers=3)
-SMALL = config.ModelConfig(hidden=(32,), activation="relu", norm="none")
+SMALL = config.ModelConfig(hidden=(64, 64), activation="gelu", norm="layer")
+# One training configuration for (nearly) every test: runs that differ only in seed, loss weights or
+# eval_every share one compiled program (train.make_train is cached), and compiling dominates here.
+RUN_CFG = config.TrainConfig(steps=400, batch_size=64, learning_rate=1e-2, weight_decay=0.0, eval_every=200,
+                             seed=3)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -54,6 +58,12 @@ def _model(seed, model_cfg=SMALL):
     return train.model_from_params(params, model_cfg, CFG)
 
 
+def _student(seed):
+    """A SMALL model from the shared training program's (already compiled) init."""
+    trainer = train.make_train(RUN_CFG, SMALL, CFG, 512)
+    return train.model_from_params(trainer.jitted["init"](jax.random.key(seed)).params, SMALL, CFG)
+
+
 def _flat(params):
     return np.concatenate([np.asarray(p).ravel() for p in jax.tree.leaves(params)])
 
@@ -62,24 +72,21 @@ def _saved_params(run_dir):
     return _flat(train.params_of(train.load_run(run_dir).model))
 
 
-def test_tiny_teacher_overfits_tiny_dataset_and_run_api_round_trip(tmp_path):
-    data = _data(holdout=640 - 192)
-    cfg = config.TrainConfig(steps=400, batch_size=64, learning_rate=1e-2, weight_decay=0.0, eval_every=0)
-    model_cfg = config.ModelConfig(hidden=(128, 128), activation="gelu", norm="layer")
-    meta = train.fit(tmp_path / "t", data, model_cfg, cfg, kind="teacher", progress=False)
+def test_small_network_overfits_tiny_dataset_and_run_api_round_trip(tmp_path):
+    meta = _fit(tmp_path / "t")
     assert meta["finished"] and meta["step"] == 400 and meta["metrics"]["train_accuracy"] > 0.99
     run = train.load_run(tmp_path / "t")
-    assert run.meta["kind"] == "teacher" and run.meta["step"] == 400 and run.model_cfg == model_cfg
+    assert run.meta["kind"] == "student" and run.meta["step"] == 400 and run.model_cfg == SMALL
     assert run.meta["params"] == models.count_params(run.model) and run.system == CFG
-    states, label, _ = _head(192)  # the training split
+    states, label, _ = _head(512)  # the training split
     logits = np.asarray(train.predict_logits(run, states))
     assert np.mean(np.argmax(logits, axis=-1) == np.asarray(label)) > 0.99
-    want = jax.jit(lambda s: run.model(features.features(s, data.stats)))(states)
+    want = jax.jit(lambda s: run.model(features.features(s, run.stats)))(states)
     np.testing.assert_allclose(logits, np.asarray(want), atol=1e-5)
 
     # save_run / load_run round trip of a model, with extra meta.
     meta = {"kind": "student", "step": 5, "note": "x"}
-    train.save_run(tmp_path / "r", run.model, run.stats, model_cfg, CFG, meta)
+    train.save_run(tmp_path / "r", run.model, run.stats, SMALL, CFG, meta)
     again = train.load_run(tmp_path / "r")
     assert again.meta["kind"] == "student" and again.meta["step"] == 5 and again.meta["note"] == "x"
     np.testing.assert_array_equal(np.asarray(train.predict_logits(again, states)), logits)
@@ -96,12 +103,9 @@ def test_tiny_teacher_overfits_tiny_dataset_and_run_api_round_trip(tmp_path):
         train.load_run(tmp_path / "r")
 
 
-RESUME_CFG = config.TrainConfig(steps=60, batch_size=64, learning_rate=5e-3, eval_every=20, seed=3)
-
-
-def _fit_for_resume(out, **kw):
-    kw = {"chunk_steps": 5, "checkpoint_every_s": 1e9, **kw}  # default: one checkpoint, at the end
-    return train.fit(out, _data(), SMALL, RESUME_CFG, kind="student", progress=False, **kw)
+def _fit(out, **kw):
+    kw = {"chunk_steps": 50, "checkpoint_every_s": 1e9, **kw}  # default: one checkpoint, at the end
+    return train.fit(out, _data(), SMALL, RUN_CFG, kind="student", progress=False, **kw)
 
 
 class _Killed(Exception):
@@ -109,7 +113,7 @@ class _Killed(Exception):
 
 
 def test_interrupted_run_resumes_to_the_same_params(tmp_path, monkeypatch):
-    _fit_for_resume(tmp_path / "whole")
+    _fit(tmp_path / "whole")
     # Die right after the checkpoint of step 25 (anything after it is lost, as with SIGKILL).
     real_save = train._save_checkpoint
 
@@ -120,20 +124,20 @@ def test_interrupted_run_resumes_to_the_same_params(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
     with pytest.raises(_Killed):
-        _fit_for_resume(tmp_path / "killed", checkpoint_every_s=0.0)
+        _fit(tmp_path / "killed", checkpoint_every_s=0.0, chunk_steps=5)
     monkeypatch.undo()
     logs = []
-    meta = _fit_for_resume(tmp_path / "killed", log=logs.append, chunk_steps=7)  # chunking does not matter
+    meta = _fit(tmp_path / "killed", log=logs.append, chunk_steps=7)  # chunking does not matter
     assert any("resuming from step 25" in m for m in logs), logs
-    assert meta["step"] == 60 and meta["finished"]
+    assert meta["step"] == 400 and meta["finished"]
     np.testing.assert_array_equal(_saved_params(tmp_path / "killed"), _saved_params(tmp_path / "whole"))
     whole = json.loads((tmp_path / "whole" / "run.json").read_text())["history"]
-    assert [h["step"] for h in meta["history"]] == [20, 40, 60]
+    assert [h["step"] for h in meta["history"]] == [200, 400]
     assert [h["latency_ratio_mean"] for h in meta["history"]] == [h["latency_ratio_mean"] for h in whole]
     # A finished run does nothing when rerun.
     before = sorted(os.listdir(tmp_path / "whole" / "checkpoints"))
     logs = []
-    _fit_for_resume(tmp_path / "whole", log=logs.append)
+    _fit(tmp_path / "whole", log=logs.append)
     assert any("nothing to do" in m for m in logs)
     assert sorted(os.listdir(tmp_path / "whole" / "checkpoints")) == before
 
@@ -148,13 +152,13 @@ _CHILD = textwrap.dedent("""
         real_save(*args, **kwargs)
         time.sleep(0.3)
     train._save_checkpoint = slow_save
-    t._fit_for_resume({out!r}, checkpoint_every_s=0.0)
+    t._fit({out!r}, checkpoint_every_s=0.0, chunk_steps=5)
 """)
 
 
 @pytest.mark.slow
 def test_sigkilled_process_resumes_to_the_same_params(tmp_path):
-    _fit_for_resume(tmp_path / "whole")
+    _fit(tmp_path / "whole")
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD.format(tests=str(Path(__file__).parent), out=str(tmp_path / "killed"))],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -169,42 +173,40 @@ def test_sigkilled_process_resumes_to_the_same_params(tmp_path):
     finally:
         child.wait()
     killed_at = train.latest_step(tmp_path / "killed")
-    assert killed_at is not None and 10 <= killed_at < 60, killed_at
+    assert killed_at is not None and 10 <= killed_at < 400, killed_at
     logs = []
-    meta = _fit_for_resume(tmp_path / "killed", log=logs.append)
+    meta = _fit(tmp_path / "killed", log=logs.append)
     assert any(f"resuming from step {killed_at}" in m for m in logs), logs
-    assert meta["step"] == 60
+    assert meta["step"] == 400
     np.testing.assert_array_equal(_saved_params(tmp_path / "killed"), _saved_params(tmp_path / "whole"))
 
 
 def test_mismatched_checkpoint_is_refused(tmp_path):
-    _fit_for_resume(tmp_path / "r")
-    # Another T: refused, naming T (the states need no labels to be refused).
-    cfg5 = config.SystemConfig(tasks=5, subcarriers=3)
-    other = train.prepare(_ones(cfg5, 300), np.zeros((300, 5), np.int8), np.ones(300, np.float32), cfg5,
-                          holdout=50)
+    _fit(tmp_path / "r")
+    # Another T: refused, naming T (refused from the system alone, before any array is used).
+    other = dataclasses.replace(_data(), system=config.SystemConfig(tasks=5, subcarriers=3))
     with pytest.raises(train.RunError, match="T=4.*T=5"):
-        train.fit(tmp_path / "r", other, SMALL, RESUME_CFG, kind="student", progress=False)
+        train.fit(tmp_path / "r", other, SMALL, RUN_CFG, kind="student", progress=False)
     # Other settings or other data: refused.
     with pytest.raises(train.RunError, match="other settings"):
-        train.fit(tmp_path / "r", _data(), SMALL, dataclasses.replace(RESUME_CFG, steps=61), kind="student",
+        train.fit(tmp_path / "r", _data(), SMALL, dataclasses.replace(RUN_CFG, steps=401), kind="student",
                   progress=False)
     with pytest.raises(train.RunError, match="other data"):
-        train.fit(tmp_path / "r", _data(holdout=100), SMALL, RESUME_CFG, kind="student", progress=False)
+        train.fit(tmp_path / "r", _data(seed=1), SMALL, RUN_CFG, kind="student", progress=False)
     # A teacher for another T is refused too.
     with pytest.raises(train.RunError, match="teacher run"):
-        train.fit(tmp_path / "d", other, SMALL, dataclasses.replace(RESUME_CFG, alpha=0.5), kind="distill",
+        train.fit(tmp_path / "d", other, SMALL, dataclasses.replace(RUN_CFG, alpha=0.5), kind="distill",
                   teacher=train.load_run(tmp_path / "r"), teacher_dir=str(tmp_path / "r"), progress=False)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     data = _data()
-    trainer = train.make_train(RESUME_CFG, SMALL, CFG, int(data.train.x.shape[0]))
-    perm = np.asarray(trainer.epoch_perm(jax.random.key(RESUME_CFG.seed), 0))
+    trainer = train.make_train(RUN_CFG, SMALL, CFG, int(data.train.x.shape[0]))
+    perm = np.asarray(trainer.epoch_perm(jax.random.key(RUN_CFG.seed), 0))
     bad_row = int(perm[4 * 64])  # first used by step 4
     poisoned = dataclasses.replace(data, train=data.train._replace(x=data.train.x.at[bad_row].set(jnp.nan)))
     with pytest.raises(train.TrainingError, match=r"loss became nan between steps 4 and 5.*step 4"):
-        train.fit(tmp_path / "r", poisoned, SMALL, RESUME_CFG, kind="student", progress=False, chunk_steps=1,
+        train.fit(tmp_path / "r", poisoned, SMALL, RUN_CFG, kind="student", progress=False, chunk_steps=1,
                   checkpoint_every_s=0.0)
     assert train.latest_step(tmp_path / "r") == 4
     assert np.all(np.isfinite(_saved_params(tmp_path / "r")))
@@ -213,9 +215,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_teacher_inputs_follow_the_teacher_stats():
     data = _data()
     shifted = features.FeatureStats(mean=data.stats.mean + 0.3, std=data.stats.std * 1.7)
-    teacher = train.LoadedRun(model=_model(0), stats=shifted, model_cfg=SMALL, system=CFG, meta={})
+    teacher = train.LoadedRun(model=_student(0), stats=shifted, model_cfg=SMALL, system=CFG, meta={})
     _, scale, shift = train.teacher_consts(teacher, data.stats)
-    raw = jax.jit(features.raw_features)(_head(20)[0])
+    raw = jax.jit(features.raw_features)(_head(512)[0])
     np.testing.assert_allclose(np.asarray(features.normalize(raw, data.stats) * scale + shift),
                                np.asarray(features.normalize(raw, shifted)), atol=1e-4)
 
@@ -223,9 +225,9 @@ def test_teacher_inputs_follow_the_teacher_stats():
 def test_cli_rerun_of_finished_run_and_errors(tmp_path, capsys):
     from offload_jax import cli
 
-    _fit_for_resume(tmp_path / "r")
+    _fit(tmp_path / "r")
     flags = ["--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "r"), "--model", "student",
-             "--steps", "60", "--no-progress"]
+             "--steps", "400", "--no-progress"]
     assert cli.main(["train", *flags]) == 0  # finished: exits 0 before even reading the data
     assert "nothing to do" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
