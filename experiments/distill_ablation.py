@@ -39,7 +39,7 @@ class Budget:
     temperatures: tuple[float, ...] = (1.0, 2.0, 4.0)
     alphas: tuple[float, ...] = (0.0, 0.5)  # KD settings; alpha = 1 (labels only) is always added
     seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 1_500
+    steps: int = 1_000
     batch_size: int = 256
     max_states: int | None = None  # training states read from --data (None: all)
     holdout: int = 10_000  # used only without --val-data
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperatures", help="comma-separated temperatures (default 1,2,4)")
     p.add_argument("--alphas", help="comma-separated KD alphas in [0, 1) (default 0,0.5; 1 is always added)")
     p.add_argument("--seeds", help="comma-separated seeds, at least 2 (default 0,1,2)")
-    p.add_argument("--steps", type=int, help="training steps per student (default 1500)")
+    p.add_argument("--steps", type=int, help="training steps per student (default 1000)")
     p.add_argument("--batch-size", type=int, help="batch size (default 256)")
     p.add_argument("--max-states", type=int, help="read only the first N states of --data")
     p.add_argument("--holdout", type=int, help="held-out states without --val-data (default 10000)")
