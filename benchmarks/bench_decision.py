@@ -4,8 +4,10 @@ For each policy: batch-1 latency (p50, p99 over --calls calls) of the AOT-compil
 policy on one state packed into a float32 vector already on the device, the
 compiled identity on that vector (the overhead floor), throughput at batch --batch,
 and the exported numpy student on the same vector, all timed in interleaved rounds.
-The process first applies timing.LATENCY_SETTINGS (synchronous CPU dispatch), the same
-for every policy; they are recorded in the JSON with the load average. See offload_jax/timing.py.
+The process first applies timing.LATENCY_SETTINGS (synchronous CPU dispatch) and compiles
+every batch-1 program with timing.BATCH1_COMPILER_OPTIONS, the same for every policy; both are
+recorded in the JSON with the load average (--jax-defaults: neither, for comparison).
+See offload_jax/timing.py.
 
     python benchmarks/bench_decision.py --json runs/bench_decision.json [--runs DIR]
 
@@ -62,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", default="all", help="comma-separated subset of " + ",".join(
         policies.POLICY_NAMES))
     ap.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
+    ap.add_argument("--jax-defaults", action="store_true",
+                    help="for comparison: JAX's asynchronous CPU dispatch, XLA's default batch-1 compilation")
     args = ap.parse_args(argv)
-    settings = timing.configure_for_latency()  # before the first JAX computation
+    if not args.jax_defaults:
+        timing.configure_for_latency()  # before the first JAX computation of the process
+    batch1_options = {} if args.jax_defaults else timing.BATCH1_COMPILER_OPTIONS
 
     names = policies.parse_policy_names(args.policies, policies.POLICY_NAMES)
     if args.runs:
@@ -82,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(path, **arrays)
         numpy_student = export_runtime.StudentPolicy(path)
     result = timing.decision_benchmark(fns, cfg, calls=args.calls, batch=args.batch,
-                                       numpy_student=numpy_student, rounds=args.rounds)
+                                       numpy_student=numpy_student, rounds=args.rounds,
+                                       batch1_options=batch1_options)
     result["weights"] = weights
     result["params"] = {n: policies.make_policy(n, cfg=cfg, runs=runs).params for n in names}
     out = Path(args.json)
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, out)
     ident = result["identity"]["p50_us"]
-    print(f"device: {result['device']}\nsettings: {settings}\n1-min load average (start, end): "
+    print(f"device: {result['device']}\nsettings: {result['settings']}\n1-min load average (start, end): "
           f"{result['load_avg_1min'][0]:.2f}, {result['load_avg_1min'][1]:.2f}\n"
           f"identity floor p50 {ident:.1f} us")
     print(f"{'policy':<18} {'p50 us':>9} {'p99 us':>9} {'x floor':>8} {'batch states/s':>15}")

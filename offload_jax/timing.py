@@ -61,11 +61,10 @@ def configure_for_latency() -> dict:
     return settings()
 
 
-def settings() -> dict:
+def settings(batch1_options: Mapping[str, object] = BATCH1_COMPILER_OPTIONS) -> dict:
     """The process settings a decision-latency result depends on (recorded in its JSON)."""
     return {**{k: jax.config.values[k] for k in LATENCY_SETTINGS},
-            "batch1_compiler_options": dict(BATCH1_COMPILER_OPTIONS),
-            "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+            "batch1_compiler_options": dict(batch1_options), "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
 
 
 def device_description() -> str:
@@ -111,22 +110,25 @@ def _batch1(fn: Callable[[jax.Array, jax.Array], jax.Array]):
     return lambda key, vec: fn(key, vec[None])[0]
 
 
-def compile_packed(policy: PolicyFn, cfg: SystemConfig, key: jax.Array, vec: jax.Array):
-    """AOT-compiled `policy` on packed input: one vector (P,) -> (T,) (with BATCH1_COMPILER_OPTIONS),
-    or a batch (n, P) -> (n, T)."""
+def compile_packed(policy: PolicyFn, cfg: SystemConfig, key: jax.Array, vec: jax.Array,
+                   batch1_options: Mapping[str, object] = BATCH1_COMPILER_OPTIONS):
+    """AOT-compiled `policy` on packed input: one vector (P,) -> (T,) (compiled with `batch1_options`),
+    or a batch (n, P) -> (n, T) (XLA's defaults)."""
     if vec.ndim == 1:
-        return jax.jit(_batch1(packed(policy, cfg))).lower(key, vec).compile(BATCH1_COMPILER_OPTIONS)
+        return jax.jit(_batch1(packed(policy, cfg))).lower(key, vec).compile(dict(batch1_options) or None)
     return jax.jit(packed(policy, cfg)).lower(key, vec).compile()
 
 
 def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, calls: int = 2000,
                        batch: int = 1024, batch_reps: int = 20, numpy_student=None, seed: int = 0,
-                       rounds: int = 10, progress: bool = True) -> dict:
+                       rounds: int = 10, batch1_options: Mapping[str, object] = BATCH1_COMPILER_OPTIONS,
+                       progress: bool = True) -> dict:
     """Batch-1 latency (p50/p99 over `calls` calls) and batch throughput of every policy, in one run.
 
     `numpy_student` (optional): an `export_runtime.StudentPolicy`, timed on the same vector.
     The batch-1 calls of the identity, every policy and the numpy student are interleaved in
-    `rounds` rounds. Call `configure_for_latency()` first, at the start of the process.
+    `rounds` rounds; the batch-1 programs (identity included) are compiled with `batch1_options`.
+    Call `configure_for_latency()` first, at the start of the process.
     Returns {"device", "tasks", "batch", "settings", "load_avg_1min": [start, end], "rounds",
     "identity": {...}, "policies": {name: {p50_us, p99_us, mean_us, calls, batch_states_per_s,
     p50_over_identity}}, "numpy_student": {...}}.
@@ -138,18 +140,19 @@ def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, c
     vec = jax.device_put(batch_vec[0])
     jax.block_until_ready((batch_vec, vec))
 
-    ones = {"identity": jax.jit(lambda key, vec: vec).lower(key, vec).compile(BATCH1_COMPILER_OPTIONS)}
+    ones = {"identity": jax.jit(lambda key, vec: vec).lower(key, vec).compile(dict(batch1_options) or None)}
     bar = tqdm(policies.items(), desc="compile policies", disable=not progress, unit="policy")
     for name, policy in bar:
         bar.set_postfix_str(name)
-        ones[name] = compile_packed(policy, cfg, key, vec)
+        ones[name] = compile_packed(policy, cfg, key, vec, batch1_options)
     batch1 = {name: (lambda one=one: one(key, vec).block_until_ready()) for name, one in ones.items()}
     if numpy_student is not None:
         host_vec = np.asarray(vec, dtype=np.float32)
         batch1["numpy_student"] = lambda: numpy_student(host_vec)
     seconds = interleaved_seconds(batch1, calls, rounds, progress=progress)
     identity = latency_stats(seconds["identity"])
-    result = {"device": device_description(), "tasks": cfg.tasks, "batch": batch, "settings": settings(),
+    result = {"device": device_description(), "tasks": cfg.tasks, "batch": batch,
+              "settings": settings(batch1_options),
               "rounds": rounds, "identity": identity, "policies": {}}
 
     bar = tqdm(policies.items(), desc="batch throughput", disable=not progress, unit="policy")
