@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 import types
@@ -225,7 +226,8 @@ def report_markdown(report: dict) -> str:
     default, t = report["default"]["policies"], report["default"]["tasks"]
     b = report["budget"]
     lines = [f"# Policy comparison (T={t} unless swept)", "",
-             f"Base quickstart: `{report['base']}` (its config: {report['default']['config_summary']}). "
+             f"Base quickstart: `{report['base']}` (relative to this directory; its config: "
+             f"{report['default']['config_summary']}). "
              f"Decision times on {report['decision']['device']}. Latency ratio = policy latency / optimal "
              "latency, mean of per-state ratios.", "",
              "## (a) Default system", "",
@@ -306,11 +308,14 @@ def run(out: Path, base: Path | None, budget: Budget, *, tiny: bool = False, pro
     sweeps["tasks"] = _tasks_sweep(out, base, base_report, budget, tiny, progress)
     seconds["tasks"] = round(time.perf_counter() - t2, 1)
     seconds["total"] = round(time.perf_counter() - t0, 1)
+    for tag in ("snr", "backhaul"):  # paths relative to OUT, so the committed JSON is portable
+        sweeps[tag]["datasets"] = [os.path.relpath(d, out) for d in sweeps[tag]["datasets"]]
+    sweeps["tasks"]["runs"] = [os.path.relpath(d, out) for d in sweeps["tasks"]["runs"]]
 
     c = base_report["config"]
     summary = (f"{c['train_states']:,} training states, teacher {c['teacher_steps']:,} and students "
                f"{c['student_steps']:,} steps at batch {c['batch_size']}, {c['eval_states']:,} eval states")
-    report = {"format": f"offload-jax-experiment/{NAME}/1", "base": str(base),
+    report = {"format": f"offload-jax-experiment/{NAME}/1", "base": os.path.relpath(base, out),
               "budget": dataclasses.asdict(budget),
               "default": {"tasks": base_report["tasks"], "policies": base_report["policies"],
                           "config": c, "config_summary": summary},

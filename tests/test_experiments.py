@@ -133,7 +133,7 @@ def test_compare_policies_tiny_end_to_end(scripts, tmp_path):
     base = json.loads((out / "base" / "report.json").read_text())
     assert report["default"]["policies"] == base["policies"]  # (a) and (c) come from the base as is
     tasks = report["sweeps"]["tasks"]
-    assert tasks["x"] == [4] and tasks["runs"] == [str(out / "base")]  # the tiny T sweep is the base
+    assert tasks["x"] == [4] and tasks["runs"] == ["base"]  # the tiny T sweep is the base itself
     assert not (out / "T4").exists()
     for tag, key in (("snr", "mean_snr_db_range"), ("backhaul", "backhaul_rate_range")):
         sweep = report["sweeps"][tag]
