@@ -68,6 +68,12 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
     from offload_jax import dataset, droo, evaluate, export, export_runtime, policies, timing, train
 
     qcfg.validate()
+    # Decision timing needs synchronous CPU dispatch, which must be set before JAX's backend starts
+    # (timing.configure_for_latency); training is unaffected (it waits for each chunk anyway).
+    try:
+        timing.configure_for_latency()
+    except RuntimeError as exc:  # e.g. in a process that already ran JAX code
+        _log(f"decision latency measured with this process's JAX settings: {exc}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = SystemConfig(tasks=qcfg.tasks).validate()
@@ -160,6 +166,7 @@ def _report(qcfg, cfg, quality, speed, runs, seconds, total_s) -> dict:
                           "file": "student_kd.npz"},
         "identity_us_p50": speed["identity"]["p50_us"],
         "device": speed["device"],
+        "timing_settings": speed.get("settings"),
         "config": {k: (v.to_dict() if hasattr(v, "to_dict") else v)
                    for k, v in dataclasses.asdict(qcfg).items()},
         "runs": {n: {"kind": r.meta.get("kind"), "params": r.meta.get("params")} for n, r in runs.items()},
