@@ -44,6 +44,7 @@ def tiny_run(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # ~2-3 min of compiles on 2 cores: keeps the default run under its budget
 def test_distill_ablation_tiny(scripts, tiny_run, tmp_path):
     _, ablation = scripts
     out = tmp_path / "ablation"
@@ -87,6 +88,7 @@ def test_distill_ablation_tiny(scripts, tiny_run, tmp_path):
     assert "| 8 |" in md and report["summary"] in md
 
 
+@pytest.mark.slow  # needs the tiny teacher run of the test above
 def test_distill_ablation_refuses_bad_flags(scripts, tiny_run, tmp_path, capsys):
     _, ablation = scripts
     base = ["--teacher", str(tiny_run / "teacher"), "--data", str(tiny_run / "train"), "--out", str(tmp_path)]
