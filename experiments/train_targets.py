@@ -27,7 +27,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from offload_jax import config, sweep, train
+from offload_jax import config, models, sweep, train
 from offload_jax.config import TrainConfig
 
 VARIANTS = {  # name: (uses the teacher, uses the latency-aware term)
@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     res["teacher"] = _fit(out / "teacher", data, config.TEACHER_MODEL, teacher_cfg, "teacher")
     teacher = train.load_run(out / "teacher")
     res["students"] = {}
+    res["student_params"] = models.count_params(train.abstract_model(config.STUDENT_MODEL, data.system))
     for name in variants:
         kd, latency = VARIANTS[name]
         res["students"][name] = {}
@@ -210,7 +211,6 @@ def main(argv: list[str] | None = None) -> int:
                        "distill" if kd else "student", teacher if kd else None,
                        str(out / "teacher") if kd else None)
             res["students"][name][seed] = run
-            res["student_params"] = run["params"]
     res["summary"] = _summary(res["students"])
     if args.timing_steps:
         res["timing"] = _timing(args, data, teacher, str(out / "teacher"))

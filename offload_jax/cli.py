@@ -318,6 +318,8 @@ def _cmd_sweep(args) -> int:
                                max_states=args.max_states)
     except DatasetError as exc:
         raise ConfigError(str(exc)) from exc
+    print(f"training {len(points)} students x {base.steps} steps in one vmapped program "
+          "(one device call: no progress bar)...", file=sys.stderr, flush=True)
     rows, _, timing = sweep.run_sweep(data, _model_config(args), base, points, teacher=teacher,
                                       latency_weight=args.latency_weight)
     info = {"data": args.data, "teacher": args.teacher, "model": _model_config(args).to_dict(),
