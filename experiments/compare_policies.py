@@ -280,9 +280,13 @@ def report_markdown(report: dict) -> str:
 
 
 def run(out: Path, base: Path | None, budget: Budget, *, tiny: bool = False, progress: bool = True) -> dict:
-    from offload_jax import dataset, quickstart
+    from offload_jax import dataset, quickstart, timing
     from offload_jax.evaluate import write_json_atomic
 
+    try:  # every quickstart here times decisions; the settings must be set before JAX's backend starts
+        timing.configure_for_latency()
+    except RuntimeError as exc:
+        log(NAME, f"decision latency measured with this process's JAX settings: {exc}")
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     start_load = load_avg()
@@ -320,6 +324,7 @@ def run(out: Path, base: Path | None, budget: Budget, *, tiny: bool = False, pro
               "default": {"tasks": base_report["tasks"], "policies": base_report["policies"],
                           "config": c, "config_summary": summary},
               "decision": {"device": base_report["device"], "identity_us_p50": base_report["identity_us_p50"],
+                           "timing_settings": base_report.get("timing_settings"),
                            "numpy_student_us_p50": base_report["numpy_student"]["decision_us_p50"]},
               "sweeps": sweeps, "seconds": seconds, "load_avg": {"start": start_load, "end": load_avg()},
               "command": " ".join(["python experiments/compare_policies.py", *sys.argv[1:]])}
