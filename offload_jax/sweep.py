@@ -24,7 +24,7 @@ import numpy as np
 
 from offload_jax.config import ConfigError, ModelConfig, TrainConfig
 from offload_jax.losses import LossWeights
-from offload_jax.train import Consts, LoadedRun, Prepared, make_train, teacher_consts
+from offload_jax.train import Consts, LoadedRun, Prepared, Trainer, make_train, teacher_consts
 
 LOSS_VARIANTS = ("ce", "latency")  # ce: (distillation) cross-entropy only; latency: plus the latency term
 METRIC_COLUMNS = ("accuracy", "exact_match", "latency_ratio_mean", "latency_ratio_of_means")
@@ -65,12 +65,19 @@ def point_config(base: TrainConfig, point: SweepPoint, latency_weight: float) ->
                                latency_weight=latency_weight if point.loss == "latency" else 0.0).validate()
 
 
-def run_sweep(data: Prepared, model_cfg: ModelConfig, base: TrainConfig, points: list[SweepPoint], *,
-              teacher: LoadedRun | None = None, latency_weight: float = 1.0) -> tuple[list[dict], dict, dict]:
-    """Train every point in one vmapped program. Returns (rows, batched params, timing).
+@dataclasses.dataclass(frozen=True)
+class SweepInputs:
+    """Everything the vmapped program of a grid takes (see `build`)."""
 
-    Each row holds the point's settings and its held-out metrics (`metrics.summary`).
-    """
+    trainer: Trainer
+    rngs: jax.Array  # (members,) keys
+    weights: LossWeights  # each field (members,)
+    consts: Consts  # shared, not batched
+
+
+def build(data: Prepared, model_cfg: ModelConfig, base: TrainConfig, points: list[SweepPoint], *,
+          teacher: LoadedRun | None = None, latency_weight: float = 1.0) -> SweepInputs:
+    """The training function and the batched inputs of a grid; `program()` is its vmapped form."""
     if teacher is None and any(p.alpha != 1.0 for p in points):
         raise ConfigError("alphas < 1 need a teacher (--teacher RUN)")
     if any(p.loss == "latency" for p in points) and not latency_weight > 0:
@@ -84,11 +91,26 @@ def run_sweep(data: Prepared, model_cfg: ModelConfig, base: TrainConfig, points:
     weights = LossWeights(alpha=jnp.asarray([p.alpha for p in points], jnp.float32),
                           temperature=jnp.asarray([p.temperature for p in points], jnp.float32),
                           latency_weight=jnp.asarray(lat_w, jnp.float32))
-    program = jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None)))
+    return SweepInputs(trainer=trainer, rngs=rngs, weights=weights, consts=consts)
+
+
+def program(trainer: Trainer):
+    """The whole grid as one jitted program: jax.jit(jax.vmap(train)) (data and teacher shared)."""
+    return jax.jit(jax.vmap(trainer.train, in_axes=(0, 0, None)))
+
+
+def run_sweep(data: Prepared, model_cfg: ModelConfig, base: TrainConfig, points: list[SweepPoint], *,
+              teacher: LoadedRun | None = None, latency_weight: float = 1.0) -> tuple[list[dict], dict, dict]:
+    """Train every point in one vmapped program. Returns (rows, batched params, timing).
+
+    Each row holds the point's settings and its held-out metrics (`metrics.summary`).
+    """
+    inputs = build(data, model_cfg, base, points, teacher=teacher, latency_weight=latency_weight)
+    args = (inputs.rngs, inputs.weights, inputs.consts)
     start = time.perf_counter()
-    compiled = program.lower(rngs, weights, consts).compile()
+    compiled = program(inputs.trainer).lower(*args).compile()
     compiled_at = time.perf_counter()
-    params, summary = jax.block_until_ready(compiled(rngs, weights, consts))
+    params, summary = jax.block_until_ready(compiled(*args))
     done = time.perf_counter()
     rows = []
     for i, p in enumerate(points):
