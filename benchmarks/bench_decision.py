@@ -19,8 +19,6 @@ does not depend on the weights' values).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -29,7 +27,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from offload_jax import config, export, export_runtime, features, policies, system, timing, train
+from offload_jax import atomic, config, export, export_runtime, features, policies, system, timing, train
 from offload_jax.droo import DROOConfig
 
 
@@ -92,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                                        batch1_options=batch1_options)
     result["weights"] = weights
     result["params"] = {n: policies.make_policy(n, cfg=cfg, runs=runs).params for n in names}
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    atomic.write_json(args.json, result)
     ident = result["identity"]["p50_us"]
     print(f"device: {result['device']}\nsettings: {result['settings']}\n1-min load average (start, end): "
           f"{result['load_avg_1min'][0]:.2f}, {result['load_avg_1min'][1]:.2f}\n"

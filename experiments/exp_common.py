@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from offload_jax import atomic
 from offload_jax.config import ConfigError
 
 DPI = 100  # committed plots stay small
@@ -19,18 +19,8 @@ def log(script: str, msg: str) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to `path` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic.write_text(path, text)
+
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

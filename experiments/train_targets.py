@@ -27,7 +27,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from offload_jax import config, models, sweep, train
+from offload_jax import atomic, config, models, sweep, train
 from offload_jax.config import TrainConfig
 
 VARIANTS = {  # name: (uses the teacher, uses the latency-aware term)
@@ -172,10 +172,7 @@ def _markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.timing_steps:
         res["timing"] = _timing(args, data, teacher)
     res["wall_s_this_call"] = round(time.perf_counter() - start, 1)
-    _atomic_write(out / "train_targets.json", json.dumps(res, indent=2) + "\n")
-    _atomic_write(out / "train_targets.md", _markdown(res))
+    atomic.write_json(out / "train_targets.json", res)
+    atomic.write_text(out / "train_targets.md", _markdown(res))
     print(_markdown(res))
     return 0
 

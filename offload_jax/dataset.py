@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 import offload_jax
-from offload_jax import cost, solvers, system
+from offload_jax import atomic, cost, solvers, system
 from offload_jax.config import ConfigError, SystemConfig
 from offload_jax.system import STATE_FIELDS, SystemState
 
@@ -146,26 +146,11 @@ def _batch_labeler(cfg: SystemConfig, solver: str, mesh: Mesh):
 # --------------------------------------------------------------------------- writing
 
 
-_TMP_MARK = ".tmp-"
-
-
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write via a temp file in the same directory and os.replace: readers never see a partial file.
-
-    No fsync: a file torn by a power loss fails its checksum and is rewritten on resume.
-    """
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}{_TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _atomic_write_json(path: str, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+    atomic.write_json(path, obj, indent=1)
+
 
 
 def shard_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -186,7 +171,7 @@ def _write_shard(path: str, arrays: dict[str, np.ndarray]) -> str:
     """Write one shard atomically; return its sha256 (hex)."""
     data = shard_bytes(arrays)
     digest = hashlib.sha256(data).hexdigest()
-    _atomic_write_bytes(path, data)
+    atomic.write_bytes(path, data)
     return digest
 
 
@@ -262,7 +247,7 @@ def _open_job(out_dir: str, identity: dict[str, Any]) -> dict[str, Any]:
     """Create or reopen DIR for this job; refuse a DIR that holds anything else."""
     os.makedirs(out_dir, exist_ok=True)
     for f in os.listdir(out_dir):  # temp files of a killed run (ours only: ".<name>.tmp-<pid>")
-        if f.startswith(".") and _TMP_MARK in f and f.rsplit(_TMP_MARK, 1)[1].isdigit():
+        if f.startswith(".") and atomic.TMP_MARK in f and f.rsplit(atomic.TMP_MARK, 1)[1].isdigit():
             os.remove(os.path.join(out_dir, f))
     job_path = os.path.join(out_dir, JOB_FILE)
     if not os.path.exists(job_path):

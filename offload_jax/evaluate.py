@@ -9,9 +9,7 @@ baselines by name, a markdown table and the issue-3 JSON `{"runs": {NAME: {...}}
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from offload_jax import metrics
+from offload_jax import atomic, metrics
 from offload_jax.config import ConfigError, SystemConfig
 from offload_jax.cost import path_latency, stage_costs
 from offload_jax.policies import Policy, check_run_matches, make_policy, run_policy
@@ -95,19 +93,9 @@ def markdown_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """`obj` as indented JSON, atomically (kept for the callers of this name)."""
+    return atomic.write_json(path, obj)
+
 
 
 def run_name(run_dir: str | os.PathLike) -> str:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from offload_jax import __version__
+from offload_jax import __version__, atomic
 from offload_jax.export_runtime import FORMAT
 from offload_jax.features import FEATURES_VERSION
 
@@ -50,8 +49,4 @@ def export_run(run_dir: str | os.PathLike, out_file: str | os.PathLike) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(buf.getvalue())
-    os.replace(tmp, out)
-    return out
+    return atomic.write_bytes(out, buf.getvalue())

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from offload_jax import atomic
 
 
 def _pyplot():
@@ -25,11 +26,7 @@ def save_png(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     _pyplot().close(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic.write_bytes(path, buf.getvalue())
 
 
 def bar_chart(values: Mapping[str, float], path: str | os.PathLike, *, ylabel: str, title: str,

@@ -200,7 +200,7 @@ def report_markdown(report: dict) -> str:
 
 
 def _write_outputs(out: Path, report: dict) -> None:
-    from offload_jax.evaluate import write_json_atomic
+    from offload_jax import atomic
     from offload_jax.plots import bar_chart
 
     pol = report["policies"]
@@ -212,11 +212,8 @@ def _write_outputs(out: Path, report: dict) -> None:
     times["identity floor"] = report["identity_us_p50"]
     bar_chart(times, out / "decision_latency.png", ylabel="batch-1 decision time p50 (us)", log=True,
               title="Time to decide (log scale, lower is better)")
-    write_json_atomic(out / "report.json", report)
-    md = out / "report.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(report_markdown(report))
-    os.replace(tmp, md)
+    atomic.write_json(out / "report.json", report)
+    atomic.write_text(out / "report.md", report_markdown(report))
 
 
 def print_table(report: dict) -> None:

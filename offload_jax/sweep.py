@@ -12,9 +12,7 @@ import csv
 import dataclasses
 import io
 import itertools
-import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from offload_jax import atomic
 from offload_jax.config import ConfigError, ModelConfig, TrainConfig
 from offload_jax.losses import LossWeights
 from offload_jax.train import Consts, LoadedRun, Prepared, Trainer, make_train, teacher_consts
@@ -147,11 +146,7 @@ def grouped(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+
 
 
 def write_results(out_dir: str | os.PathLike, rows: list[dict], info: dict) -> dict[str, Path]:
@@ -163,12 +158,11 @@ def write_results(out_dir: str | os.PathLike, rows: list[dict], info: dict) -> d
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(paths["csv"], buf.getvalue().encode())
+    atomic.write_text(paths["csv"], buf.getvalue())
     md = "# Sweep\n\n" + table_markdown(rows) + "\n## Mean over seeds\n\n" + _grouped_markdown(grouped(rows))
-    _atomic_write(paths["md"], md.encode())
-    _atomic_write(paths["json"], (json.dumps({"info": info, "rows": rows, "grouped": grouped(rows)},
-                                             indent=2) + "\n").encode())
-    _atomic_write(paths["png"], _plot(rows))
+    atomic.write_text(paths["md"], md)
+    atomic.write_json(paths["json"], {"info": info, "rows": rows, "grouped": grouped(rows)})
+    atomic.write_bytes(paths["png"], _plot(rows))
     return paths
 
 

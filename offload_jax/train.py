@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +32,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm.auto import tqdm
 
-from offload_jax import __version__, metrics
+from offload_jax import __version__, atomic, metrics
 from offload_jax.config import ConfigError, ModelConfig, SystemConfig, TrainConfig
 from offload_jax.cost import StageCosts, stage_costs
 from offload_jax.features import (
@@ -113,17 +112,8 @@ def params_of(model: PlacementMLP) -> dict:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic.write_json(path, obj, sort_keys=True)
+
 
 
 def _manager(run_dir: Path, read_only: bool = False) -> ocp.CheckpointManager:
