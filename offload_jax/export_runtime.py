@@ -5,9 +5,9 @@
 (`offload_jax.system.pack` layout: the SPEC fields in order, flattened to float32).
 
 Importing this module imports numpy only (tests check that no JAX is loaded).
-The feature computation below deliberately restates `features.raw_features` and
-`cost.stage_costs` in numpy (as index arrays built once at load time, so that one
-decision costs a few numpy calls); a test keeps them equal.
+The features are defined here, once, as index arrays over the packed vector
+(`feature_recipe`), which `features.raw_features` applies with jax.numpy; their stage
+costs restate `cost.stage_costs` (tests/test_features.py keeps them equal).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 FORMAT = "offload-jax-student/1"
-COST_EPS = np.float32(1e-6)  # must equal features.COST_EPS
+COST_EPS = np.float32(1e-6)  # seconds, added to every stage cost before its log (some are exactly 0)
 
 
 def _gelu_cdf(x):  # GELU(x) = x * this; the tanh approximation, jax.nn.gelu's default
@@ -78,15 +78,67 @@ def packed_slices(tasks: int, subcarriers: int) -> dict[str, slice]:
     return slices
 
 
+# The pool a feature recipe indexes: the packed vector, then these constants (0, 1, COST_EPS).
+POOL_CONSTANTS = (0.0, 1.0, COST_EPS)
+
+
+def feature_recipe(tasks: int, subcarriers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How `features.raw_features` is computed from a packed state vector: the one home of the features.
+
+    With pool = (packed vector, 0, 1, COST_EPS), feature j is
+        s_j = sum_r pool[num[r, j]] / pool[den[r, j]]   (r = 0, 1, ... in order),
+    then log(s_j) where logged[j]. The log of a field x is log(x / 1 + 0 / 1 + ...); log1p(snr) is
+    log(snr / 1 + 1 / 1); a stage cost entry of `cost.stage_costs` is data_bits[t] / rate (one or
+    two rates, as K) + cloud_delay (or nothing, as F) + cycles[t] / speed + COST_EPS. Not logged:
+    cloud_delay and subcarrier_free. Returns num, den (R, F) int64 indices into the pool and
+    logged (F,) bool, in the order of the features:
+    cycles, data_bits, f_local, f_edge, f_cloud, rate_up, rate_down, backhaul_rate (logs),
+    cloud_delay, log1p(snr), subcarrier_free, log stage costs first[3], step[T-1, 3, 3], last[3].
+    """
+    s, t = packed_slices(tasks, subcarriers), tasks
+    p = s["cloud_delay"].stop
+    zero, one, eps = p, p + 1, p + 2
+    delay, bits0, cycles0 = s["cloud_delay"].start, s["data_bits"].start, s["cycles"].start
+    speed_of_site = ("f_local", "f_edge", "f_cloud")
+
+    def field(name: str) -> range:
+        return range(s[name].start, s[name].stop)
+
+    def cost(bits_t: int, a: int, b: int, task: int | None) -> list[tuple[int, int]]:
+        """move(data_bits[bits_t], a -> b) [+ cycles[task] / f[b]] + COST_EPS, as quotients."""
+        out = [(bits0 + bits_t, s[rate].start) for rate in _K_TERMS.get((a, b), ())]
+        out += [(delay, one)] if (a == 2) != (b == 2) else []  # F[a, b] = tau across the backhaul
+        out += [(cycles0 + task, s[speed_of_site[b]].start)] if task is not None else []
+        return out + [(eps, one)]
+
+    logged_fields = [*field("cycles"), *field("data_bits"), *(s[f].start for f in _SPEED_AND_RATE_FIELDS)]
+    terms = [([(i, one)], True) for i in logged_fields]
+    terms += [([(delay, one)], False)]
+    terms += [([(i, one), (one, one)], True) for i in field("snr")]  # log(snr + 1)
+    terms += [([(i, one)], False) for i in field("subcarrier_free")]
+    terms += [(cost(0, 0, b, 0), True) for b in range(3)]  # first[b]: data_bits[0] leaves the device
+    terms += [(cost(i, a, b, i), True)  # step[i - 1, a, b]
+              for i in range(1, t) for a in range(3) for b in range(3)]
+    terms += [(cost(t, a, 0, None), True) for a in range(3)]  # last[a]: the result returns to the device
+    rows = max(len(q) for q, _ in terms)
+    num = np.full((rows, len(terms)), zero)
+    den = np.full((rows, len(terms)), one)
+    for j, (quotients, _) in enumerate(terms):
+        for r, (u, v) in enumerate(quotients):
+            num[r, j], den[r, j] = u, v
+    return num, den, np.array([logged for _, logged in terms])
+
+
 class StudentPolicy:
     """Decides placements from packed state vectors with numpy only.
 
     Built for batch-1 latency, where every numpy call costs about a microsecond whatever its
     size: the features are one gather, one division, one sum and one log over index arrays
     built at load time (`_feature_recipe`); the feature normalization, the features' order,
-    the first bias and LayerNorm's mean subtraction are folded into the kernels; smooth
-    activations are one table lookup. Features in float32 (as the JAX student), the network
-    in float64.
+    the first bias and LayerNorm's mean subtraction are folded into the kernels (without
+    LayerNorm every bias is: `_fold_biases`); smooth activations are one table lookup.
+    Features in float32 (as the JAX student); the network in float32 without LayerNorm,
+    in float64 with it.
     Any leading batch shape: (P,) -> (T,), (n, P) -> (n, T).
     """
 
@@ -129,66 +181,64 @@ class StudentPolicy:
         self.activation = _activation(meta["activation"], 1.01 * bound + 1.0 if self.layer_norm else None)
         self.head_kernel = arrays["head_kernel"].astype(np.float64)
         self.head_bias = arrays["head_bias"].astype(np.float64)
+        if not self.layer_norm:
+            self._fold_biases()
+
+    def _fold_biases(self) -> None:
+        """Without LayerNorm, every bias rides on a constant unit, and the network runs in float32.
+
+        Each hidden layer gets one more unit whose input is exactly 1, so after the activation it
+        holds a1 = act(1) (!= 0 for every activation here); the next kernel's last row is then
+        bias / a1. A layer is one matmul and one activation; the head one matmul.
+        """
+        a1 = float(np.asarray(self.activation(np.ones(1)))[0])
+        kernels = []
+        for i, k in enumerate(self.kernels):
+            if i:  # rows: the previous layer's units, then its constant unit
+                k = np.concatenate([k, self.biases[i][None] / a1])
+            unit = np.zeros((k.shape[0], 1))
+            unit[-1] = 1.0 if i == 0 else 1.0 / a1  # z ends with a constant 1 itself
+            kernels.append(np.concatenate([k, unit], axis=1).astype(np.float32))
+        self.kernels = kernels
+        self.head_kernel = np.concatenate([self.head_kernel, self.head_bias[None] / a1]).astype(np.float32)
 
     def _feature_recipe(self) -> None:
-        """Index arrays that compute `features.raw_features` from a packed vector, in the order z.
-
-        pool = (packed vector, 0, 1, COST_EPS). z holds the log features first: each is
-        log(sum_r pool[num_r] / pool[den_r]), r < R, summed in order r = 0, 1, ...; the log of a
-        field x is log(x / 1 + 0 / 1 + ...), log1p(snr) is log(snr / 1 + 1 / 1), a stage cost entry
-        of `cost.stage_costs` is data_bits[t] / rate (one or two rates, as K) + cloud_delay (or
-        nothing, as F) + cycles[t] / speed + COST_EPS. Then, not logged, cloud_delay,
-        subcarrier_free and a constant 1 (it carries the first layer's bias). `_feature_of_z`
-        maps z back to the order of `features.raw_features`; the first kernel is permuted instead.
-        """
-        s, t, p = self.slices, self.tasks, self.packed_size
-        zero, one, eps = p, p + 1, p + 2
-        self._consts = np.array([0.0, 1.0, COST_EPS], np.float32)
-        delay, bits0, cycles0 = s["cloud_delay"].start, s["data_bits"].start, s["cycles"].start
-        speed_of_site = ("f_local", "f_edge", "f_cloud")
-
-        def field(name: str) -> range:
-            return range(s[name].start, s[name].stop)
-
-        def cost(bits_t: int, a: int, b: int, task: int | None) -> list[tuple[int, int]]:
-            """move(data_bits[bits_t], a -> b) [+ cycles[task] / f[b]] + COST_EPS, as quotients."""
-            out = [(bits0 + bits_t, s[rate].start) for rate in _K_TERMS.get((a, b), ())]
-            out += [(delay, one)] if (a == 2) != (b == 2) else []  # F[a, b] = tau across the backhaul
-            out += [(cycles0 + task, s[speed_of_site[b]].start)] if task is not None else []
-            return out + [(eps, one)]
-
-        # In the order of features.raw_features: (quotients, logged?).
-        logged_fields = [*field("cycles"), *field("data_bits"), *(s[f].start for f in _SPEED_AND_RATE_FIELDS)]
-        terms = [([(i, one)], True) for i in logged_fields]
-        terms += [([(delay, one)], False)]
-        terms += [([(i, one), (one, one)], True) for i in field("snr")]  # log(snr + 1)
-        terms += [([(i, one)], False) for i in field("subcarrier_free")]
-        terms += [(cost(0, 0, b, 0), True) for b in range(3)]  # first[b]: data_bits[0] leaves the device
-        terms += [(cost(i, a, b, i), True)  # step[i - 1, a, b]
-                  for i in range(1, t) for a in range(3) for b in range(3)]
-        terms += [(cost(t, a, 0, None), True) for a in range(3)]  # last[a]: the result returns to the device
-        self.num_features = len(terms)
-        order = [j for j, (_, logged) in enumerate(terms) if logged]
-        self._num_logs = len(order)
-        order += [j for j, (_, logged) in enumerate(terms) if not logged]
-        self._z_of_feature = np.array(order)  # z[..., :F] == raw[..., order]
-        self._feature_of_z = np.argsort(self._z_of_feature)
-        quotients = [terms[j][0] for j in order] + [[(one, one)]]
-        self._terms = max(len(q) for q in quotients)
-        idx = np.full((2, self._terms, len(quotients)), zero)
-        idx[1] = one
-        for j, qs in enumerate(quotients):
-            for r, (u, v) in enumerate(qs):
-                idx[:, r, j] = u, v
-        self._term_idx = idx.reshape(2 * self._terms, len(quotients))
+        """`feature_recipe` reordered for numpy: z holds the logged features first (one log call on a
+        slice), then the others, then a constant 1 (it carries the first layer's bias).
+        `_feature_of_z` maps z back to the order of `features.raw_features`; the first kernel is
+        permuted instead."""
+        p = self.packed_size
+        num, den, logged = feature_recipe(self.tasks, self.subcarriers)
+        self._consts = np.array(POOL_CONSTANTS, np.float32)
+        self.num_features = num.shape[1]
+        order = np.concatenate([np.flatnonzero(logged), np.flatnonzero(~logged)])
+        self._num_logs = int(logged.sum())
+        self._z_of_feature = order  # z[..., :F] == raw[..., order]
+        self._feature_of_z = np.argsort(order)
+        unit_num = np.full((num.shape[0], 1), p)  # the constant 1 as 1 / 1 + 0 / 1 + ...
+        unit_num[0] = p + 1
+        num_z = np.concatenate([num[:, order], unit_num], axis=1)
+        den_z = np.concatenate([den[:, order], np.full_like(unit_num, p + 1)], axis=1)
+        self._terms = num.shape[0]
+        self._term_idx = np.concatenate([num_z, den_z])
+        self._ones = np.ones(self._terms, np.float32)
+        # The pool of a single-state call, reused: so one StudentPolicy must not decide single
+        # states from several threads at once (give each thread its own).
+        self._pool = np.concatenate([np.zeros(p, np.float32), self._consts])
+        self._pool_head = self._pool[:p]
 
     def _z(self, packed: np.ndarray) -> np.ndarray:
         """(..., P) packed states -> (..., F + 1): the raw features in the order z, then a constant 1."""
-        x = np.asarray(packed, dtype=np.float32)
-        lead, r = x.shape[:-1], self._terms
-        consts = np.broadcast_to(self._consts, (*lead, 3)) if lead else self._consts
-        factors = np.concatenate((x, consts), axis=-1).take(self._term_idx, axis=-1)  # (..., 2R, F + 1)
-        z = (factors[..., :r, :] / factors[..., r:, :]).sum(axis=-2)
+        x = packed if type(packed) is np.ndarray and packed.dtype == np.float32 else np.asarray(
+            packed, dtype=np.float32)
+        if x.ndim == 1:  # one state: the pool lives in a buffer (no concatenation)
+            np.copyto(self._pool_head, x)
+            pool = self._pool
+        else:
+            pool = np.concatenate((x, np.broadcast_to(self._consts, (*x.shape[:-1], 3))), axis=-1)
+        factors = np.take(pool, self._term_idx, axis=-1)  # (..., 2R, F + 1)
+        r = self._terms
+        z = np.matmul(self._ones, np.divide(factors[..., :r, :], factors[..., r:, :]))  # sum over r
         logs = z[..., :self._num_logs]
         np.log(logs, out=logs)
         return z
@@ -202,21 +252,26 @@ class StudentPolicy:
         return (self.raw_features(packed) - self.mean) / self.std
 
     def logits(self, packed: np.ndarray) -> np.ndarray:
-        """(..., P) packed states -> (..., T, 3) float64 logits."""
+        """(..., P) packed states -> (..., T, 3) logits (float32 without LayerNorm, else float64)."""
         z = self._z(packed)
+        if not self.layer_norm:  # biases folded into the kernels (_fold_biases)
+            h = z
+            for kernel in self.kernels:
+                h = self.activation(np.matmul(h, kernel))
+            return np.matmul(h, self.head_kernel).reshape(z.shape[:-1] + (self.tasks, 3))
         h = z @ self.kernels[0]  # bias included (z ends with 1)
         for i in range(len(self.kernels)):
             if i:
                 h = h @ self.kernels[i]
                 h += self.biases[i]
-            if self.layer_norm:  # h is already centered (folded into the kernel)
-                if h.ndim == 1:  # one state: the variance as a Python float is cheaper than an array op
-                    h *= (float(h @ h) / h.size + self.layer_norm_eps) ** -0.5
-                else:
-                    h *= (np.add.reduce(h * h, axis=-1, keepdims=True) / h.shape[-1]
-                          + self.layer_norm_eps) ** -0.5
-                h *= self.scales[i]
-                h += self.shifts[i]
+            # h is already centered (folded into the kernel)
+            if h.ndim == 1:  # one state: the variance as a Python float is cheaper than an array op
+                h *= (float(h @ h) / h.size + self.layer_norm_eps) ** -0.5
+            else:
+                h *= (np.add.reduce(h * h, axis=-1, keepdims=True) / h.shape[-1]
+                      + self.layer_norm_eps) ** -0.5
+            h *= self.scales[i]
+            h += self.shifts[i]
             h = self.activation(h)
         out = h @ self.head_kernel
         out += self.head_bias
@@ -224,7 +279,7 @@ class StudentPolicy:
 
     def __call__(self, packed: np.ndarray) -> np.ndarray:
         """(n, P) or (P,) packed states -> placements (n, T) or (T,) int8 (ties to the lowest label)."""
-        return self.logits(packed).argmax(axis=-1).astype(np.int8)  # the method: np.argmax costs ~2 us more
+        return self.logits(packed).argmax(axis=-1).astype(np.int8)
 
 
 def load(path: str | os.PathLike) -> StudentPolicy:

@@ -5,12 +5,14 @@ stage cost tables of `cost.py` (also as logs) are included too: they are what
 the optimal placement actually depends on, and they are cheap to compute on the device.
 
 Normalization statistics are computed on the training set and saved with every
-checkpoint, so inference needs nothing else. The numpy-only export
-(`export_runtime.py`) restates `raw_features` in numpy; a test keeps them equal.
+checkpoint, so inference needs nothing else. Which features, and how each is computed
+from the packed state, is written once, as index arrays (`export_runtime.feature_recipe`,
+numpy only); `raw_features` applies them with jax.numpy, the numpy runtime with numpy.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -18,11 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from offload_jax.config import SystemConfig
-from offload_jax.cost import stage_costs
-from offload_jax.system import SystemState
+from offload_jax.export_runtime import COST_EPS, POOL_CONSTANTS, feature_recipe  # noqa: F401 (COST_EPS re-exported)
+from offload_jax.system import SystemState, pack
 
 FEATURES_VERSION = "logs+stage-costs/1"
-COST_EPS = 1e-6  # seconds; some stage costs are exactly 0 (e.g. returning from local to local)
 
 
 class FeatureStats(NamedTuple):
@@ -40,24 +41,26 @@ def feature_spec(cfg: SystemConfig) -> dict:
             "num_features": num_features(cfg.tasks, cfg.subcarriers)}
 
 
+@functools.cache
+def _recipe(tasks: int, subcarriers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return feature_recipe(tasks, subcarriers)
+
+
 def raw_features(state: SystemState) -> jax.Array:
-    """(n, F) float32 unnormalized features of a batch of states."""
-    n = state.cycles.shape[0]
-    costs = stage_costs(state)
-    scalars = jnp.stack([state.f_local, state.f_edge, state.f_cloud, state.rate_up,
-                         state.rate_down, state.backhaul_rate], axis=-1)
-    parts = [
-        jnp.log(state.cycles),
-        jnp.log(state.data_bits),
-        jnp.log(scalars),
-        state.cloud_delay[:, None],
-        jnp.log1p(state.snr),
-        state.subcarrier_free.astype(jnp.float32),
-        jnp.log(costs.first + COST_EPS),
-        jnp.log(costs.step.reshape(n, -1) + COST_EPS),
-        jnp.log(costs.last + COST_EPS),
-    ]
-    return jnp.concatenate(parts, axis=-1).astype(jnp.float32)
+    """(n, F) float32 unnormalized features of a batch of states.
+
+    Computed from the packed states by `export_runtime.feature_recipe` (shared with the numpy
+    runtime): one gather, a division, a sum and a log, which XLA fuses into a couple of kernels
+    (a batch-1 decision pays per kernel). The stage costs it builds equal `cost.stage_costs`
+    up to float32 rounding (tests/test_features.py checks it against that).
+    """
+    tasks, subcarriers = state.cycles.shape[-1], state.snr.shape[-1]
+    num, den, logged = _recipe(tasks, subcarriers)
+    packed = pack(state)
+    consts = jnp.broadcast_to(jnp.asarray(POOL_CONSTANTS, jnp.float32), (*packed.shape[:-1], 3))
+    pool = jnp.concatenate([packed, consts], axis=-1)
+    s = (pool[..., num] / pool[..., den]).sum(axis=-2)
+    return jnp.where(logged, jnp.log(jnp.where(logged, s, 1.0)), s)
 
 
 def compute_stats(raw: jax.Array | np.ndarray) -> FeatureStats:

@@ -65,7 +65,8 @@ def test_numpy_student_equals_jax_student(model_cfg, num_states):
     assert differ.mean() < 1e-3
     # One packed vector at a time (the batch-1 path) decides as the batch does.
     for i in range(0, 50, 7):
-        np.testing.assert_allclose(runtime.logits(packed[i]), runtime.logits(packed[i:i + 1])[0], rtol=1e-12)
+        np.testing.assert_allclose(runtime.logits(packed[i]), runtime.logits(packed[i:i + 1])[0],
+                                   rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(runtime(packed[i]), pred_np[i])
 
 
