@@ -3,7 +3,8 @@
 The timed input is one state packed into a single float32 vector already on the
 device (`system.pack`): what an end device holds after measuring. Every JAX policy is
 AOT-compiled (`jax.jit(...).lower(...).compile()`), warmed up, then called many times,
-each call timed alone until its result is ready. A compiled identity function on the
+each call timed alone until its result is ready. Every program (the identity too) takes the
+random key as its raw bits (uint32), then the vector. A compiled identity function on the
 same input gives the overhead floor. The exported numpy student is timed on the same
 vector as a numpy array. The callables are timed in interleaved rounds (identity,
 policy 1, policy 2, ..., numpy student, then again), so that a change of machine
@@ -106,17 +107,25 @@ def latency_stats(seconds: np.ndarray) -> dict[str, float]:
             "mean_us": float(us.mean()), "calls": int(us.size)}
 
 
-def _batch1(fn: Callable[[jax.Array, jax.Array], jax.Array]):
-    return lambda key, vec: fn(key, vec[None])[0]
+def _raw_key(fn: Callable, impl) -> Callable:
+    """`fn(key, vec)` as a program of the key's raw bits: a typed key array costs ~1 us more per call."""
+    return lambda key_data, vec: fn(jax.random.wrap_key_data(key_data, impl=impl), vec)
 
 
 def compile_packed(policy: PolicyFn, cfg: SystemConfig, key: jax.Array, vec: jax.Array,
                    batch1_options: Mapping[str, object] = BATCH1_COMPILER_OPTIONS):
     """AOT-compiled `policy` on packed input: one vector (P,) -> (T,) (compiled with `batch1_options`),
-    or a batch (n, P) -> (n, T) (XLA's defaults)."""
+    or a batch (n, P) -> (n, T) (XLA's defaults).
+
+    The program takes the key as its raw bits, `jax.random.key_data(key)` (what a device keeps
+    of its random state), then the packed vector(s).
+    """
+    fn, impl = packed(policy, cfg), jax.random.key_impl(key)
+    key_data = jax.random.key_data(key)
     if vec.ndim == 1:
-        return jax.jit(_batch1(packed(policy, cfg))).lower(key, vec).compile(dict(batch1_options) or None)
-    return jax.jit(packed(policy, cfg)).lower(key, vec).compile()
+        one = _raw_key(lambda k, v: fn(k, v[None])[0], impl)
+        return jax.jit(one).lower(key_data, vec).compile(dict(batch1_options) or None)
+    return jax.jit(_raw_key(fn, impl)).lower(key_data, vec).compile()
 
 
 def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, calls: int = 2000,
@@ -140,12 +149,14 @@ def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, c
     vec = jax.device_put(batch_vec[0])
     jax.block_until_ready((batch_vec, vec))
 
-    ones = {"identity": jax.jit(lambda key, vec: vec).lower(key, vec).compile(dict(batch1_options) or None)}
+    key_data = jax.random.key_data(key)
+    lowered_identity = jax.jit(lambda k, vec: vec).lower(key_data, vec)
+    ones = {"identity": lowered_identity.compile(dict(batch1_options) or None)}
     bar = tqdm(policies.items(), desc="compile policies", disable=not progress, unit="policy")
     for name, policy in bar:
         bar.set_postfix_str(name)
         ones[name] = compile_packed(policy, cfg, key, vec, batch1_options)
-    batch1 = {name: (lambda one=one: one(key, vec).block_until_ready()) for name, one in ones.items()}
+    batch1 = {name: (lambda one=one: one(key_data, vec).block_until_ready()) for name, one in ones.items()}
     if numpy_student is not None:
         host_vec = np.asarray(vec, dtype=np.float32)
         batch1["numpy_student"] = lambda: numpy_student(host_vec)
@@ -160,7 +171,7 @@ def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, c
         bar.set_postfix_str(name)
         stats = latency_stats(seconds[name])
         many = compile_packed(policy, cfg, key, batch_vec)
-        batch_s = per_call_seconds(lambda many=many: many(key, batch_vec).block_until_ready(),
+        batch_s = per_call_seconds(lambda many=many: many(key_data, batch_vec).block_until_ready(),
                                    batch_reps, warmup=2)
         stats["batch_states_per_s"] = float(batch / np.median(batch_s))
         stats["p50_over_identity"] = stats["p50_us"] / identity["p50_us"]

@@ -47,7 +47,7 @@ def test_compiled_batch1_packed_policy_decides_as_the_policy(name, runs, states)
     one = timing.compile_packed(policy, CFG, key, vecs[0])
     batch = np.asarray(policy(key, states))
     for i in range(0, 64, 9):
-        got = np.asarray(one(key, vecs[i]))
+        got = np.asarray(one(jax.random.key_data(key), vecs[i]))
         assert got.dtype == np.int8 and got.shape == (CFG.tasks,)
         if name == "random":  # its draws depend on the batch shape: compare with a batch of one state
             np.testing.assert_array_equal(got, np.asarray(policy(key, jax.tree.map(lambda a, i=i: a[i:i + 1],
