@@ -182,20 +182,33 @@ def latest_step(run_dir: str | os.PathLike) -> int | None:
         return mgr.latest_step()
 
 
+def _on_this_device(abstract: Any) -> Any:
+    """Restore targets placed on this process's first device.
+
+    Without a sharding, Orbax rebuilds the one stored in the checkpoint, which names the devices of
+    the machine that saved it: a run saved on a CPU would not load on a GPU (or on a CPU host with
+    other device ids), "Topology mismatch".
+    """
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
+
+
 def _restore(run_dir: Path, step: int, with_opt_state: Any = None) -> tuple[dict, dict, FeatureStats, Any]:
-    """(config item, params, stats, opt_state or None); `with_opt_state` is the abstract optimizer state."""
+    """(config item, params, stats, opt_state or None); `with_opt_state` is the abstract optimizer state.
+
+    The arrays land on this process's first device, whatever machine saved them.
+    """
     with _manager(run_dir, read_only=True) as mgr:
         cfg_item = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
         model_cfg = ModelConfig.from_dict(cfg_item["model"])
         system = SystemConfig.from_dict(cfg_item["system"])
-        abstract_params = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                                       nnx.to_pure_dict(nnx.state(abstract_model(model_cfg, system))))
+        abstract_params = nnx.to_pure_dict(nnx.state(abstract_model(model_cfg, system)))
         f = num_features(system.tasks, system.subcarriers)
         abstract_stats = {k: jax.ShapeDtypeStruct((f,), jnp.float32) for k in ("mean", "std")}
-        items = {"params": ocp.args.StandardRestore(abstract_params),
-                 "stats": ocp.args.StandardRestore(abstract_stats)}
+        items = {"params": ocp.args.StandardRestore(_on_this_device(abstract_params)),
+                 "stats": ocp.args.StandardRestore(_on_this_device(abstract_stats))}
         if with_opt_state is not None:
-            items["opt_state"] = ocp.args.StandardRestore(with_opt_state)
+            items["opt_state"] = ocp.args.StandardRestore(_on_this_device(with_opt_state))
         out = mgr.restore(step, args=ocp.args.Composite(**items))
     stats = FeatureStats(mean=jnp.asarray(out["stats"]["mean"]), std=jnp.asarray(out["stats"]["std"]))
     return cfg_item, out["params"], stats, out["opt_state"] if with_opt_state is not None else None

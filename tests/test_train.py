@@ -258,3 +258,30 @@ def test_cli_train_distill_rerun(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["distill", *common, "--teacher", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and "missing" in capsys.readouterr().err
+
+
+def test_run_saved_on_other_devices_loads_here(tmp_path):
+    """A run saved where its arrays lived on another device (a GPU, or device 3 of 4) loads on this one."""
+    out = tmp_path / "elsewhere"
+    script = textwrap.dedent(f"""
+        import jax, numpy as np
+        from offload_jax import config, features, train
+        assert jax.device_count() == 4, jax.devices()
+        cfg = config.SystemConfig(tasks=4, subcarriers=3)
+        model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
+        params = jax.device_put(train.init_params(jax.random.key(7), model_cfg, cfg), jax.devices()[3])
+        model = train.model_from_params(params, model_cfg, cfg)
+        f = features.num_features(4, 3)
+        stats = train.FeatureStats(*jax.device_put((np.zeros(f, np.float32), np.ones(f, np.float32)),
+                                                    jax.devices()[3]))
+        train.save_run({str(out)!r}, model, stats, model_cfg, cfg, {{"kind": "student", "step": 1}})
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    run = train.load_run(out)
+    model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
+    want = train.init_params(jax.random.key(7), model_cfg, CFG)
+    np.testing.assert_array_equal(_flat(train.params_of(run.model)), _flat(want))
+    assert all(leaf.devices() == {jax.devices()[0]} for leaf in jax.tree.leaves(train.params_of(run.model)))
