@@ -44,7 +44,8 @@ BATCH1_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "tree_reduction_rewriter"}
 def _backend_started() -> bool:
     from jax._src import xla_bridge  # noqa: PLC0415 (no public API tells whether the backend started)
 
-    return xla_bridge.backends_are_initialized()
+    started = getattr(xla_bridge, "backends_are_initialized", None)
+    return started() if started is not None else bool(getattr(xla_bridge, "_backends", None))
 
 
 def configure_for_latency() -> dict:
@@ -53,7 +54,9 @@ def configure_for_latency() -> dict:
     Raises RuntimeError if the backend already runs with other settings (they would not apply).
     Returns the settings in effect.
     """
-    differ = {k: v for k, v in LATENCY_SETTINGS.items() if jax.config.values[k] != v}
+    # An option this JAX no longer has is skipped (nothing to set).
+    values = jax.config.values
+    differ = {k: v for k, v in LATENCY_SETTINGS.items() if k in values and values[k] != v}
     if differ and _backend_started():
         raise RuntimeError(f"configure_for_latency: JAX's backend already started; {differ} must be set "
                            "before the first JAX computation of the process")
@@ -64,7 +67,7 @@ def configure_for_latency() -> dict:
 
 def settings(batch1_options: Mapping[str, object] = BATCH1_COMPILER_OPTIONS) -> dict:
     """The process settings a decision-latency result depends on (recorded in its JSON)."""
-    return {**{k: jax.config.values[k] for k in LATENCY_SETTINGS},
+    return {**{k: jax.config.values.get(k) for k in LATENCY_SETTINGS},
             "batch1_compiler_options": dict(batch1_options), "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
 
 
