@@ -59,7 +59,11 @@ def raw_features(state: SystemState) -> jax.Array:
     packed = pack(state)
     consts = jnp.broadcast_to(jnp.asarray(POOL_CONSTANTS, jnp.float32), (*packed.shape[:-1], 3))
     pool = jnp.concatenate([packed, consts], axis=-1)
-    s = (pool[..., num] / pool[..., den]).sum(axis=-2)
+    # jnp.take with mode="clip" (the indices are in bounds): NumPy-style indexing lowers to a gather
+    # that is ~10x slower on a CPU batch of 1024.
+    quotients = (jnp.take(pool, num.ravel(), axis=-1, mode="clip")
+                 / jnp.take(pool, den.ravel(), axis=-1, mode="clip"))
+    s = quotients.reshape(*packed.shape[:-1], *num.shape).sum(axis=-2)
     return jnp.where(logged, jnp.log(jnp.where(logged, s, 1.0)), s)
 
 
