@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--policies", default="all", help="comma-separated subset of " + ",".join(
         policies.POLICY_NAMES))
-    ap.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
+    ap.add_argument("--rounds", type=int, default=40,
+                    help="interleaved timing rounds (short blocks: this VM's speed drifts within seconds)")
     ap.add_argument("--jax-defaults", action="store_true",
                     help="for comparison: JAX's asynchronous CPU dispatch, XLA's default batch-1 compilation")
     args = ap.parse_args(argv)
