@@ -21,6 +21,7 @@ import jax
 
 from offload_jax import __version__
 from offload_jax.config import STUDENT_MODEL, TEACHER_MODEL, ConfigError, SystemConfig, TrainConfig
+from offload_jax.droo import DROO_MODEL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,7 @@ class QuickstartConfig:
     calls: int = 2000  # timed batch-1 calls per policy
     teacher_model: object = TEACHER_MODEL
     student_model: object = STUDENT_MODEL
+    droo_model: object = DROO_MODEL
 
     def validate(self) -> QuickstartConfig:
         for name in ("tasks", "train_states", "eval_states", "teacher_steps", "student_steps",
@@ -58,7 +60,7 @@ class QuickstartConfig:
 
 # A setting small enough for the test suite (seconds of training, not minutes).
 TINY = QuickstartConfig(tasks=4, train_states=3_000, holdout=500, eval_states=500, teacher_steps=60,
-                        student_steps=60, batch_size=256, calls=50, droo_memory=256)
+                        student_steps=200, batch_size=256, calls=50, droo_memory=256)
 
 
 def _log(msg: str) -> None:
@@ -120,7 +122,7 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
     del data
 
     stage("droo")
-    droo_cfg = droo.DROOConfig(model=qcfg.student_model, memory_size=qcfg.droo_memory)
+    droo_cfg = droo.DROOConfig(model=qcfg.droo_model, memory_size=qcfg.droo_memory)
     droo.train_droo_cli(train_dir, runs_dir / "droo", seed=qcfg.seed, holdout=qcfg.holdout,
                         droo_cfg=droo_cfg, progress=progress)
     done("droo")
