@@ -183,6 +183,8 @@ class StudentPolicy:
         self.head_bias = arrays["head_bias"].astype(np.float64)
         if not self.layer_norm:
             self._fold_biases()
+        fast_one = meta["activation"] == "relu" and not self.layer_norm
+        self._one = self._single_state_buffers() if fast_one else None
 
     def _fold_biases(self) -> None:
         """Without LayerNorm, every bias rides on a constant unit, and the network runs in float32.
@@ -222,8 +224,7 @@ class StudentPolicy:
         self._terms = num.shape[0]
         self._term_idx = np.concatenate([num_z, den_z])
         self._ones = np.ones(self._terms, np.float32)
-        # The pool of a single-state call, reused: so one StudentPolicy must not decide single
-        # states from several threads at once (give each thread its own).
+        # The pool of a single-state call, reused (see __call__ on threads).
         self._pool = np.concatenate([np.zeros(p, np.float32), self._consts])
         self._pool_head = self._pool[:p]
 
@@ -277,8 +278,37 @@ class StudentPolicy:
         out += self.head_bias
         return out.reshape(z.shape[:-1] + (self.tasks, 3))
 
+    def _single_state_buffers(self) -> tuple:
+        """Preallocated arrays of the single-state path (`_decide_one`), views included."""
+        r, width = self._terms, self._term_idx.shape[1]
+        factors = np.empty((2 * r, width), np.float32)
+        z = np.empty(width, np.float32)
+        hidden = [np.empty(k.shape[1], np.float32) for k in self.kernels]
+        out = np.empty(self.head_kernel.shape[1], np.float32)
+        return (factors, factors[:r], factors[r:], np.empty((r, width), np.float32), z, z[:self._num_logs],
+                hidden, out, out.reshape(self.tasks, 3))
+
+    def _decide_one(self, packed: np.ndarray) -> np.ndarray:
+        """`__call__` for one state of a ReLU student without LayerNorm: the same computation as
+        `logits`, into preallocated arrays (no allocation, no slicing: ~20% less time at batch 1)."""
+        factors, numerators, denominators, quotients, z, logs, hidden, out, out3 = self._one
+        np.copyto(self._pool_head, packed)
+        np.take(self._pool, self._term_idx, out=factors, mode="clip")  # indices are in bounds
+        np.divide(numerators, denominators, out=quotients)
+        h = np.matmul(self._ones, quotients, out=z)
+        np.log(logs, out=logs)
+        for kernel, buf in zip(self.kernels, hidden, strict=True):
+            h = np.maximum(np.matmul(h, kernel, out=buf), 0.0, out=buf)
+        np.matmul(h, self.head_kernel, out=out)
+        return out3.argmax(axis=1).astype(np.int8)
+
     def __call__(self, packed: np.ndarray) -> np.ndarray:
-        """(n, P) or (P,) packed states -> placements (n, T) or (T,) int8 (ties to the lowest label)."""
+        """(n, P) or (P,) packed states -> placements (n, T) or (T,) int8 (ties to the lowest label).
+
+        Single-state calls reuse buffers: one StudentPolicy must not decide from several threads
+        at once (give each thread its own)."""
+        if self._one is not None and np.ndim(packed) == 1:
+            return self._decide_one(packed)
         return self.logits(packed).argmax(axis=-1).astype(np.int8)
 
 

@@ -120,3 +120,17 @@ def test_packed_layout_matches_system_pack():
     np.testing.assert_array_equal(packed[:, runtime.slices["cloud_delay"]][:, 0],
                                   np.asarray(states.cloud_delay))
     assert jnp.all(system.unpack(jnp.asarray(packed), cfg).subcarrier_free == states.subcarrier_free)
+
+
+def test_single_state_path_decides_as_the_batch_path():
+    """The default student's batch-1 path (preallocated buffers) on many states in a row."""
+    cfg = config.SystemConfig(tasks=10, subcarriers=8)
+    model, stats = _student(cfg, config.STUDENT_MODEL, seed=3)
+    runtime = _runtime(model, stats, config.STUDENT_MODEL, cfg)
+    assert runtime._one is not None  # the fast path is the one under test
+    packed = np.asarray(system.pack(system.sample(jax.random.key(9), cfg, 500)))
+    batch = runtime(packed)
+    one_by_one = np.stack([runtime(v) for v in packed])
+    np.testing.assert_array_equal(one_by_one, batch)
+    assert runtime(packed[0]) is not runtime(packed[0])  # a fresh array per decision
+    assert runtime(packed[0].astype(np.float64)).tolist() == batch[0].tolist()  # any float input
