@@ -194,10 +194,11 @@ class ModelConfig:
 
 # Defaults of the paper's two networks: a large teacher (~0.5M parameters at T=10)
 # and a student with at most 5% of its parameters (18,718 = 3.7% at T=10). The student is built
-# for batch-1 decision time: ReLU without LayerNorm is 3 dots and 3 elementwise kernels in XLA
-# (4x64 GELU+LayerNorm was ~1.5x its time over the call floor) and, in the numpy export, one
-# matmul and one maximum per layer. Distilled for 20k steps it places within 1.04 of the optimum
-# (4x64 GELU+LN: 1.023); depth beats width at equal parameters (benchmarks/RESULTS.md, "Learning").
+# for batch-1 decision time: ReLU without LayerNorm is 4 dots and 4 elementwise kernels in XLA and,
+# in the numpy export, one matmul and one maximum per layer; it decides in 1.5x the call floor
+# where the previous 4x64 GELU+LayerNorm student took 2.1x. Distilled for 20k steps on 1M states
+# it places within 1.039 of the optimum (4x64 GELU+LN: 1.023); at equal quality, depth beats width
+# (2x128 needs twice the parameters) (benchmarks/RESULTS.md, "Learning", "Decision latency").
 TEACHER_MODEL = ModelConfig(hidden=(384, 384, 384, 384), activation="gelu", norm="layer")
 STUDENT_MODEL = ModelConfig(hidden=(64, 64, 64), activation="relu", norm="none")
 
