@@ -27,7 +27,7 @@ import types
 from pathlib import Path
 
 import numpy as np
-from exp_common import DPI, load_avg, log, md_table, parse_numbers, write_text
+from exp_common import DPI, load_avg, log, md_table, parse_numbers
 
 from offload_jax.config import ConfigError, SystemConfig
 
@@ -280,8 +280,7 @@ def report_markdown(report: dict) -> str:
 
 
 def run(out: Path, base: Path | None, budget: Budget, *, tiny: bool = False, progress: bool = True) -> dict:
-    from offload_jax import dataset, quickstart, timing
-    from offload_jax.evaluate import write_json_atomic
+    from offload_jax import atomic, dataset, quickstart, timing
 
     try:  # every quickstart here times decisions; the settings must be set before JAX's backend starts
         timing.configure_for_latency()
@@ -329,8 +328,8 @@ def run(out: Path, base: Path | None, budget: Budget, *, tiny: bool = False, pro
               "sweeps": sweeps, "seconds": seconds, "load_avg": {"start": start_load, "end": load_avg()},
               "command": " ".join(["python experiments/compare_policies.py", *sys.argv[1:]])}
     report["plots"] = _plots(out, report)
-    write_json_atomic(out / f"{NAME}.json", report)
-    write_text(out / f"{NAME}.md", report_markdown(report))
+    atomic.write_json(out / f"{NAME}.json", report)
+    atomic.write_text(out / f"{NAME}.md", report_markdown(report))
     return report
 
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from exp_common import DPI, load_avg, log, md_table, parse_numbers, write_text
+from exp_common import DPI, load_avg, log, md_table, parse_numbers
 
 from offload_jax.config import STUDENT_MODEL, ConfigError, TrainConfig
 
@@ -226,8 +226,7 @@ def _plots(out: Path, report: dict) -> list[str]:
 def run(out: Path, teacher_dir: Path, data_dir: Path, val_data: Path | None, budget: Budget) -> dict:
     import jax
 
-    from offload_jax import features, sweep, train
-    from offload_jax.evaluate import write_json_atomic
+    from offload_jax import atomic, features, sweep, train
 
     points = points_of(budget)  # validates the grid before anything is loaded
     out.mkdir(parents=True, exist_ok=True)
@@ -268,8 +267,8 @@ def run(out: Path, teacher_dir: Path, data_dir: Path, val_data: Path | None, bud
               "load_avg": {"start": start_load, "end": load_avg()},
               "command": " ".join(["python experiments/distill_ablation.py", *sys.argv[1:]])}
     report["plots"] = _plots(out, report)
-    write_json_atomic(out / f"{NAME}.json", report)
-    write_text(out / f"{NAME}.md", report_markdown(report))
+    atomic.write_json(out / f"{NAME}.json", report)
+    atomic.write_text(out / f"{NAME}.md", report_markdown(report))
     return report
 
 

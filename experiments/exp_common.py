@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from offload_jax import atomic
 from offload_jax.config import ConfigError
 
 DPI = 100  # committed plots stay small
@@ -15,12 +13,6 @@ DPI = 100  # committed plots stay small
 
 def log(script: str, msg: str) -> None:
     print(f"[{script}] {msg}", file=sys.stderr, flush=True)
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to `path` atomically (temp file + rename)."""
-    return atomic.write_text(path, text)
-
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -172,9 +172,6 @@ def _markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="dataset directory (offload-jax generate)")

@@ -146,11 +146,8 @@ def _batch_labeler(cfg: SystemConfig, solver: str, mesh: Mesh):
 # --------------------------------------------------------------------------- writing
 
 
-
-
 def _atomic_write_json(path: str, obj: Any) -> None:
-    atomic.write_json(path, obj, indent=1)
-
+    atomic.write_json(path, obj, indent=1)  # the dataset files' format: indent 1
 
 
 def shard_bytes(arrays: dict[str, np.ndarray]) -> bytes:

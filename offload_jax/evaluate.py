@@ -92,12 +92,6 @@ def markdown_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """`obj` as indented JSON, atomically (kept for the callers of this name)."""
-    return atomic.write_json(path, obj)
-
-
-
 def run_name(run_dir: str | os.PathLike) -> str:
     """A run's name in tables: its directory's basename."""
     return Path(os.path.abspath(run_dir)).name
@@ -137,5 +131,5 @@ def evaluate_cli(data: str | os.PathLike, runs: Sequence[str], policy_names: Seq
     report = {"format": JSON_FORMAT, "dataset": str(data), "tasks": cfg.tasks,
               "num_states": int(ds.label.shape[0]), "seed": seed, "runs": results}
     if json_path is not None:
-        write_json_atomic(json_path, report)
+        atomic.write_json(json_path, report)
     return report

@@ -46,7 +46,6 @@ def export_run(run_dir: str | os.PathLike, out_file: str | os.PathLike) -> Path:
     run = load_run(run_dir)
     arrays = student_arrays(run.model, run.stats, run.model_cfg, run.system)
     out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return atomic.write_bytes(out, buf.getvalue())

@@ -22,7 +22,6 @@ def _pyplot():
 def save_png(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     """Write `fig` as PNG atomically and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     _pyplot().close(fig)

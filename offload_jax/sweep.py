@@ -146,9 +146,6 @@ def grouped(rows: list[dict]) -> list[dict]:
     return out
 
 
-
-
-
 def write_results(out_dir: str | os.PathLike, rows: list[dict], info: dict) -> dict[str, Path]:
     """sweep.csv, sweep.md, sweep.json and sweep.png in `out_dir` (each written atomically)."""
     out = Path(out_dir)

@@ -111,11 +111,6 @@ def params_of(model: PlacementMLP) -> dict:
 # --- run directory --------------------------------------------------------------------------------
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    atomic.write_json(path, obj, sort_keys=True)
-
-
-
 def _manager(run_dir: Path, read_only: bool = False) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=2, enable_async_checkpointing=False, read_only=read_only,
@@ -169,7 +164,7 @@ def save_run(run_dir: str | os.PathLike, model: PlacementMLP, stats: FeatureStat
     full = _base_meta(meta["kind"], step, model_cfg, system_cfg, train_cfg, count_params(model))
     full.update(meta)
     full["step"] = step
-    _write_json_atomic(run_dir / RUN_JSON, full)
+    atomic.write_json(run_dir / RUN_JSON, full, sort_keys=True)
     return run_dir
 
 
@@ -704,7 +699,7 @@ def _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, c
                              "data": data.info, "history": history,
                              "metrics": history[-1] if history else None,
                              "wall_s_this_session": round(time.monotonic() - started, 2)})
-                _write_json_atomic(run_dir / RUN_JSON, meta)
+                atomic.write_json(run_dir / RUN_JSON, meta, sort_keys=True)
                 last_save = time.monotonic()
     finally:
         bar.close()
