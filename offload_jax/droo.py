@@ -6,7 +6,7 @@ a replay memory, and every few states the DNN trains on a random minibatch of th
 
 Adaptation to three sites (the paper's actions are binary):
 
-* DNN: a `PlacementMLP` (`DROO_MODEL` by default: 4x64 GELU + LayerNorm) -> logits (T, 3); the relaxed
+* DNN: a `PlacementMLP` (`config.DROO_MODEL` by default: 4x64 GELU + LayerNorm) -> logits (T, 3); the relaxed
   placement is `probs = softmax(logits)` per sub-task.
 * Order-preserving quantization into K candidates (`quantize`), K = T by default:
   candidate 1 is the per-sub-task argmax of `probs` (ties to the lowest label). Per sub-task, the
@@ -55,18 +55,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from offload_jax.config import ConfigError, ModelConfig, SystemConfig
+from offload_jax.config import DROO_MODEL, ConfigError, ModelConfig, SystemConfig
 from offload_jax.cost import NUM_SITES, StageCosts, path_latency, stage_costs
 from offload_jax.features import FeatureStats, compute_stats, features, num_features, raw_features
 from offload_jax.models import PlacementMLP
 from offload_jax.system import SystemState
 
 QUANTIZERS = ("single", "nested")
-# DROO's DNN: the same size as the previous default student (23,390 parameters at T=10). GELU +
-# LayerNorm matters to DROO's online training: on the quickstart's data it reached 1.138 of the
-# optimum with this net, 1.358 with 3x64 ReLU + LayerNorm and 1.594 with 3x64 ReLU (the student's
-# net, which trains well offline but not from DROO's replay memory).
-DROO_MODEL = ModelConfig(hidden=(64, 64, 64, 64), activation="gelu", norm="layer")
 
 
 @dataclasses.dataclass(frozen=True)

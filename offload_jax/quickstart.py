@@ -20,8 +20,14 @@ from pathlib import Path
 import jax
 
 from offload_jax import __version__
-from offload_jax.config import STUDENT_MODEL, TEACHER_MODEL, ConfigError, SystemConfig, TrainConfig
-from offload_jax.droo import DROO_MODEL
+from offload_jax.config import (
+    DROO_MODEL,
+    STUDENT_MODEL,
+    TEACHER_MODEL,
+    ConfigError,
+    SystemConfig,
+    TrainConfig,
+)
 
 
 @dataclasses.dataclass(frozen=True)
