@@ -75,9 +75,17 @@ def test_interleaved_seconds_counts_calls():
         counts[name] += 1
 
     times = timing.interleaved_seconds({"a": lambda: call("a"), "b": lambda: call("b")}, per_callable=25,
-                                       rounds=4, warmup=2)
+                                       rounds=4, warmup=2, block_warmup=3)
     assert set(times) == {"a", "b"} and all(t.shape == (25,) and np.all(t >= 0) for t in times.values())
     assert counts["a"] == counts["b"] == 2 + 4 * (7 + 3)  # warmup + rounds * (ceil(25 / 4) + 3 per block)
+
+
+def test_interleaved_rounds_change_the_order():
+    log = []
+    calls = {name: (lambda name=name: log.append(name)) for name in "abcd"}
+    timing.interleaved_seconds(calls, per_callable=8, rounds=8, warmup=0, block_warmup=0)
+    firsts = {tuple(log[i:i + 4]) for i in range(0, 32 * 1, 4)}  # each round: 4 blocks of one call
+    assert all(sorted(f) == list("abcd") for f in firsts) and len(firsts) > 1
 
 
 def test_decision_benchmark_smoke(runs):
