@@ -34,12 +34,12 @@ from offload_jax.droo import DROOConfig
 def random_runs(cfg: config.SystemConfig, seed: int = 0) -> dict[str, train.LoadedRun]:
     states = system.sample(jax.random.key(seed), cfg, 4096)
     stats = features.compute_stats(features.raw_features(states))
-    in_features = features.num_features(cfg.tasks, cfg.subcarriers)
     runs = {}
     for i, (name, model_cfg) in enumerate([("teacher", config.TEACHER_MODEL),
                                            ("student_kd", config.STUDENT_MODEL),
                                            ("student_ce", config.STUDENT_MODEL),
                                            ("droo", DROOConfig().model)]):
+        in_features = features.num_inputs(model_cfg.inputs, cfg.tasks, cfg.subcarriers)
         model = models_init(in_features, cfg.tasks, model_cfg, seed + i)
         meta = {"kind": "droo", "droo": DROOConfig().to_dict()} if name == "droo" else {"kind": name}
         runs[name] = train.LoadedRun(model=model, stats=stats, model_cfg=model_cfg, system=cfg, meta=meta)
@@ -49,7 +49,12 @@ def random_runs(cfg: config.SystemConfig, seed: int = 0) -> dict[str, train.Load
 def models_init(in_features, tasks, model_cfg, seed):
     from offload_jax.models import PlacementMLP
 
-    return PlacementMLP(in_features, tasks, model_cfg, rngs=nnx.Rngs(seed))
+    model = PlacementMLP(in_features, tasks, model_cfg, rngs=nnx.Rngs(seed))
+    # Nonzero biases, as after training (XLA would drop an add of constant zeros).
+    for i, layer in enumerate([*model.layers, model.head]):
+        key = jax.random.fold_in(jax.random.key(seed), i)
+        layer.bias[...] = 0.01 * jax.random.normal(key, layer.bias.shape, layer.bias.dtype)
+    return model
 
 
 def main(argv: list[str] | None = None) -> int:

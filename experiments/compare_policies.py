@@ -52,7 +52,7 @@ class Budget:
     t_train_states: int = 100_000
     t_holdout: int = 5_000
     t_eval_states: int = 5_000
-    t_steps: int = 2_000  # teacher and students, each
+    t_steps: int = 2_000  # the teacher's; each student gets twice as many (as in the quickstart)
     t_batch_size: int = 512
     t_calls: int = 300  # timed batch-1 calls per policy in each T's quickstart
     seed: int = 0
@@ -73,7 +73,7 @@ def _quickstart_config(budget: Budget, tasks: int, tiny: bool):
     return dataclasses.replace(
         quickstart.QuickstartConfig(), tasks=tasks, train_states=budget.t_train_states,
         holdout=budget.t_holdout, eval_states=budget.t_eval_states, teacher_steps=budget.t_steps,
-        student_steps=budget.t_steps, batch_size=budget.t_batch_size, calls=budget.t_calls,
+        student_steps=2 * budget.t_steps, batch_size=budget.t_batch_size, calls=budget.t_calls,
         seed=budget.seed)
 
 
@@ -255,8 +255,9 @@ def report_markdown(report: dict) -> str:
               "![backhaul](b_backhaul.png) ![backhaul zoom](b_backhaul_zoom.png)", "",
               "### Latency ratio vs T", "",
               f"One quickstart per T (default teacher and student): {b['t_train_states']:,} training states "
-              f"(the last {b['t_holdout']:,} held out), {b['t_steps']:,} steps for the teacher and for each "
-              f"student at batch {b['t_batch_size']}, every policy scored on {b['t_eval_states']:,} fresh "
+              f"(the last {b['t_holdout']:,} held out), {b['t_steps']:,} steps for the teacher and "
+              f"{2 * b['t_steps']:,} for each student at batch {b['t_batch_size']}, every policy scored on "
+              f"{b['t_eval_states']:,} fresh "
               "states of its T (optimal_enumerate included, also at T=12). Smaller than the base's budget, "
               "so the T=10 point differs from (a).", "",
               md_table(["policy", *(f"T={x}" for x in tasks["x"])],
@@ -340,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="a quickstart output dir to reuse (default: run the quickstart into OUT/base)")
     p.add_argument("--tiny", action="store_true", help="a seconds-long setting for smoke tests")
     p.add_argument("--t-values", default=None, help="comma-separated T of the T sweep (default 6,8,10,12)")
-    p.add_argument("--t-steps", type=int, default=None, help="steps per model in the T sweep (default 2000)")
+    p.add_argument("--t-steps", type=int, default=None,
+                   help="teacher steps in the T sweep; students get twice as many (default 2000)")
     p.add_argument("--t-train-states", type=int, default=None, help="training states per T (default 100000)")
     p.add_argument("--sweep-states", type=int, default=None,
                    help="states per SNR/backhaul point (default 10000)")

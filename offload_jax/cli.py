@@ -169,7 +169,7 @@ def _csv_of(kind):
 
 
 def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: bool = False) -> None:
-    from offload_jax.config import ACTIVATIONS, NORMS  # noqa: PLC0415 (light module)
+    from offload_jax.config import ACTIVATIONS, INPUTS, NORMS  # noqa: PLC0415 (light module)
 
     p.add_argument("--data", required=True, metavar="DIR", help="dataset directory (offload-jax generate)")
     p.add_argument("--model", choices=("teacher", "student"), default=model_default,
@@ -178,6 +178,8 @@ def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: boo
                    help="override the hidden widths of --model")
     p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="override the activation")
     p.add_argument("--norm", choices=NORMS, default=None, help="override the normalization")
+    p.add_argument("--inputs", choices=INPUTS, default=None,
+                   help="override which features the network reads: all, or the state's fields only")
     p.add_argument("--steps", type=int, default=steps_default,
                    help=f"optimizer steps (default {steps_default})")
     if not sweep:  # a sweep takes --seeds
@@ -216,7 +218,8 @@ def _model_config(args):
 
     cfg = TEACHER_MODEL if args.model == "teacher" else STUDENT_MODEL
     overrides = {k: v for k, v in (("hidden", tuple(args.hidden) if args.hidden else None),
-                                   ("activation", args.activation), ("norm", args.norm)) if v is not None}
+                                   ("activation", args.activation), ("norm", args.norm),
+                                   ("inputs", args.inputs)) if v is not None}
     return dataclasses.replace(cfg, **overrides).validate()
 
 

@@ -157,15 +157,19 @@ def _coerce(name: str, value: Any) -> Any:
 
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 NORMS = ("none", "layer")
+# What a network reads (features.py): "all" features, or only the logs of the state's "fields"
+# (no stage-cost features: one cheap XLA kernel at batch 1 instead of three, the network learns the costs).
+INPUTS = ("all", "fields")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """An MLP that maps features to T x 3 logits."""
+    """An MLP that maps features (the `inputs` set of features.py) to T x 3 logits."""
 
     hidden: tuple[int, ...] = (384, 384, 384, 384)
     activation: str = "gelu"
     norm: str = "layer"
+    inputs: str = "all"
 
     def validate(self) -> ModelConfig:
         if not isinstance(self.hidden, tuple) or not all(
@@ -176,16 +180,20 @@ class ModelConfig:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.norm not in NORMS:
             raise ConfigError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.inputs not in INPUTS:
+            raise ConfigError(f"inputs must be one of {INPUTS}, got {self.inputs!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {"hidden": list(self.hidden), "activation": self.activation, "norm": self.norm}
+        return {"hidden": list(self.hidden), "activation": self.activation, "norm": self.norm,
+                "inputs": self.inputs}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
-        unknown = sorted(set(d) - {"hidden", "activation", "norm"})
+        """Runs saved before `inputs` existed read all features (its default)."""
+        unknown = sorted(set(d) - {"hidden", "activation", "norm", "inputs"})
         if unknown:
-            raise ConfigError(f"unknown model key(s) {unknown}; allowed: hidden, activation, norm")
+            raise ConfigError(f"unknown model key(s) {unknown}; allowed: hidden, activation, norm, inputs")
         d = dict(d)
         if "hidden" in d:
             d["hidden"] = tuple(d["hidden"])
@@ -193,14 +201,16 @@ class ModelConfig:
 
 
 # Defaults of the paper's two networks: a large teacher (~0.5M parameters at T=10)
-# and a student with at most 5% of its parameters (18,718 = 3.7% at T=10). The student is built
-# for batch-1 decision time: ReLU without LayerNorm is 4 dots and 4 elementwise kernels in XLA and,
-# in the numpy export, one matmul and one maximum per layer; it decides in 1.5x the call floor
-# where the previous 4x64 GELU+LayerNorm student took 2.1x. Distilled for 20k steps on 1M states
-# it places within 1.039 of the optimum (4x64 GELU+LN: 1.023); at equal quality, depth beats width
-# (2x128 needs twice the parameters) (benchmarks/RESULTS.md, "Learning", "Decision latency").
+# and a student with at most 5% of its parameters (13,150 = 2.6% at T=10). The student is built
+# for batch-1 decision time: it reads only the logs of the state's fields (inputs="fields": one XLA
+# kernel; the stage-cost features take three and a gather) and is ReLU without LayerNorm: 4 dots and
+# 5 elementwise kernels in XLA, one matmul and one maximum per layer in the numpy export. Distilled
+# for 20k steps on 1M states it places within 1.042 of the optimum (reading all features: 1.039, and
+# ~15% slower per decision); 4x64 on the fields reaches 1.031 at about 1.1x its decision time
+# (benchmarks/RESULTS.md, "Learning", "Decision latency"). Reading fields only, it needs more steps
+# than a student on all features to learn the costs itself: the quickstart gives it 8000.
 TEACHER_MODEL = ModelConfig(hidden=(384, 384, 384, 384), activation="gelu", norm="layer")
-STUDENT_MODEL = ModelConfig(hidden=(64, 64, 64), activation="relu", norm="none")
+STUDENT_MODEL = ModelConfig(hidden=(64, 64, 64), activation="relu", norm="none", inputs="fields")
 # DROO's DNN: the same size as the previous default student (23,390 parameters at T=10). GELU +
 # LayerNorm matters to DROO's online training: on the quickstart's data it reached 1.138 of the
 # optimum with this net, 1.358 with 3x64 ReLU + LayerNorm and 1.594 with 3x64 ReLU (the student's

@@ -57,7 +57,7 @@ from flax import nnx
 
 from offload_jax.config import DROO_MODEL, ConfigError, ModelConfig, SystemConfig
 from offload_jax.cost import NUM_SITES, StageCosts, path_latency, stage_costs
-from offload_jax.features import FeatureStats, compute_stats, features, num_features, raw_features
+from offload_jax.features import FeatureStats, compute_stats, features, num_inputs, raw_features
 from offload_jax.models import PlacementMLP
 from offload_jax.system import SystemState
 
@@ -180,7 +180,7 @@ def make_online_step(graphdef: Any, stats: FeatureStats, droo_cfg: DROOConfig, t
 
     def step(carry: OnlineState, xs):
         key, states = xs
-        feats = features(states, stats)
+        feats = features(states, stats, num_inputs(droo_cfg.model.inputs, tasks, states.snr.shape[-1]))
         logits = nnx.merge(graphdef, carry.params)(feats)
         best, best_lat = decide(logits, stage_costs(states), k_cands, droo_cfg.quantizer)
         improved = jnp.mean(jnp.any(best != jnp.argmax(logits, axis=-1), axis=-1))
@@ -250,7 +250,7 @@ def train_droo(key: jax.Array, states: SystemState, cfg: SystemConfig, droo_cfg:
     used = chunks * every
     stats = _stats_of(_slice_states(states, 0, used))
     key_init, key_loop = jax.random.split(key)
-    in_features = num_features(cfg.tasks, cfg.subcarriers)
+    in_features = num_inputs(droo_cfg.model.inputs, cfg.tasks, cfg.subcarriers)
     graphdef, params = _init(key_init, in_features, cfg.tasks, droo_cfg.model)
     optimizer, _ = make_online_step(graphdef, stats, droo_cfg, cfg.tasks)
     carry = OnlineState(

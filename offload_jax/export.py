@@ -11,7 +11,7 @@ import numpy as np
 
 from offload_jax import __version__, atomic
 from offload_jax.export_runtime import FORMAT
-from offload_jax.features import FEATURES_VERSION
+from offload_jax.features import FEATURES_VERSION, num_inputs
 
 
 def student_arrays(model, stats, model_cfg, system_cfg) -> dict[str, np.ndarray]:
@@ -31,7 +31,8 @@ def student_arrays(model, stats, model_cfg, system_cfg) -> dict[str, np.ndarray]
     meta = {
         "format": FORMAT, "features": FEATURES_VERSION, "tasks": system_cfg.tasks,
         "subcarriers": system_cfg.subcarriers, "depth": depth, "activation": model_cfg.activation,
-        "norm": model_cfg.norm,
+        "norm": model_cfg.norm, "inputs": model_cfg.inputs,
+        "num_inputs": num_inputs(model_cfg.inputs, system_cfg.tasks, system_cfg.subcarriers),
         "layer_norm_eps": float(model.norms[0].epsilon) if model_cfg.norm == "layer" else 1e-6,
         "system": system_cfg.to_dict(), "offload_jax": __version__,
     }

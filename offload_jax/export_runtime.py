@@ -82,6 +82,20 @@ def packed_slices(tasks: int, subcarriers: int) -> dict[str, slice]:
 POOL_CONSTANTS = (0.0, 1.0, COST_EPS)
 
 
+def field_sources(tasks: int, subcarriers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the first features (the fields, before the stage costs) come from in the packed vector:
+    (logs, plain, log1p) indices. The features are log(packed[logs]), packed[plain[0]] (cloud_delay),
+    log(packed[log1p] + 1) (snr), packed[plain[1:]] (subcarrier_free), in this order."""
+    s = packed_slices(tasks, subcarriers)
+
+    def field(name: str) -> list[int]:
+        return list(range(s[name].start, s[name].stop))
+
+    logs = field("cycles") + field("data_bits") + [s[f].start for f in _SPEED_AND_RATE_FIELDS]
+    plain = [s["cloud_delay"].start] + field("subcarrier_free")
+    return np.array(logs), np.array(plain), np.array(field("snr"))
+
+
 def feature_recipe(tasks: int, subcarriers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """How `features.raw_features` is computed from a packed state vector: the one home of the features.
 
@@ -101,9 +115,6 @@ def feature_recipe(tasks: int, subcarriers: int) -> tuple[np.ndarray, np.ndarray
     delay, bits0, cycles0 = s["cloud_delay"].start, s["data_bits"].start, s["cycles"].start
     speed_of_site = ("f_local", "f_edge", "f_cloud")
 
-    def field(name: str) -> range:
-        return range(s[name].start, s[name].stop)
-
     def cost(bits_t: int, a: int, b: int, task: int | None) -> list[tuple[int, int]]:
         """move(data_bits[bits_t], a -> b) [+ cycles[task] / f[b]] + COST_EPS, as quotients."""
         out = [(bits0 + bits_t, s[rate].start) for rate in _K_TERMS.get((a, b), ())]
@@ -111,11 +122,11 @@ def feature_recipe(tasks: int, subcarriers: int) -> tuple[np.ndarray, np.ndarray
         out += [(cycles0 + task, s[speed_of_site[b]].start)] if task is not None else []
         return out + [(eps, one)]
 
-    logged_fields = [*field("cycles"), *field("data_bits"), *(s[f].start for f in _SPEED_AND_RATE_FIELDS)]
-    terms = [([(i, one)], True) for i in logged_fields]
-    terms += [([(delay, one)], False)]
-    terms += [([(i, one), (one, one)], True) for i in field("snr")]  # log(snr + 1)
-    terms += [([(i, one)], False) for i in field("subcarrier_free")]
+    logs, plain, log1p = field_sources(tasks, subcarriers)
+    terms = [([(int(i), one)], True) for i in logs]
+    terms += [([(int(plain[0]), one)], False)]  # cloud_delay
+    terms += [([(int(i), one), (one, one)], True) for i in log1p]  # log(snr + 1)
+    terms += [([(int(i), one)], False) for i in plain[1:]]  # subcarrier_free
     terms += [(cost(0, 0, b, 0), True) for b in range(3)]  # first[b]: data_bits[0] leaves the device
     terms += [(cost(i, a, b, i), True)  # step[i - 1, a, b]
               for i in range(1, t) for a in range(3) for b in range(3)]
@@ -154,11 +165,11 @@ class StudentPolicy:
         self.subcarriers = int(meta["subcarriers"])
         self.layer_norm = meta["norm"] == "layer"
         self.layer_norm_eps = float(meta.get("layer_norm_eps", 1e-6))
-        self.mean = arrays["feature_mean"].astype(np.float32)
-        self.std = arrays["feature_std"].astype(np.float32)
         self.slices = packed_slices(self.tasks, self.subcarriers)
         self.packed_size = self.slices["cloud_delay"].stop
-        self._feature_recipe()
+        self._feature_recipe(meta.get("num_inputs"))  # files written before it: every feature
+        self.mean = arrays["feature_mean"][:self.num_features].astype(np.float32)
+        self.std = arrays["feature_std"][:self.num_features].astype(np.float32)
         # The network in float64, with every affine map folded at load time:
         # layer 0: (raw - mean) / std @ W + b == z @ [(W / std) in z's row order; b - (mean / std) @ W]
         # (z ends with a constant 1); LayerNorm's mean subtraction is linear, so it is folded into the
@@ -204,13 +215,16 @@ class StudentPolicy:
         self.kernels = kernels
         self.head_kernel = np.concatenate([self.head_kernel, self.head_bias[None] / a1]).astype(np.float32)
 
-    def _feature_recipe(self) -> None:
+    def _feature_recipe(self, count: int | None) -> None:
         """`feature_recipe` reordered for numpy: z holds the logged features first (one log call on a
         slice), then the others, then a constant 1 (it carries the first layer's bias).
         `_feature_of_z` maps z back to the order of `features.raw_features`; the first kernel is
-        permuted instead."""
+        permuted instead. Only the first `count` features (the network's inputs), without the terms
+        that none of them has."""
         p = self.packed_size
-        num, den, logged = feature_recipe(self.tasks, self.subcarriers)
+        num, den, logged = (a[..., :count] for a in feature_recipe(self.tasks, self.subcarriers))
+        rows = max(1, int((num != p).any(axis=1).sum()))  # padding rows (0 / 1) come last
+        num, den = num[:rows], den[:rows]
         self._consts = np.array(POOL_CONSTANTS, np.float32)
         self.num_features = num.shape[1]
         order = np.concatenate([np.flatnonzero(logged), np.flatnonzero(~logged)])

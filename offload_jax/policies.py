@@ -105,9 +105,10 @@ def logits_fn(model: nnx.Module, stats: FeatureStats) -> Callable[[SystemState],
     """state -> (n, T, 3) logits, closing over the model's split parameters (no NNX state in the jit)."""
     graphdef, params = nnx.split(model)
     stats = FeatureStats(jnp.asarray(stats.mean), jnp.asarray(stats.std))
+    count = (model.layers[0] if len(model.layers) else model.head).in_features  # it reads the first ones
 
     def fn(state):
-        return nnx.merge(graphdef, params)(features(state, stats))
+        return nnx.merge(graphdef, params)(features(state, stats, count))
 
     return fn
 

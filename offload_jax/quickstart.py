@@ -40,7 +40,7 @@ class QuickstartConfig:
     eval_states: int = 20_000  # a separate dataset (another seed): what every policy is scored on
     seed: int = 0
     teacher_steps: int = 4_000
-    student_steps: int = 4_000
+    student_steps: int = 8_000
     batch_size: int = 1024
     alpha: float = 0.5
     temperature: float = 2.0

@@ -23,7 +23,7 @@ import numpy as np
 from offload_jax import atomic
 from offload_jax.config import ConfigError, ModelConfig, TrainConfig
 from offload_jax.losses import LossWeights
-from offload_jax.train import Consts, LoadedRun, Prepared, Trainer, make_train, teacher_consts
+from offload_jax.train import Consts, LoadedRun, Prepared, Trainer, make_train, teacher_logits
 
 LOSS_VARIANTS = ("ce", "latency")  # ce: (distillation) cross-entropy only; latency: plus the latency term
 METRIC_COLUMNS = ("accuracy", "exact_match", "latency_ratio_mean", "latency_ratio_of_means")
@@ -81,10 +81,11 @@ def build(data: Prepared, model_cfg: ModelConfig, base: TrainConfig, points: lis
         raise ConfigError("alphas < 1 need a teacher (--teacher RUN)")
     if any(p.loss == "latency" for p in points) and not latency_weight > 0:
         raise ConfigError(f"--latency-weight must be > 0 for the 'latency' variant, got {latency_weight}")
+    use_latency = any(p.loss == "latency" for p in points)
     trainer = make_train(base, model_cfg, data.system, int(data.train.x.shape[0]),
-                         teacher_model_cfg=teacher.model_cfg if teacher else None,
-                         use_latency=any(p.loss == "latency" for p in points))
-    consts = Consts(data.train, data.eval, *(teacher_consts(teacher, data.stats) if teacher else ()))
+                         use_teacher=teacher is not None, use_latency=use_latency)
+    consts = Consts(data.train, data.eval,
+                    teacher_logits(teacher, data.stats, data.train.x) if teacher else None)
     rngs = jax.vmap(jax.random.key)(jnp.asarray([p.seed for p in points], jnp.uint32))
     lat_w = [latency_weight if p.loss == "latency" else 0.0 for p in points]
     weights = LossWeights(alpha=jnp.asarray([p.alpha for p in points], jnp.float32),

@@ -42,6 +42,7 @@ from offload_jax.features import (
     features,
     normalize,
     num_features,
+    num_inputs,
     raw_features,
 )
 from offload_jax.losses import LossWeights, total_loss
@@ -85,13 +86,13 @@ class LoadedRun:
 
 def abstract_model(model_cfg: ModelConfig, system: SystemConfig) -> PlacementMLP:
     """The model's structure with ShapeDtypeStruct leaves (no allocation)."""
-    in_features = num_features(system.tasks, system.subcarriers)
+    in_features = num_inputs(model_cfg.inputs, system.tasks, system.subcarriers)
     return nnx.eval_shape(lambda: PlacementMLP(in_features, system.tasks, model_cfg, rngs=nnx.Rngs(0)))
 
 
 def init_params(key: jax.Array, model_cfg: ModelConfig, system: SystemConfig) -> dict:
     """Fresh parameters as a pure dict (jittable and vmappable in `key`)."""
-    in_features = num_features(system.tasks, system.subcarriers)
+    in_features = num_inputs(model_cfg.inputs, system.tasks, system.subcarriers)
     model = PlacementMLP(in_features, system.tasks, model_cfg, rngs=nnx.Rngs(params=key))
     return nnx.to_pure_dict(nnx.state(model))
 
@@ -155,6 +156,10 @@ def save_run(run_dir: str | os.PathLike, model: PlacementMLP, stats: FeatureStat
     """
     if "kind" not in meta:
         raise ValueError("save_run: meta must hold 'kind' (e.g. 'teacher', 'student', 'distill')")
+    want = num_inputs(model_cfg.inputs, system_cfg.tasks, system_cfg.subcarriers)
+    if input_count(model) != want:
+        raise ValueError(f"save_run: the model reads {input_count(model)} features, but model_cfg "
+                         f"(inputs={model_cfg.inputs!r}) says {want}")
     run_dir = Path(run_dir)
     step = int(meta.get("step", 0) if step is None else step)
     params = params_of(model)
@@ -243,7 +248,13 @@ def load_run(run_dir: str | os.PathLike) -> LoadedRun:
 @jax.jit
 def _apply(graphdef_and_params, stats: FeatureStats, state: SystemState) -> jax.Array:
     graphdef, params = graphdef_and_params
-    return nnx.merge(graphdef, params)(features(state, stats))
+    model = nnx.merge(graphdef, params)
+    return model(features(state, stats, input_count(model)))
+
+
+def input_count(model: PlacementMLP) -> int:
+    """How many features (the first ones) the model reads."""
+    return (model.layers[0] if len(model.layers) else model.head).in_features
 
 
 def predict_logits(run: LoadedRun, state: SystemState) -> jax.Array:
@@ -376,9 +387,7 @@ class Consts(NamedTuple):
 
     train: TrainData
     eval: EvalData
-    teacher_params: Any = None  # pure dict, or None without a teacher
-    teacher_scale: Any = None  # (F,): teacher input = x * scale + shift (the teacher's own stats)
-    teacher_shift: Any = None
+    teacher_logits: Any = None  # (n, T, 3) the teacher's logits on the training split, or None
 
 
 class TrainState(NamedTuple):
@@ -419,8 +428,7 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 
 
 def make_train(cfg: TrainConfig, model_cfg: ModelConfig, system: SystemConfig, num_train: int, *,
-               teacher_model_cfg: ModelConfig | None = None, use_latency: bool = False,
-               eval_batch: int = 8192) -> Trainer:
+               use_teacher: bool = False, use_latency: bool = False, eval_batch: int = 8192) -> Trainer:
     """Build the training program of one configuration.
 
     `trainer.train(rng, weights, consts)` is the whole run (a fori_loop over steps, then a held-out
@@ -428,27 +436,29 @@ def make_train(cfg: TrainConfig, model_cfg: ModelConfig, system: SystemConfig, n
     trains a population in one program. `trainer.run` executes steps [k0, k1) of the same loop; the
     checkpointing driver (`fit`) calls it in chunks. Step k's batch is a pure function of (rng, k).
     The seed and the loss weights of `cfg` are not used here: they are the `rng` and `weights` inputs.
+    With `use_teacher`, `consts.teacher_logits` holds the teacher's logits on the training split
+    (`teacher_logits`, computed once: the teacher's forward pass is not repeated every step).
     """
     cfg.validate()
     # Settings that are inputs of the program do not key the cache: such runs share compilations.
     program_cfg = dataclasses.replace(cfg, seed=0, alpha=1.0, temperature=1.0, latency_weight=0.0,
                                       eval_every=0)
-    return _make_train(program_cfg, model_cfg, system, num_train, teacher_model_cfg, use_latency, eval_batch)
+    return _make_train(program_cfg, model_cfg, system, num_train, use_teacher, use_latency, eval_batch)
 
 
 @functools.lru_cache(maxsize=16)  # same settings -> same jitted functions -> no recompilation
 def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, system: SystemConfig, num_train: int,
-                teacher_model_cfg: ModelConfig | None, use_latency: bool, eval_batch: int) -> Trainer:
+                use_teacher: bool, use_latency: bool, eval_batch: int) -> Trainer:
     batch = cfg.batch_size
     steps_per_epoch = num_train // batch
     if steps_per_epoch < 1:
         raise ConfigError(f"--batch-size ({batch}) must be <= the number of training states ({num_train})")
     graphdef = graphdef_of(model_cfg, system)
-    teacher_graphdef = graphdef_of(teacher_model_cfg, system) if teacher_model_cfg else None
     tx = make_optimizer(cfg)
+    n_in = num_inputs(model_cfg.inputs, system.tasks, system.subcarriers)
 
-    def apply(params, x):
-        return nnx.merge(graphdef, params)(x)
+    def apply(params, x):  # x holds every feature; the model reads the first n_in
+        return nnx.merge(graphdef, params)(x[..., :n_in])
 
     def split_key(rng):
         init_key, shuffle_key = jax.random.split(rng)
@@ -469,10 +479,7 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, system: SystemConfig, 
         idx = jax.lax.dynamic_slice_in_dim(perm, (k % steps_per_epoch) * batch, batch)
         data = consts.train
         x, labels = data.x[idx], data.label[idx]
-        teacher_logits = None
-        if teacher_graphdef is not None:
-            x_teacher = x * consts.teacher_scale + consts.teacher_shift
-            teacher_logits = nnx.merge(teacher_graphdef, consts.teacher_params)(x_teacher)
+        teacher_logits = consts.teacher_logits[idx] if use_teacher else None
         costs = optimal = None
         if use_latency:
             costs = stage_costs(jax.tree.map(lambda v: v[idx], data.state))
@@ -523,6 +530,20 @@ def teacher_consts(teacher: LoadedRun, stats: FeatureStats) -> tuple[dict, jax.A
     scale = stats.std / teacher.stats.std
     shift = (stats.mean - teacher.stats.mean) / teacher.stats.std
     return params_of(teacher.model), scale, shift
+
+
+def teacher_logits(teacher: LoadedRun, stats: FeatureStats, x: jax.Array, batch: int = 8192) -> jax.Array:
+    """(n, T, 3) logits of the teacher on features `x` (n, F) normalized with `stats`."""
+    params, scale, shift = teacher_consts(teacher, stats)
+    graphdef = nnx.split(teacher.model)[0]
+    count = input_count(teacher.model)
+
+    @jax.jit
+    def run(params, x):
+        return jax.lax.map(lambda xb: nnx.merge(graphdef, params)((xb * scale + shift)[..., :count]), x,
+                           batch_size=batch)
+
+    return run(params, x)
 
 
 def check_compatible(system: SystemConfig, recorded_spec: dict, what: str) -> None:
@@ -590,10 +611,10 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
         check_compatible(data.system, teacher.meta.get("features", feature_spec(teacher.system)),
                          f"teacher run {teacher_dir!r}")
     num_train = int(data.train.x.shape[0])
-    trainer = make_train(cfg, model_cfg, data.system, num_train,
-                         teacher_model_cfg=teacher.model_cfg if teacher else None,
+    trainer = make_train(cfg, model_cfg, data.system, num_train, use_teacher=teacher is not None,
                          use_latency=cfg.latency_weight > 0)
-    consts = Consts(data.train, data.eval, *(teacher_consts(teacher, data.stats) if teacher else ()))
+    consts = Consts(data.train, data.eval,
+                    teacher_logits(teacher, data.stats, data.train.x) if teacher else None)
     rng = jax.random.key(cfg.seed)
     weights = loss_weights(cfg)
     teacher_info = None
@@ -635,7 +656,9 @@ def _resume(run_dir: Path, step: int, data: Prepared, trainer: Trainer, config_i
         teacher = {k: v for k, v in (item.get("teacher") or {}).items() if k != "dir"}
         # How often to evaluate does not change the trained parameters.
         train_cfg = {k: v for k, v in (item.get("train") or {}).items() if k != "eval_every"}
-        return {"kind": item.get("kind"), "model": item.get("model"), "train": train_cfg, "teacher": teacher}
+        # A run saved before a model key existed has its default (ModelConfig.from_dict).
+        model = ModelConfig.from_dict(item["model"]).to_dict() if item.get("model") else None
+        return {"kind": item.get("kind"), "model": model, "train": train_cfg, "teacher": teacher}
 
     mismatch = _differences(settings(stored), settings(config_item))
     if mismatch:

@@ -12,7 +12,8 @@ def test_export_cli_round_trip(tmp_path):
     cfg = config.SystemConfig(tasks=5, subcarriers=4)
     states = system.sample(jax.random.key(0), cfg, 2048)
     stats = features.compute_stats(features.raw_features(states))
-    model = models.PlacementMLP(features.num_features(5, 4), 5, config.STUDENT_MODEL, rngs=nnx.Rngs(3))
+    n_in = features.num_inputs(config.STUDENT_MODEL.inputs, 5, 4)
+    model = models.PlacementMLP(n_in, 5, config.STUDENT_MODEL, rngs=nnx.Rngs(3))
     run_dir = train.save_run(tmp_path / "run", model, stats, config.STUDENT_MODEL, cfg, {"kind": "distill"})
     out = tmp_path / "student.npz"
     assert cli.main(["export", "--run", str(run_dir), "--out", str(out)]) == 0

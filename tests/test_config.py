@@ -130,3 +130,14 @@ def test_from_dict_round_trip_and_partial_dicts():
         SystemConfig.from_dict({"edge_cores": True})
     with pytest.raises(ConfigError, match="tasks"):
         SystemConfig.from_dict({"tasks": 0})
+
+
+def test_model_inputs_validated_and_old_dicts_read_all_features():
+    from offload_jax.config import INPUTS, ModelConfig
+
+    assert ModelConfig.from_dict({"hidden": [8], "activation": "relu", "norm": "none"}).inputs == "all"
+    cfg = ModelConfig(hidden=(8,), activation="relu", norm="none", inputs="fields").validate()
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match=r"inputs must be one of \('all', 'fields'\), got 'raw'"):
+        ModelConfig(inputs="raw").validate()
+    assert INPUTS == ("all", "fields")

@@ -56,10 +56,10 @@ def test_distill_ablation_tiny(scripts, tiny_run, tmp_path):
     per_width = len(budget.seeds) * (len(budget.temperatures) * len(budget.alphas) + 1)
     assert len(report["rows"]) == 2 * per_width
     assert report["num_eval"] == 300 and report["num_train"] == 1200
-    in_features = features.num_features(CFG.tasks, CFG.subcarriers)
     for w in (8, 16):
-        ref_model = models.PlacementMLP(in_features, CFG.tasks, ablation.student_model(w),
-                                        rngs=nnx.Rngs(0))
+        model_cfg = ablation.student_model(w)
+        in_features = features.num_inputs(model_cfg.inputs, CFG.tasks, CFG.subcarriers)
+        ref_model = models.PlacementMLP(in_features, CFG.tasks, model_cfg, rngs=nnx.Rngs(0))
         assert {r["params"] for r in report["rows"] if r["width"] == w} == {models.count_params(ref_model)}
     # Groups are the mean and sample std of the rows; labels-only rows have alpha 1.
     for g in report["groups"]:

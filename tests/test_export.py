@@ -1,5 +1,6 @@
 """The numpy-only exported student equals the JAX student."""
 
+import dataclasses
 import functools
 import io
 import subprocess
@@ -20,7 +21,7 @@ def _stats(cfg):
 
 
 def _student(cfg, model_cfg, seed=0):
-    model = models.PlacementMLP(features.num_features(cfg.tasks, cfg.subcarriers), cfg.tasks,
+    model = models.PlacementMLP(features.num_inputs(model_cfg.inputs, cfg.tasks, cfg.subcarriers), cfg.tasks,
                                 model_cfg, rngs=nnx.Rngs(seed))
     return model, _stats(cfg)
 
@@ -34,7 +35,10 @@ def _runtime(model, stats, model_cfg, cfg):
 
 @pytest.mark.parametrize(("model_cfg", "num_states"), [
     (config.STUDENT_MODEL, 10_000),
+    (dataclasses.replace(config.STUDENT_MODEL, inputs="all"), 2_000),
+    (dataclasses.replace(config.STUDENT_MODEL, inputs="fields"), 2_000),
     (config.ModelConfig(hidden=(32, 16), activation="gelu", norm="layer"), 2_000),
+    (config.ModelConfig(hidden=(16,), activation="gelu", norm="layer", inputs="fields"), 2_000),
     (config.ModelConfig(hidden=(24,), activation="silu", norm="none"), 2_000),
     (config.ModelConfig(hidden=(24, 24), activation="relu", norm="none"), 2_000),
     (config.ModelConfig(hidden=(24,), activation="tanh", norm="layer"), 2_000),
@@ -45,13 +49,14 @@ def test_numpy_student_equals_jax_student(model_cfg, num_states):
     runtime = _runtime(model, stats, model_cfg, cfg)
     states = system.sample(jax.random.key(123), cfg, num_states)
     packed = np.asarray(system.pack(states))
+    n_in = features.num_inputs(model_cfg.inputs, cfg.tasks, cfg.subcarriers)
 
-    np.testing.assert_allclose(runtime.raw_features(packed), np.asarray(features.raw_features(states)),
+    np.testing.assert_allclose(runtime.raw_features(packed), np.asarray(features.raw_features(states, n_in)),
                                rtol=1e-5, atol=1e-5)
-    feats_jax = np.asarray(features.features(states, stats))
+    feats_jax = np.asarray(features.features(states, stats, n_in))
     np.testing.assert_allclose(runtime.features(packed), feats_jax, rtol=1e-4, atol=1e-4)
 
-    logits_jax = np.asarray(jax.jit(lambda s: model(features.features(s, stats)))(states))
+    logits_jax = np.asarray(jax.jit(lambda s: model(features.features(s, stats, n_in)))(states))
     np.testing.assert_allclose(runtime.logits(packed), logits_jax, rtol=1e-3, atol=1e-3)
 
     pred_jax = np.argmax(logits_jax, axis=-1).astype(np.int8)

@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from offload_jax import config, cost, features, models, solvers, system, train
+from offload_jax import config, cost, features, models, policies, solvers, system, train
 
 CFG = config.SystemConfig(tasks=4, subcarriers=3)
 SMALL = config.ModelConfig(hidden=(64, 64), activation="gelu", norm="layer")
@@ -285,3 +286,33 @@ def test_run_saved_on_other_devices_loads_here(tmp_path):
     want = train.init_params(jax.random.key(7), model_cfg, CFG)
     np.testing.assert_array_equal(_flat(train.params_of(run.model)), _flat(want))
     assert all(leaf.devices() == {jax.devices()[0]} for leaf in jax.tree.leaves(train.params_of(run.model)))
+
+
+def test_fields_student_trains_on_the_first_features_and_decides_from_them(tmp_path):
+    """inputs="fields": the model reads the first features only, in training and in every policy."""
+    model_cfg = dataclasses.replace(SMALL, hidden=(32,), activation="relu", norm="none", inputs="fields")
+    data = _data()
+    cfg = dataclasses.replace(RUN_CFG, steps=60, eval_every=0)
+    meta = train.fit(tmp_path / "f", data, model_cfg, cfg, kind="student", progress=False)
+    run = train.load_run(tmp_path / "f")
+    n_in = features.num_fields(CFG.tasks, CFG.subcarriers)
+    assert run.model_cfg.inputs == "fields" and train.input_count(run.model) == n_in
+    states = _head(256)[0]
+    logits = np.asarray(train.predict_logits(run, states))
+    want = jax.jit(lambda s: run.model(features.features(s, run.stats)[..., :n_in]))(states)
+    np.testing.assert_allclose(logits, np.asarray(want), atol=1e-5)
+    decided = np.asarray(policies.model_policy(run.model, run.stats).fn(None, states))
+    np.testing.assert_array_equal(decided, np.argmax(logits, axis=-1))
+    # The held-out metrics of the run are those of the same decisions.
+    assert 0.0 < meta["metrics"]["accuracy"] <= 1.0
+    with pytest.raises(ValueError, match="reads 3.* says"):
+        train.save_run(tmp_path / "bad", models.PlacementMLP(3, CFG.tasks, model_cfg, rngs=nnx.Rngs(0)),
+                       run.stats, model_cfg, CFG, {"kind": "student"})
+
+
+def test_kd_uses_the_teachers_logits_on_the_training_split():
+    data = _data()
+    teacher = train.LoadedRun(model=_student(0), stats=data.stats, model_cfg=SMALL, system=CFG, meta={})
+    got = np.asarray(train.teacher_logits(teacher, data.stats, data.train.x, batch=100))
+    want = jax.jit(lambda x: teacher.model(x))(data.train.x)
+    np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
