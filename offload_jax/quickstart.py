@@ -32,7 +32,7 @@ from offload_jax.config import (
 
 @dataclasses.dataclass(frozen=True)
 class QuickstartConfig:
-    """Sizes of the quickstart. The defaults take about 6 minutes on an idle 2-core CPU (361 s measured)."""
+    """Sizes of the quickstart. The defaults take about 6 minutes on an idle 2-core CPU (364 s measured)."""
 
     tasks: int = 10
     train_states: int = 200_000  # the last `holdout` of them are the training's held-out split
