@@ -44,3 +44,21 @@ def test_raw_features_react_to_every_field():
         bumped = ~value if value.dtype == jnp.bool_ else (value * 2 + 1).astype(value.dtype)
         moved = np.asarray(features.raw_features(state._replace(**{name: bumped})))
         assert not np.allclose(moved, base), name
+
+
+@pytest.mark.parametrize("tasks,subcarriers", [(10, 8), (1, 1), (4, 3)])
+def test_first_features_are_the_same_bits_whichever_way_computed(tasks, subcarriers):
+    """The fields' features (one kernel of slices) equal the recipe's first columns to the bit."""
+    cfg = config.SystemConfig(tasks=tasks, subcarriers=subcarriers).validate()
+    states = system.sample(jax.random.key(tasks + 100), cfg, 2000)
+    full = np.asarray(jax.jit(features.raw_features)(states))
+    n_fields = features.num_fields(tasks, subcarriers)
+    assert features.num_inputs("fields", tasks, subcarriers) == n_fields
+    assert features.num_inputs("all", tasks, subcarriers) == full.shape[1]
+    for count in (1, n_fields, n_fields + 1, full.shape[1]):
+        got = np.asarray(jax.jit(features.raw_features, static_argnums=1)(states, count))
+        np.testing.assert_array_equal(got, full[:, :count])
+    with pytest.raises(ValueError, match=r"count must be in \[1, "):
+        features.raw_features(states, full.shape[1] + 1)
+    with pytest.raises(ValueError, match="inputs must be one of"):
+        features.num_inputs("raw", tasks, subcarriers)
