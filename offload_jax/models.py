@@ -36,5 +36,10 @@ class PlacementMLP(nnx.Module):
         return self.head(x).reshape(*x.shape[:-1], self.tasks, NUM_SITES)
 
 
+def input_count(model: PlacementMLP) -> int:
+    """How many features (the first ones of `features.raw_features`) the model reads."""
+    return (model.layers[0] if len(model.layers) else model.head).in_features
+
+
 def count_params(model: nnx.Module) -> int:
     return sum(int(p.size) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -24,7 +24,7 @@ from offload_jax import droo, solvers
 from offload_jax.config import ConfigError, SystemConfig
 from offload_jax.cost import CLOUD, EDGE, LOCAL, NUM_SITES, stage_costs
 from offload_jax.features import FeatureStats, features, num_features
-from offload_jax.models import count_params
+from offload_jax.models import count_params, input_count
 from offload_jax.system import SystemState, unpack
 
 FIXED_SITE_POLICIES = {"local": LOCAL, "edge": EDGE, "cloud": CLOUD}
@@ -105,7 +105,7 @@ def logits_fn(model: nnx.Module, stats: FeatureStats) -> Callable[[SystemState],
     """state -> (n, T, 3) logits, closing over the model's split parameters (no NNX state in the jit)."""
     graphdef, params = nnx.split(model)
     stats = FeatureStats(jnp.asarray(stats.mean), jnp.asarray(stats.std))
-    count = (model.layers[0] if len(model.layers) else model.head).in_features  # it reads the first ones
+    count = input_count(model)  # it reads the first `count` features
 
     def fn(state):
         return nnx.merge(graphdef, params)(features(state, stats, count))

@@ -46,7 +46,7 @@ from offload_jax.features import (
     raw_features,
 )
 from offload_jax.losses import LossWeights, total_loss
-from offload_jax.models import PlacementMLP, count_params
+from offload_jax.models import PlacementMLP, count_params, input_count
 from offload_jax.system import SystemState, tasks_of
 
 
@@ -250,11 +250,6 @@ def _apply(graphdef_and_params, stats: FeatureStats, state: SystemState) -> jax.
     graphdef, params = graphdef_and_params
     model = nnx.merge(graphdef, params)
     return model(features(state, stats, input_count(model)))
-
-
-def input_count(model: PlacementMLP) -> int:
-    """How many features (the first ones) the model reads."""
-    return (model.layers[0] if len(model.layers) else model.head).in_features
 
 
 def predict_logits(run: LoadedRun, state: SystemState) -> jax.Array:

@@ -296,7 +296,7 @@ def test_fields_student_trains_on_the_first_features_and_decides_from_them(tmp_p
     meta = train.fit(tmp_path / "f", data, model_cfg, cfg, kind="student", progress=False)
     run = train.load_run(tmp_path / "f")
     n_in = features.num_fields(CFG.tasks, CFG.subcarriers)
-    assert run.model_cfg.inputs == "fields" and train.input_count(run.model) == n_in
+    assert run.model_cfg.inputs == "fields" and models.input_count(run.model) == n_in
     states = _head(256)[0]
     logits = np.asarray(train.predict_logits(run, states))
     want = jax.jit(lambda s: run.model(features.features(s, run.stats)[..., :n_in]))(states)
