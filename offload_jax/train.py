@@ -608,8 +608,6 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
     num_train = int(data.train.x.shape[0])
     trainer = make_train(cfg, model_cfg, data.system, num_train, use_teacher=teacher is not None,
                          use_latency=cfg.latency_weight > 0)
-    consts = Consts(data.train, data.eval,
-                    teacher_logits(teacher, data.stats, data.train.x) if teacher else None)
     rng = jax.random.key(cfg.seed)
     weights = loss_weights(cfg)
     teacher_info = None
@@ -633,6 +631,9 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
         else:
             step = 0
             state = trainer.jitted["init"](rng)
+        # The teacher's pass over the training split, only when there are steps left to train.
+        consts = Consts(data.train, data.eval,
+                        teacher_logits(teacher, data.stats, data.train.x) if teacher else None)
         return _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, config_item, kind,
                      history, progress, chunk_steps, checkpoint_every_s, teacher_info)
     finally:

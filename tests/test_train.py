@@ -316,3 +316,18 @@ def test_kd_uses_the_teachers_logits_on_the_training_split():
     got = np.asarray(train.teacher_logits(teacher, data.stats, data.train.x, batch=100))
     want = jax.jit(lambda x: teacher.model(x))(data.train.x)
     np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
+
+
+def test_finished_distill_run_skips_the_teachers_pass(tmp_path, monkeypatch):
+    data = _data()
+    teacher = train.LoadedRun(model=_student(0), stats=data.stats, model_cfg=SMALL, system=CFG,
+                              meta={"kind": "teacher"})
+    cfg = dataclasses.replace(RUN_CFG, steps=20, alpha=0.5, eval_every=0)
+    train.fit(tmp_path / "d", data, SMALL, cfg, kind="distill", teacher=teacher, progress=False)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("teacher_logits computed for a finished run")
+
+    monkeypatch.setattr(train, "teacher_logits", fail)
+    meta = train.fit(tmp_path / "d", data, SMALL, cfg, kind="distill", teacher=teacher, progress=False)
+    assert meta["step"] == 20
