@@ -63,22 +63,13 @@ def student_model(width: int):
 
 def teacher_metrics(teacher, data) -> dict:
     """The teacher's metrics on the same held-out split (its own feature statistics)."""
-    import jax
     import jax.numpy as jnp
-    from flax import nnx
 
     from offload_jax import metrics, train
 
-    params, scale, shift = train.teacher_consts(teacher, data.stats)
-    graphdef = nnx.split(teacher.model)[0]
-
-    @jax.jit
-    def summary(params, x, costs, label, optimal):
-        pred = jnp.argmax(nnx.merge(graphdef, params)(x * scale + shift), axis=-1).astype(jnp.int8)
-        return metrics.summary(costs, pred, label, optimal)
-
     ev = data.eval
-    out = summary(params, ev.x, ev.costs, ev.label, ev.optimal_latency)
+    pred = jnp.argmax(train.teacher_logits(teacher, data.stats, ev.x), axis=-1).astype(jnp.int8)
+    out = metrics.summary(ev.costs, pred, ev.label, ev.optimal_latency)
     return {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
 
 
