@@ -7,6 +7,8 @@ and the exported numpy student on the same vector, all timed in interleaved roun
 The process first applies timing.LATENCY_SETTINGS (synchronous CPU dispatch) and compiles
 every batch-1 program with timing.BATCH1_COMPILER_OPTIONS, the same for every policy; both are
 recorded in the JSON with the load average (--jax-defaults: neither, for comparison).
+A timed call ends when the program returns, which with synchronous dispatch is when the decision
+is ready (checked before timing; else, and with --block, every call ends with block_until_ready()).
 See offload_jax/timing.py.
 
     python benchmarks/bench_decision.py --json runs/bench_decision.json [--runs DIR]
@@ -66,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--policies", default="all", help="comma-separated subset of " + ",".join(
         policies.POLICY_NAMES))
-    ap.add_argument("--rounds", type=int, default=40,
+    ap.add_argument("--rounds", type=int, default=400,
                     help="interleaved timing rounds (short blocks: this VM's speed drifts within seconds)")
     ap.add_argument("--jax-defaults", action="store_true",
                     help="for comparison: JAX's asynchronous CPU dispatch, XLA's default batch-1 compilation")
+    ap.add_argument("--block", action="store_true",
+                    help="end every timed call with block_until_ready(), also where the result is ready "
+                         "when the call returns (synchronous dispatch): a no-op Python method, ~1-2 us here")
     args = ap.parse_args(argv)
     if not args.jax_defaults:
         timing.configure_for_latency()  # before the first JAX computation of the process
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         numpy_student = export_runtime.StudentPolicy(path)
     result = timing.decision_benchmark(fns, cfg, calls=args.calls, batch=args.batch,
                                        numpy_student=numpy_student, rounds=args.rounds,
-                                       batch1_options=batch1_options)
+                                       batch1_options=batch1_options, block=args.block)
     result["weights"] = weights
     result["params"] = {n: policies.make_policy(n, cfg=cfg, runs=runs).params for n in names}
     atomic.write_json(args.json, result)

@@ -3,7 +3,10 @@
 The timed input is one state packed into a single float32 vector already on the
 device (`system.pack`): what an end device holds after measuring. Every JAX policy is
 AOT-compiled (`jax.jit(...).lower(...).compile()`), warmed up, then called many times,
-each call timed alone until its result is ready. Every program (the identity too) takes the
+each call timed alone until its result is ready: with synchronous dispatch (the CPU with
+`LATENCY_SETTINGS`) a call returns when its program has run, which the benchmark checks
+before timing (`returns_when_done`); otherwise each call ends with `block_until_ready()`.
+Every program (the identity too) takes the
 random key as its raw bits (uint32), then the vector. A compiled identity function on the
 same input gives the overhead floor. The exported numpy student is timed on the same
 vector as a numpy array. The callables are timed in interleaved rounds (identity,
@@ -14,6 +17,7 @@ Used by `benchmarks/bench_decision.py` and the quickstart.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -79,7 +83,8 @@ def device_description() -> str:
 
 
 def per_call_seconds(call: Callable[[], object], calls: int, warmup: int = 50) -> np.ndarray:
-    """Wall time of each of `calls` calls (after `warmup` untimed ones); `call` must block."""
+    """Wall time of each of `calls` calls (after `warmup` untimed ones); `call` must return when its
+    work is done."""
     for _ in range(warmup):
         call()
     out = np.empty(calls)
@@ -113,6 +118,18 @@ def interleaved_seconds(calls: Mapping[str, Callable[[], object]], per_callable:
     return {name: np.concatenate(t)[:per_callable] for name, t in times.items()}
 
 
+def returns_when_done(programs: Mapping[str, Callable], *args, tries: int = 3) -> bool:
+    """Whether every compiled program's result is ready the moment its call returns (`tries` calls each).
+
+    True with synchronous dispatch (the CPU client with `jax_cpu_enable_async_dispatch=False`,
+    `LATENCY_SETTINGS`), where a call runs its program on the calling thread: a timed call then
+    needs no `block_until_ready()`, a Python method (~1.2 us here) that would only find the
+    result ready. False where a program runs asynchronously (a GPU, or the CPU client's worker
+    thread): then every timed call blocks.
+    """
+    return all(program(*args).is_ready() for program in programs.values() for _ in range(tries))
+
+
 def latency_stats(seconds: np.ndarray) -> dict[str, float]:
     us = seconds * 1e6
     return {"p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99)),
@@ -142,13 +159,18 @@ def compile_packed(policy: PolicyFn, cfg: SystemConfig, key: jax.Array, vec: jax
 
 def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, calls: int = 2000,
                        batch: int = 1024, batch_reps: int = 20, numpy_student=None, seed: int = 0,
-                       rounds: int = 40, batch1_options: Mapping[str, object] = BATCH1_COMPILER_OPTIONS,
-                       progress: bool = True) -> dict:
+                       rounds: int = 400, batch1_options: Mapping[str, object] = BATCH1_COMPILER_OPTIONS,
+                       block: bool = False, progress: bool = True) -> dict:
     """Batch-1 latency (p50/p99 over `calls` calls) and batch throughput of every policy, in one run.
 
     `numpy_student` (optional): an `export_runtime.StudentPolicy`, timed on the same vector.
+    `rounds`: many short blocks (400 of 5 calls by default), because this VM's speed changes every
+    few tens of ms: with 40 blocks of 50 calls, the p50s of the three fixed sites (the same program)
+    differed by up to 1.54x within a run (13 runs), with 400 blocks of 5 by at most 1.05x (8 runs).
     The batch-1 calls of the identity, every policy and the numpy student are interleaved in
     `rounds` rounds; the batch-1 programs (identity included) are compiled with `batch1_options`.
+    A timed call ends when the program returns if `returns_when_done` (synchronous dispatch), with
+    `block_until_ready()` otherwise or if `block` (how the second and third sessions timed them).
     Call `configure_for_latency()` first, at the start of the process.
     Returns {"device", "tasks", "batch", "settings", "load_avg_1min": [start, end], "rounds",
     "identity": {...}, "policies": {name: {p50_us, p99_us, mean_us, calls, batch_states_per_s,
@@ -168,7 +190,10 @@ def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, c
     for name, policy in bar:
         bar.set_postfix_str(name)
         ones[name] = compile_packed(policy, cfg, key, vec, batch1_options)
-    batch1 = {name: (lambda one=one: one(key_data, vec).block_until_ready()) for name, one in ones.items()}
+    sync = not block and returns_when_done(ones, key_data, vec)
+    batch1 = {name: (functools.partial(one, key_data, vec) if sync
+                     else (lambda one=one: one(key_data, vec).block_until_ready()))
+              for name, one in ones.items()}
     if numpy_student is not None:
         # A copy the process owns, as on a device without JAX: numpy reading a read-only view of a
         # JAX buffer (np.asarray of a jax.Array) measured ~1.5x slower per call here.
@@ -177,7 +202,8 @@ def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, c
     seconds = interleaved_seconds(batch1, calls, rounds, progress=progress)
     identity = latency_stats(seconds["identity"])
     result = {"device": device_description(), "tasks": cfg.tasks, "batch": batch,
-              "settings": settings(batch1_options),
+              "settings": {**settings(batch1_options),
+                           "timed_call": "returns when done" if sync else "block_until_ready"},
               "rounds": rounds, "identity": identity, "policies": {}}
 
     bar = tqdm(policies.items(), desc="batch throughput", disable=not progress, unit="policy")

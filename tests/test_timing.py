@@ -102,6 +102,7 @@ def test_decision_benchmark_smoke(runs):
         assert stats["calls"] == 30 and 0 < stats["p50_us"] <= stats["p99_us"]
         assert stats["batch_states_per_s"] > 0
     assert result["settings"]["batch1_compiler_options"] == timing.BATCH1_COMPILER_OPTIONS
+    assert result["settings"]["timed_call"] in {"returns when done", "block_until_ready"}
     assert len(result["load_avg_1min"]) == 2
 
 
@@ -114,3 +115,25 @@ def test_configure_for_latency_before_and_after_backend_start():
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert "refused: configure_for_latency: JAX's backend already started" in out.stdout
+
+
+_READY_CODE = """
+import sys, jax, jax.numpy as jnp
+from offload_jax import timing
+if sys.argv[1] == "sync":
+    timing.configure_for_latency()
+x = jnp.ones((384, 384), jnp.float32)
+heavy = jax.jit(lambda a: jnp.tanh(a @ a @ a @ a)).lower(x).compile()  # ~0.2 GFLOP: async if allowed
+cheap = jax.jit(lambda a: a[0, :3]).lower(x).compile()
+print(timing.returns_when_done({"cheap": cheap}, x),
+      timing.returns_when_done({"cheap": cheap, "heavy": heavy}, x))
+"""
+
+
+@pytest.mark.parametrize("mode, expected", [("sync", "True True"), ("async", "True False")])
+def test_returns_when_done_tells_synchronous_from_asynchronous_dispatch(mode, expected):
+    """The benchmark times calls without block_until_ready only where results are ready on return."""
+    out = subprocess.run([sys.executable, "-c", _READY_CODE, mode], check=True, capture_output=True,
+                         text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.stdout.split() == expected.split()
+
