@@ -40,6 +40,10 @@ T_VALUES = (6, 8, 10, 12)
 ZOOM = ("greedy", "teacher", "student_kd", "student_ce", "droo", "optimal_dp")
 
 
+# Students learn more slowly than the teacher (the quickstart gives them 8,000 steps to its 4,000).
+STUDENT_STEP_FACTOR = 2
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """Sizes of everything this script trains or evaluates itself (the base quickstart has its own)."""
@@ -52,7 +56,11 @@ class Budget:
     t_train_states: int = 100_000
     t_holdout: int = 5_000
     t_eval_states: int = 5_000
-    t_steps: int = 2_000  # the teacher's; each student gets twice as many (as in the quickstart)
+    t_steps: int = 2_000  # the teacher's; each student gets STUDENT_STEP_FACTOR times as many
+
+    @property
+    def t_student_steps(self) -> int:
+        return STUDENT_STEP_FACTOR * self.t_steps
     t_batch_size: int = 512
     t_calls: int = 300  # timed batch-1 calls per policy in each T's quickstart
     seed: int = 0
@@ -73,7 +81,7 @@ def _quickstart_config(budget: Budget, tasks: int, tiny: bool):
     return dataclasses.replace(
         quickstart.QuickstartConfig(), tasks=tasks, train_states=budget.t_train_states,
         holdout=budget.t_holdout, eval_states=budget.t_eval_states, teacher_steps=budget.t_steps,
-        student_steps=2 * budget.t_steps, batch_size=budget.t_batch_size, calls=budget.t_calls,
+        student_steps=budget.t_student_steps, batch_size=budget.t_batch_size, calls=budget.t_calls,
         seed=budget.seed)
 
 
@@ -225,6 +233,7 @@ def _fmt(v: float, digits: int = 4) -> str:
 def report_markdown(report: dict) -> str:
     default, t = report["default"]["policies"], report["default"]["tasks"]
     b = report["budget"]
+    t_config = report["sweeps"]["tasks"]["configs"][0]  # every T's quickstart has the same budget
     lines = [f"# Policy comparison (T={t} unless swept)", "",
              f"Base quickstart: `{report['base']}` (relative to this directory; its config: "
              f"{report['default']['config_summary']}). "
@@ -254,10 +263,11 @@ def report_markdown(report: dict) -> str:
     lines += ["![snr](b_snr.png) ![snr zoom](b_snr_zoom.png)", "",
               "![backhaul](b_backhaul.png) ![backhaul zoom](b_backhaul_zoom.png)", "",
               "### Latency ratio vs T", "",
-              f"One quickstart per T (default teacher and student): {b['t_train_states']:,} training states "
-              f"(the last {b['t_holdout']:,} held out), {b['t_steps']:,} steps for the teacher and "
-              f"{2 * b['t_steps']:,} for each student at batch {b['t_batch_size']}, every policy scored on "
-              f"{b['t_eval_states']:,} fresh "
+              f"One quickstart per T (default teacher and student): {t_config['train_states']:,} training "
+              f"states (the last {t_config['holdout']:,} held out), {t_config['teacher_steps']:,} steps for "
+              f"the teacher and {t_config['student_steps']:,} for each student at batch "
+              f"{t_config['batch_size']}, every policy scored on "
+              f"{t_config['eval_states']:,} fresh "
               "states of its T (optimal_enumerate included, also at T=12). Smaller than the base's budget, "
               "so the T=10 point differs from (a).", "",
               md_table(["policy", *(f"T={x}" for x in tasks["x"])],
@@ -342,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="a seconds-long setting for smoke tests")
     p.add_argument("--t-values", default=None, help="comma-separated T of the T sweep (default 6,8,10,12)")
     p.add_argument("--t-steps", type=int, default=None,
-                   help="teacher steps in the T sweep; students get twice as many (default 2000)")
+                   help=f"teacher steps in the T sweep; students get {STUDENT_STEP_FACTOR}x as many "
+                        "(default 2000)")
     p.add_argument("--t-train-states", type=int, default=None, help="training states per T (default 100000)")
     p.add_argument("--sweep-states", type=int, default=None,
                    help="states per SNR/backhaul point (default 10000)")
