@@ -170,7 +170,7 @@ def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, c
     The batch-1 calls of the identity, every policy and the numpy student are interleaved in
     `rounds` rounds; the batch-1 programs (identity included) are compiled with `batch1_options`.
     A timed call ends when the program returns if `returns_when_done` (synchronous dispatch), with
-    `block_until_ready()` otherwise or if `block` (how the second and third sessions timed them).
+    `block_until_ready()` otherwise or if `block` (as the benchmark timed every call before).
     Call `configure_for_latency()` first, at the start of the process.
     Returns {"device", "tasks", "batch", "settings", "load_avg_1min": [start, end], "rounds",
     "identity": {...}, "policies": {name: {p50_us, p99_us, mean_us, calls, batch_states_per_s,
