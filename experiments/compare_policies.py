@@ -57,13 +57,13 @@ class Budget:
     t_holdout: int = 5_000
     t_eval_states: int = 5_000
     t_steps: int = 2_000  # the teacher's; each student gets STUDENT_STEP_FACTOR times as many
+    t_batch_size: int = 512
+    t_calls: int = 300  # timed batch-1 calls per policy in each T's quickstart
+    seed: int = 0
 
     @property
     def t_student_steps(self) -> int:
         return STUDENT_STEP_FACTOR * self.t_steps
-    t_batch_size: int = 512
-    t_calls: int = 300  # timed batch-1 calls per policy in each T's quickstart
-    seed: int = 0
 
 
 # Tiny: two points per pinned sweep and T=4 only, which is the base itself (quickstart.TINY), so
