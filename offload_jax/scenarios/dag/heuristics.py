@@ -1,0 +1,81 @@
+"""Heuristic placements of the dag scenario: the SPEC's greedy, and local search from it.
+
+Both work on one state (vmap for a batch) and score placements with `schedule` (the one home of J).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from offload_jax.scenarios.dag import schedule
+from offload_jax.scenarios.dag.config import DagParams
+from offload_jax.scenarios.dag.schedule import NUM_SITES, Norm, Tables
+from offload_jax.scenarios.dag.state import DagState
+
+
+def greedy_from(tab: Tables, params: DagParams, nrm: Norm) -> jax.Array:
+    """SPEC greedy: in dispatch order, each sub-task takes the site minimizing J over the sub-tasks
+    dispatched so far (normalized by the full all-local L_u(0), E_u(0)); ties to the lowest label.
+    Padding slots get 0. Returns (U, T) int8."""
+    users, tasks = tab.real.shape
+
+    def step(k, p):
+        u, t = k % users, k // users
+        trio = jax.tree.map(lambda a: jnp.broadcast_to(a, (NUM_SITES, *a.shape)), p)
+        trio = schedule.dispatch(tab, trio, u, t, jnp.arange(NUM_SITES, dtype=jnp.int8))
+        j = schedule.objective_of(tab, params, nrm, trio)[0]
+        pick = jnp.where(tab.real[u, t], jnp.argmin(j), 0)
+        return jax.tree.map(lambda a: a[pick], trio)
+
+    p = jax.lax.fori_loop(0, users * tasks, step, schedule.empty(users, tasks))
+    return p.site
+
+
+def local_search_from(tab: Tables, params: DagParams, nrm: Norm, x0: jax.Array) -> jax.Array:
+    """From x0, repeatedly take the single sub-task site change that lowers J most (first in the order
+    (slot user-major, new site ascending) among equal ones) until none lowers it. Returns (U, T) int8."""
+    users, tasks = tab.real.shape
+    d = users * tasks
+    # Neighbor k = 3 * slot + site: slot (user-major) moved to `site` (the current site: no move).
+    slot_of = jnp.arange(NUM_SITES * d) // NUM_SITES
+    site_of = (jnp.arange(NUM_SITES * d) % NUM_SITES).astype(jnp.int8)
+    movable = jnp.repeat(tab.real.reshape(d), NUM_SITES)
+
+    def j_of(x):
+        return schedule.objective_of(tab, params, nrm, schedule.run(tab, x))[0]
+
+    def neighbors(x):
+        flat = jnp.broadcast_to(x.reshape(d), (NUM_SITES * d, d))
+        moved = flat.at[jnp.arange(NUM_SITES * d), slot_of].set(site_of)
+        return moved.reshape(NUM_SITES * d, users, tasks)
+
+    def step(carry):
+        x, j, _ = carry
+        cand = neighbors(x)
+        changed = movable & (site_of != x.reshape(d)[slot_of])
+        jc = jnp.where(changed, j_of(cand), jnp.inf)
+        k = jnp.argmin(jc)
+        better = jc[k] < j
+        return jnp.where(better, cand[k], x), jnp.where(better, jc[k], j), better
+
+    x0 = x0.astype(jnp.int8)
+    x, _, _ = jax.lax.while_loop(lambda c: c[2], step, (x0, j_of(x0), jnp.bool_(True)))
+    return x
+
+
+def greedy(params: DagParams, state: DagState) -> jax.Array:
+    """SPEC greedy placements (n, U, T) int8 of a batch of states."""
+    def one(s):
+        tab = schedule.tables(s, params)
+        return greedy_from(tab, params, schedule.norm(tab, params))
+    return jax.vmap(one)(state)
+
+
+def local_search(params: DagParams, state: DagState) -> jax.Array:
+    """Local search from the greedy placement, (n, U, T) int8 for a batch of states."""
+    def one(s):
+        tab = schedule.tables(s, params)
+        nrm = schedule.norm(tab, params)
+        return local_search_from(tab, params, nrm, greedy_from(tab, params, nrm))
+    return jax.vmap(one)(state)

@@ -1,0 +1,247 @@
+"""The list schedule of SPEC "Scenario `dag`": the one home of the dag objective.
+
+Sub-tasks are dispatched one at a time in the order (t=0,u=0), (t=0,u=1), ..., (t=1,u=0), ...
+(`dispatch_order`); each reserves its input transfers, its processor and its result transfer before
+the next one is dispatched. A `Partial` is the schedule of a prefix of that order for a batch of
+placements (any leading axes): the `free_at` of every resource, the finish time and site of every
+dispatched sub-task, and each user's latency and energy so far. `dispatch` extends it by one
+sub-task, so placements that share a prefix share its schedule (the exact searches expand the
+placement tree level by level with it).
+
+Bit-for-bit reproducibility. A placement's objective must be the same float32 number whichever
+program computes it (enumeration, pruned search, evaluation, a batch of 1 or of 1000): the pruned
+searches compare their values with each other. XLA contracts a * b + c into a fused multiply-add
+when both land in one kernel and turns x / broadcast(y) into x * (1 / y), both depending on
+fusion. So every quotient is computed once per state in `tables` as a true division (`_div`), the
+tables are materialized (`optimization_barrier`), the schedule then only adds, compares and
+selects, and the few products of the objective (energy, weights) are materialized before they are
+added (`_sum_of_products`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from offload_jax.scenarios.dag.config import DagParams
+from offload_jax.scenarios.dag.state import DagState
+
+LOCAL, EDGE, CLOUD = 0, 1, 2
+NUM_SITES = 3
+
+
+def dispatch_order(users: int, tasks: int) -> list[tuple[int, int]]:
+    """(u, t) of every slot in dispatch order: t-major, then users."""
+    return [(u, t) for t in range(tasks) for u in range(users)]
+
+
+def _div(num: jax.Array, den: jax.Array) -> jax.Array:
+    """num / den as an IEEE division whatever the broadcasting (see the module docstring)."""
+    shape = jnp.broadcast_shapes(jnp.shape(num), jnp.shape(den))
+    return num / jax.lax.optimization_barrier(jnp.broadcast_to(den, shape))
+
+
+def _sum_of_products(*pairs: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """a1 * b1 + a2 * b2 + ... (left to right), each product rounded on its own (no FMA)."""
+    products = jax.lax.optimization_barrier(tuple(a * b for a, b in pairs))
+    total = products[0]
+    for p in products[1:]:
+        total = total + p
+    return total
+
+
+class Tables(NamedTuple):
+    """Per-state durations (seconds) and constants of the schedule, computed once per state."""
+
+    real: jax.Array  # (U, T) bool, slot holds a sub-task
+    adj: jax.Array  # (U, T, T) bool
+    has_in: jax.Array  # (U, T) bool, in_bits > 0
+    has_out: jax.Array  # (U, T) bool, out_bits > 0
+    compute: jax.Array  # (U, T, 3) cycles / f of each site
+    cycles: jax.Array  # (U, T)
+    in_up: jax.Array  # (U, T) in_bits / rate_up
+    in_backhaul: jax.Array  # (U, T) in_bits / backhaul_rate + cloud_delay
+    out_backhaul: jax.Array  # (U, T)
+    out_down: jax.Array  # (U, T) out_bits / rate_down
+    edge_up: jax.Array  # (U, T, T) edge_bits / rate_up
+    edge_backhaul: jax.Array  # (U, T, T)
+    edge_down: jax.Array  # (U, T, T)
+    local_energy_per_cycle: jax.Array  # (U,) kappa * f_local^2, J / cycle
+
+
+def tables(state: DagState, params: DagParams) -> Tables:
+    """The schedule's tables of one state (unbatched; vmap for a batch)."""
+    f = jnp.stack([state.f_local, jnp.broadcast_to(state.f_edge, state.f_local.shape),
+                   jnp.broadcast_to(state.f_cloud, state.f_local.shape)], axis=-1)  # (U, 3)
+    compute = _div(state.cycles[:, :, None], f[:, None, :])
+    up, down = state.rate_up[:, None], state.rate_down[:, None]
+    tau = state.cloud_delay
+
+    def backhaul(bits):
+        return _div(bits, state.backhaul_rate) + tau
+
+    out = Tables(
+        real=state.cycles > 0, adj=state.adj, has_in=state.in_bits > 0, has_out=state.out_bits > 0,
+        compute=compute, cycles=state.cycles,
+        in_up=_div(state.in_bits, up), in_backhaul=backhaul(state.in_bits),
+        out_backhaul=backhaul(state.out_bits), out_down=_div(state.out_bits, down),
+        edge_up=_div(state.edge_bits, up[..., None]), edge_backhaul=backhaul(state.edge_bits),
+        edge_down=_div(state.edge_bits, down[..., None]),
+        local_energy_per_cycle=params.kappa * (state.f_local * state.f_local))
+    return jax.lax.optimization_barrier(out)
+
+
+class Partial(NamedTuple):
+    """The schedule of a dispatched prefix, for a batch of placements (leading axes "...")."""
+
+    free_local: jax.Array  # (..., U) free_at of each device's processor
+    free_up: jax.Array  # (..., U) free_at of each uplink
+    free_down: jax.Array  # (..., U) free_at of each downlink
+    free_edge: jax.Array  # (...) free_at of the shared edge processor
+    finish: jax.Array  # (..., U, T) finish time of dispatched sub-tasks (0 before)
+    site: jax.Array  # (..., U, T) int8, site of dispatched slots (0 before)
+    latency: jax.Array  # (..., U) latest finish / arrival at the device so far
+    up_time: jax.Array  # (..., U) summed uplink transmission durations
+    down_time: jax.Array  # (..., U) summed downlink transmission durations
+    local_cycles: jax.Array  # (..., U) cycles run on the device
+
+
+def empty(users: int, tasks: int, batch_shape: tuple[int, ...] = ()) -> Partial:
+    """The schedule before any dispatch."""
+    z = jnp.zeros((*batch_shape, users), jnp.float32)
+    return Partial(free_local=z, free_up=z, free_down=z, free_edge=jnp.zeros(batch_shape, jnp.float32),
+                   finish=jnp.zeros((*batch_shape, users, tasks), jnp.float32),
+                   site=jnp.zeros((*batch_shape, users, tasks), jnp.int8), latency=z, up_time=z, down_time=z,
+                   local_cycles=z)
+
+
+def _get(a: jax.Array, *index) -> jax.Array:
+    """a[..., *index] for static or traced integer indices."""
+    return a[(Ellipsis, *index)]
+
+
+def _set(a: jax.Array, value: jax.Array, *index) -> jax.Array:
+    return a.at[(Ellipsis, *index)].set(value)
+
+
+def _move(p: Partial, u, src, dst, t0, d_up, d_backhaul, d_down, go) -> tuple[jax.Array, Partial]:
+    """Move user u's data from site `src` to `dst` starting at `t0`, hop by hop (SPEC); `go` is False
+    when there is nothing to move (no data, or src == dst): it then arrives at t0 and uses nothing.
+    The d_* are this datum's hop durations. Returns (arrival, updated schedule)."""
+    free_up, free_down = _get(p.free_up, u), _get(p.free_down, u)
+    up = go & (src == LOCAL)
+    up_end = jnp.maximum(t0, free_up) + d_up
+    t1 = jnp.where(up, up_end, t0)
+    t2 = jnp.where(go & ((src == CLOUD) | (dst == CLOUD)), t1 + d_backhaul, t1)
+    down = go & (dst == LOCAL)
+    down_end = jnp.maximum(t2, free_down) + d_down
+    arrival = jnp.where(down, down_end, t2)
+    p = p._replace(
+        free_up=_set(p.free_up, jnp.where(up, up_end, free_up), u),
+        up_time=_set(p.up_time, _get(p.up_time, u) + jnp.where(up, d_up, 0.0), u),
+        free_down=_set(p.free_down, jnp.where(down, down_end, free_down), u),
+        down_time=_set(p.down_time, _get(p.down_time, u) + jnp.where(down, d_down, 0.0), u))
+    return arrival, p
+
+
+def dispatch(tab: Tables, p: Partial, u, t, site: jax.Array) -> Partial:
+    """Dispatch sub-task (u, t) (static or traced indices) on `site` (int array of the batch shape):
+    SPEC steps 1-3. A padding slot reserves nothing; its site is recorded (searches keep only site 0
+    there)."""
+    site = site.astype(jnp.int8)
+    real = tab.real[u, t]
+    # 1. Inputs: the device's input from time 0, then each predecessor's output in increasing i.
+    ready, p = _move(p, u, LOCAL, site, 0.0, tab.in_up[u, t], tab.in_backhaul[u, t], 0.0,
+                     tab.has_in[u, t] & (site != LOCAL))
+
+    def predecessor(i, carry):
+        ready, p = carry
+        edge = tab.adj[u, i, t]
+        src = _get(p.site, u, i)
+        arrival, p = _move(p, u, src, site, _get(p.finish, u, i), tab.edge_up[u, i, t],
+                           tab.edge_backhaul[u, i, t], tab.edge_down[u, i, t], edge & (src != site))
+        return jnp.maximum(ready, jnp.where(edge, arrival, 0.0)), p
+
+    ready, p = jax.lax.fori_loop(0, t, predecessor, (jnp.broadcast_to(ready, site.shape), p))
+    # 2. The processor: the device's or the shared edge's after its free_at; the cloud at once.
+    on_local, on_edge = real & (site == LOCAL), real & (site == EDGE)
+    free_local = _get(p.free_local, u)
+    free = jnp.where(site == LOCAL, free_local, jnp.where(site == EDGE, p.free_edge, 0.0))
+    c = tab.compute[u, t]
+    finish = jnp.maximum(ready, free) + jnp.where(site == LOCAL, c[LOCAL], jnp.where(site == EDGE, c[EDGE],
+                                                                                     c[CLOUD]))
+    latency = jnp.maximum(_get(p.latency, u), jnp.where(real, finish, 0.0))
+    local_cycles = _get(p.local_cycles, u) + jnp.where(on_local, tab.cycles[u, t], 0.0)
+    p = p._replace(
+        free_local=_set(p.free_local, jnp.where(on_local, finish, free_local), u),
+        free_edge=jnp.where(on_edge, finish, p.free_edge), local_cycles=_set(p.local_cycles, local_cycles, u),
+        finish=_set(p.finish, finish, u, t), site=_set(p.site, site, u, t))
+    # 3. The result back to the device.
+    arrival, p = _move(p, u, site, LOCAL, finish, 0.0, tab.out_backhaul[u, t], tab.out_down[u, t],
+                       tab.has_out[u, t] & (site != LOCAL))
+    latency = jnp.maximum(latency, jnp.where(tab.has_out[u, t], arrival, 0.0))
+    return p._replace(latency=_set(p.latency, latency, u))
+
+
+def run(tab: Tables, x: jax.Array) -> Partial:
+    """The whole schedule of placements x (..., U, T) for one state's tables (a loop over dispatches)."""
+    users, tasks = tab.real.shape
+
+    def step(k, p):
+        u, t = k % users, k // users
+        return dispatch(tab, p, u, t, _get(x, u, t))
+
+    return jax.lax.fori_loop(0, users * tasks, step, empty(users, tasks, x.shape[:-2]))
+
+
+def energy(tab: Tables, params: DagParams, p: Partial) -> jax.Array:
+    """(..., U) device energy (J): kappa f_local^2 local cycles + p_tx uplink time + p_rx downlink time."""
+    return _sum_of_products((tab.local_energy_per_cycle, p.local_cycles), (params.p_tx, p.up_time),
+                            (params.p_rx, p.down_time))
+
+
+class Norm(NamedTuple):
+    """1 / L_u(0) and 1 / E_u(0) of one state (all sub-tasks local; 0 for a user without sub-tasks)."""
+
+    inv_latency: jax.Array  # (U,)
+    inv_energy: jax.Array  # (U,)
+
+
+def norm(tab: Tables, params: DagParams) -> Norm:
+    users, tasks = tab.real.shape
+    local = run(tab, jnp.zeros((users, tasks), jnp.int8))
+    lat0, en0 = local.latency, energy(tab, params, local)
+    return Norm(inv_latency=jnp.where(lat0 > 0, 1.0 / jnp.where(lat0 > 0, lat0, 1.0), 0.0),
+                inv_energy=jnp.where(en0 > 0, 1.0 / jnp.where(en0 > 0, en0, 1.0), 0.0))
+
+
+def value(params: DagParams, nrm: Norm, latency: jax.Array, en: jax.Array) -> jax.Array:
+    """J = mean_u [w_latency L_u / L_u(0) + w_energy E_u / E_u(0)] from per-user (..., U) values."""
+    per_user = _sum_of_products((params.w_latency * latency, nrm.inv_latency),
+                                (params.w_energy * en, nrm.inv_energy))
+    users = per_user.shape[-1]
+    total = per_user[..., 0]
+    for u in range(1, users):
+        total = total + per_user[..., u]
+    return total * np.float32(1.0 / users)
+
+
+def objective_of(tab: Tables, params: DagParams, nrm: Norm, p: Partial) -> tuple[jax.Array, jax.Array,
+                                                                                   jax.Array]:
+    """(J (...), latency (..., U), energy (..., U)) of a (partial or complete) schedule."""
+    en = energy(tab, params, p)
+    return value(params, nrm, p.latency, en), p.latency, en
+
+
+def objective(params: DagParams, state: DagState, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """SPEC objective of placements x (..., U, T) of ONE state: (J (...), latency, energy (..., U))."""
+    tab = tables(state, params)
+    return objective_of(tab, params, norm(tab, params), run(tab, x))
+
+
+def batch_objective(params: DagParams, state: DagState, x: jax.Array):
+    """`objective` for a batch of states (n, ...) and their placements (n, U, T)."""
+    return jax.vmap(objective, in_axes=(None, 0, 0))(params, state, x)
