@@ -10,14 +10,13 @@ import jax.numpy as jnp
 
 from offload_jax.scenarios.dag import schedule
 from offload_jax.scenarios.dag.config import DagParams
-from offload_jax.scenarios.dag.schedule import NUM_SITES, Norm, Tables
+from offload_jax.scenarios.dag.schedule import NUM_SITES, Norm, Partial, Tables
 from offload_jax.scenarios.dag.state import DagState
 
 
-def greedy_from(tab: Tables, params: DagParams, nrm: Norm) -> jax.Array:
-    """SPEC greedy: in dispatch order, each sub-task takes the site minimizing J over the sub-tasks
-    dispatched so far (normalized by the full all-local L_u(0), E_u(0)); ties to the lowest label.
-    Padding slots get 0. Returns (U, T) int8."""
+def greedy_complete(tab: Tables, params: DagParams, nrm: Norm, p: Partial, first: int = 0) -> Partial:
+    """Dispatch the sub-tasks from dispatch position `first` on, each on the site minimizing J over the
+    sub-tasks dispatched so far (ties to the lowest label; padding slots on 0): the SPEC greedy's rule."""
     users, tasks = tab.real.shape
 
     def step(k, p):
@@ -28,8 +27,15 @@ def greedy_from(tab: Tables, params: DagParams, nrm: Norm) -> jax.Array:
         pick = jnp.where(tab.real[u, t], jnp.argmin(j), 0)
         return jax.tree.map(lambda a: a[pick], trio)
 
-    p = jax.lax.fori_loop(0, users * tasks, step, schedule.empty(users, tasks))
-    return p.site
+    return jax.lax.fori_loop(first, users * tasks, step, p)
+
+
+def greedy_from(tab: Tables, params: DagParams, nrm: Norm) -> jax.Array:
+    """SPEC greedy: in dispatch order, each sub-task takes the site minimizing J over the sub-tasks
+    dispatched so far (normalized by the full all-local L_u(0), E_u(0)); ties to the lowest label.
+    Padding slots get 0. Returns (U, T) int8."""
+    users, tasks = tab.real.shape
+    return greedy_complete(tab, params, nrm, schedule.empty(users, tasks)).site
 
 
 def local_search_from(tab: Tables, params: DagParams, nrm: Norm, x0: jax.Array) -> jax.Array:

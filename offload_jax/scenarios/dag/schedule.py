@@ -13,9 +13,8 @@ program computes it (enumeration, pruned search, evaluation, a batch of 1 or of 
 searches compare their values with each other. XLA contracts a * b + c into a fused multiply-add
 when both land in one kernel and turns x / broadcast(y) into x * (1 / y), both depending on
 fusion. So every quotient is computed once per state in `tables` as a true division (`_div`), the
-tables are materialized (`optimization_barrier`), the schedule then only adds, compares and
-selects, and the few products of the objective (energy, weights) are materialized before they are
-added (`_sum_of_products`).
+schedule then only adds, compares and selects, and the few products of the objective (energy,
+weights) are rounded on their own before they are added (`_sum_of_products`).
 """
 
 from __future__ import annotations
@@ -45,11 +44,17 @@ def _div(num: jax.Array, den: jax.Array) -> jax.Array:
 
 
 def _sum_of_products(*pairs: tuple[jax.Array, jax.Array]) -> jax.Array:
-    """a1 * b1 + a2 * b2 + ... (left to right), each product rounded on its own (no FMA)."""
-    products = jax.lax.optimization_barrier(tuple(a * b for a, b in pairs))
-    total = products[0]
-    for p in products[1:]:
-        total = total + p
+    """a1 * b1 + a2 * b2 + ... (left to right), each product rounded on its own: no fused multiply-add.
+
+    XLA removes optimization barriers before it fuses, and LLVM contracts an add of a product into
+    an FMA; a select between the product and 0 (kept unless the product is not finite, which it
+    always is here) sits between them and keeps them apart (tests/test_dag_schedule.py checks it).
+    """
+    total = None
+    for a, b in pairs:
+        product = a * b
+        product = jnp.where(jnp.isfinite(product), product, 0.0)
+        total = product if total is None else total + product
     return total
 
 
@@ -83,7 +88,7 @@ def tables(state: DagState, params: DagParams) -> Tables:
     def backhaul(bits):
         return _div(bits, state.backhaul_rate) + tau
 
-    out = Tables(
+    return Tables(
         real=state.cycles > 0, adj=state.adj, has_in=state.in_bits > 0, has_out=state.out_bits > 0,
         compute=compute, cycles=state.cycles,
         in_up=_div(state.in_bits, up), in_backhaul=backhaul(state.in_bits),
@@ -91,7 +96,6 @@ def tables(state: DagState, params: DagParams) -> Tables:
         edge_up=_div(state.edge_bits, up[..., None]), edge_backhaul=backhaul(state.edge_bits),
         edge_down=_div(state.edge_bits, down[..., None]),
         local_energy_per_cycle=params.kappa * (state.f_local * state.f_local))
-    return jax.lax.optimization_barrier(out)
 
 
 class Partial(NamedTuple):
@@ -147,42 +151,77 @@ def _move(p: Partial, u, src, dst, t0, d_up, d_backhaul, d_down, go) -> tuple[ja
     return arrival, p
 
 
+class Slot(NamedTuple):
+    """What dispatching sub-task (u, t) reads of a state's tables (leading axes: per state or per node)."""
+
+    real: jax.Array  # () bool
+    has_in: jax.Array
+    in_up: jax.Array
+    in_backhaul: jax.Array
+    has_out: jax.Array
+    out_backhaul: jax.Array
+    out_down: jax.Array
+    cycles: jax.Array
+    compute: jax.Array  # (3,)
+    pred: jax.Array  # (T,) bool: adj[u, :, t]
+    edge_up: jax.Array  # (T,) of the edges i -> t
+    edge_backhaul: jax.Array
+    edge_down: jax.Array
+
+
+def slot(tab: Tables, u, t) -> Slot:
+    return Slot(real=tab.real[u, t], has_in=tab.has_in[u, t], in_up=tab.in_up[u, t],
+                in_backhaul=tab.in_backhaul[u, t], has_out=tab.has_out[u, t],
+                out_backhaul=tab.out_backhaul[u, t], out_down=tab.out_down[u, t], cycles=tab.cycles[u, t],
+                compute=tab.compute[u, t], pred=tab.adj[u, :, t], edge_up=tab.edge_up[u, :, t],
+                edge_backhaul=tab.edge_backhaul[u, :, t], edge_down=tab.edge_down[u, :, t])
+
+
 def dispatch(tab: Tables, p: Partial, u, t, site: jax.Array) -> Partial:
     """Dispatch sub-task (u, t) (static or traced indices) on `site` (int array of the batch shape):
     SPEC steps 1-3. A padding slot reserves nothing; its site is recorded (searches keep only site 0
     there)."""
+    return dispatch_slot(slot(tab, u, t), p, u, t, site)
+
+
+def dispatch_slot(sl: Slot, p: Partial, u, t, site: jax.Array) -> Partial:
+    """`dispatch` from the slot's data `sl` (whose leading axes broadcast against the batch's)."""
     site = site.astype(jnp.int8)
-    real = tab.real[u, t]
     # 1. Inputs: the device's input from time 0, then each predecessor's output in increasing i.
-    ready, p = _move(p, u, LOCAL, site, 0.0, tab.in_up[u, t], tab.in_backhaul[u, t], 0.0,
-                     tab.has_in[u, t] & (site != LOCAL))
+    ready, p = _move(p, u, LOCAL, site, 0.0, sl.in_up, sl.in_backhaul, 0.0, sl.has_in & (site != LOCAL))
 
     def predecessor(i, carry):
         ready, p = carry
-        edge = tab.adj[u, i, t]
+        edge = _get(sl.pred, i)
         src = _get(p.site, u, i)
-        arrival, p = _move(p, u, src, site, _get(p.finish, u, i), tab.edge_up[u, i, t],
-                           tab.edge_backhaul[u, i, t], tab.edge_down[u, i, t], edge & (src != site))
+        arrival, p = _move(p, u, src, site, _get(p.finish, u, i), _get(sl.edge_up, i),
+                           _get(sl.edge_backhaul, i), _get(sl.edge_down, i), edge & (src != site))
         return jnp.maximum(ready, jnp.where(edge, arrival, 0.0)), p
 
-    ready, p = jax.lax.fori_loop(0, t, predecessor, (jnp.broadcast_to(ready, site.shape), p))
+    carry = (jnp.broadcast_to(ready, site.shape), p)
+    if isinstance(t, int):  # a tree level: static indices, one fused kernel
+        for i in range(t):
+            carry = predecessor(i, carry)
+        ready, p = carry
+    else:
+        ready, p = jax.lax.fori_loop(0, t, predecessor, carry)
     # 2. The processor: the device's or the shared edge's after its free_at; the cloud at once.
-    on_local, on_edge = real & (site == LOCAL), real & (site == EDGE)
+    on_local, on_edge = sl.real & (site == LOCAL), sl.real & (site == EDGE)
     free_local = _get(p.free_local, u)
     free = jnp.where(site == LOCAL, free_local, jnp.where(site == EDGE, p.free_edge, 0.0))
-    c = tab.compute[u, t]
-    finish = jnp.maximum(ready, free) + jnp.where(site == LOCAL, c[LOCAL], jnp.where(site == EDGE, c[EDGE],
-                                                                                     c[CLOUD]))
-    latency = jnp.maximum(_get(p.latency, u), jnp.where(real, finish, 0.0))
-    local_cycles = _get(p.local_cycles, u) + jnp.where(on_local, tab.cycles[u, t], 0.0)
+    c = sl.compute
+    duration = jnp.where(site == LOCAL, c[..., LOCAL], jnp.where(site == EDGE, c[..., EDGE], c[..., CLOUD]))
+    finish = jnp.maximum(ready, free) + duration
+    latency = jnp.maximum(_get(p.latency, u), jnp.where(sl.real, finish, 0.0))
+    local_cycles = _get(p.local_cycles, u) + jnp.where(on_local, sl.cycles, 0.0)
     p = p._replace(
         free_local=_set(p.free_local, jnp.where(on_local, finish, free_local), u),
         free_edge=jnp.where(on_edge, finish, p.free_edge), local_cycles=_set(p.local_cycles, local_cycles, u),
         finish=_set(p.finish, finish, u, t), site=_set(p.site, site, u, t))
     # 3. The result back to the device.
-    arrival, p = _move(p, u, site, LOCAL, finish, 0.0, tab.out_backhaul[u, t], tab.out_down[u, t],
-                       tab.has_out[u, t] & (site != LOCAL))
-    latency = jnp.maximum(latency, jnp.where(tab.has_out[u, t], arrival, 0.0))
+    arrival, p = _move(p, u, site, LOCAL, finish, 0.0, sl.out_backhaul, sl.out_down,
+                       sl.has_out & (site != LOCAL))
+    latency = jnp.maximum(latency, jnp.where(sl.has_out, arrival, 0.0))
     return p._replace(latency=_set(p.latency, latency, u))
 
 
@@ -197,9 +236,10 @@ def run(tab: Tables, x: jax.Array) -> Partial:
     return jax.lax.fori_loop(0, users * tasks, step, empty(users, tasks, x.shape[:-2]))
 
 
-def energy(tab: Tables, params: DagParams, p: Partial) -> jax.Array:
-    """(..., U) device energy (J): kappa f_local^2 local cycles + p_tx uplink time + p_rx downlink time."""
-    return _sum_of_products((tab.local_energy_per_cycle, p.local_cycles), (params.p_tx, p.up_time),
+def energy(local_energy_per_cycle: jax.Array, params: DagParams, p: Partial) -> jax.Array:
+    """(..., U) device energy (J): kappa f_local^2 local cycles + p_tx uplink time + p_rx downlink time
+    (`local_energy_per_cycle` = `Tables.local_energy_per_cycle`, kappa f_local^2)."""
+    return _sum_of_products((local_energy_per_cycle, p.local_cycles), (params.p_tx, p.up_time),
                             (params.p_rx, p.down_time))
 
 
@@ -213,7 +253,7 @@ class Norm(NamedTuple):
 def norm(tab: Tables, params: DagParams) -> Norm:
     users, tasks = tab.real.shape
     local = run(tab, jnp.zeros((users, tasks), jnp.int8))
-    lat0, en0 = local.latency, energy(tab, params, local)
+    lat0, en0 = local.latency, energy(tab.local_energy_per_cycle, params, local)
     return Norm(inv_latency=jnp.where(lat0 > 0, 1.0 / jnp.where(lat0 > 0, lat0, 1.0), 0.0),
                 inv_energy=jnp.where(en0 > 0, 1.0 / jnp.where(en0 > 0, en0, 1.0), 0.0))
 
@@ -232,7 +272,7 @@ def value(params: DagParams, nrm: Norm, latency: jax.Array, en: jax.Array) -> ja
 def objective_of(tab: Tables, params: DagParams, nrm: Norm, p: Partial) -> tuple[jax.Array, jax.Array,
                                                                                    jax.Array]:
     """(J (...), latency (..., U), energy (..., U)) of a (partial or complete) schedule."""
-    en = energy(tab, params, p)
+    en = energy(tab.local_energy_per_cycle, params, p)
     return value(params, nrm, p.latency, en), p.latency, en
 
 

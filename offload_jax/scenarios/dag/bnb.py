@@ -1,0 +1,329 @@
+"""Exact labels by pruned search: a level-synchronous branch and bound over a batch's placement trees.
+
+The tree is the one `search.enumerate_one` walks (levels = sub-tasks in dispatch order, 3 children
+per node, prefix schedules shared through `schedule.dispatch`), but each level keeps only the nodes
+that may still hold the label: a node is dropped when a lower bound on the J of every leaf below it
+exceeds its state's incumbent J, or equals it while every such leaf is lexicographically larger than
+the incumbent (the tie rule: nothing that could be the label is ever dropped).
+
+The live nodes of all states of a batch share one pool (each node knows its state), compacted after
+every level into a fixed size, so the search is one static-shape program for a CPU or a GPU whose
+work follows the batch's total frontier, not its largest one: a few states with wide frontiers
+borrow the room the others leave. If a level's survivors overflow the pool, the batch is reported
+and `solve` reruns it with a larger pool: the labels never depend on the pool sizes.
+
+Lower bounds (each never exceeds the float32 J that the leaves' own schedule computes):
+* the prefix's: each user's latency and energy so far only grow as sub-tasks are added (the same
+  floats, added and maxed: monotone), so J of the prefix's schedule is a bound exactly;
+* the remaining work's, ignoring contention: every undispatched sub-task j can start on site s no
+  earlier than its dispatched predecessors' data can be there (`Node.earliest`), its processor is
+  free and its device input is up; it then runs and is followed by the chains of its successors and
+  its result's way back, each at its best site (`Bounds.tail`); every undispatched sub-task costs at
+  least its cheapest energy. Computed with other float roundings, this bound is scaled by
+  (1 - BOUND_SLACK) (float32 sums of <= 3 T terms are off by far less).
+The incumbent starts as the greedy placement and improves at every level by greedily completing each
+state's most promising node ("dives"), valued by the same schedule.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from offload_jax.scenarios.dag import heuristics, schedule, search
+from offload_jax.scenarios.dag.config import DagParams
+from offload_jax.scenarios.dag.schedule import LOCAL, NUM_SITES, Norm, Partial, Tables
+from offload_jax.scenarios.dag.state import DagState
+
+BOUND_SLACK = np.float32(2.0**-15)  # ~3e-5 relative
+INT_MAX = np.iinfo(np.int32).max
+
+
+class Bounds(NamedTuple):
+    """Per-state constants of the remaining-work bound (contention ignored: each is a least time)."""
+
+    move: jax.Array  # (U, T, T, 3, 3) time to move edge i -> j's data from site a to site b
+    tail: jax.Array  # (U, T, 3) least time from starting j on site s to the end of j's descendants
+    in_ready: jax.Array  # (U, T, 3) least arrival time of j's device input on site s
+    energy_left: jax.Array  # (L + 1, U) least energy of the sub-tasks dispatched at levels >= k
+
+
+def _hops(up, backhaul, down) -> jax.Array:
+    """(..., 3, 3) least time of a move from site a to site b given its hop durations (...)."""
+    z = jnp.zeros_like(up)
+    return jnp.stack([jnp.stack([z, up, up + backhaul], -1), jnp.stack([down, z, backhaul], -1),
+                      jnp.stack([backhaul + down, backhaul, z], -1)], -2)
+
+
+def bounds(tab: Tables, params: DagParams) -> Bounds:
+    """The bound's constants of one state."""
+    users, tasks = tab.real.shape
+    move = _hops(tab.edge_up, tab.edge_backhaul, tab.edge_down)  # (U, T, T, 3, 3)
+    zero = jnp.zeros_like(tab.out_down)
+    ret = jnp.where(tab.has_out[..., None], _hops(zero, tab.out_backhaul, tab.out_down)[..., :, LOCAL], 0.0)
+    tail = jnp.zeros((users, tasks, NUM_SITES), jnp.float32)
+    for t in range(tasks - 1, -1, -1):  # successors have larger slots
+        via = jnp.min(move[:, t] + tail[:, :, None, :], axis=-1)  # (U, T(k), 3(s)): t on s, then k at best
+        succ = jnp.max(jnp.where(tab.adj[:, t, :, None], via, 0.0), axis=1)  # (U, 3)
+        tail_t = tab.compute[:, t] + jnp.maximum(ret[:, t], succ)
+        tail = tail.at[:, t].set(jnp.where(tab.real[:, t, None], tail_t, 0.0))
+    in_ready = jnp.where(tab.has_in[..., None], _hops(tab.in_up, tab.in_backhaul, zero)[..., LOCAL, :], 0.0)
+    local_e = tab.local_energy_per_cycle[:, None] * tab.cycles
+    remote_e = (params.p_tx * jnp.where(tab.has_in, tab.in_up, 0.0)
+                + params.p_rx * jnp.where(tab.has_out, tab.out_down, 0.0))
+    least_e = jnp.where(tab.real, jnp.minimum(local_e, remote_e), 0.0)  # (U, T)
+    order = schedule.dispatch_order(users, tasks)
+    per_level = jnp.stack([jnp.zeros(users).at[u].set(least_e[u, t]) for u, t in order])  # (L, U)
+    left = jnp.concatenate([jnp.cumsum(per_level[::-1], axis=0)[::-1], jnp.zeros((1, users))], axis=0)
+    return Bounds(move=move, tail=tail, in_ready=in_ready, energy_left=left)
+
+
+class Node(NamedTuple):
+    """Search nodes: the prefix's schedule and, per sub-task and site, the least time its dispatched
+    predecessors' data can be there (its earliest possible start on that site)."""
+
+    sched: Partial
+    earliest: jax.Array  # (..., U, T, 3)
+
+
+class Result(NamedTuple):
+    label: jax.Array  # (n, U, T) int8
+    objective: jax.Array  # (n,) float32, J of the label
+    overflow: jax.Array  # () bool: a level's survivors did not fit the pool; the labels are not certified
+    frontier: jax.Array  # (L,) int32 nodes kept after each level, over the batch (what the pool needs)
+
+
+class _PerState(NamedTuple):
+    tab: Tables
+    nrm: Norm
+    bnd: Bounds
+
+
+class _Level(NamedTuple):
+    """What one level of the search reads of a state (gathered per node: only this, not the tables)."""
+
+    slot: schedule.Slot  # the dispatched sub-task (u, t)
+    succ: jax.Array  # (T,) bool adj[u, t, :]
+    moves: jax.Array  # (3, T, 3): t's output from site a to successor j on site b
+    local_energy_per_cycle: jax.Array  # (U,)
+    nrm: Norm
+    energy_left: jax.Array  # (U,) after this level
+    tail: tuple  # per user: (m_u, 3) of the slots pending after this level
+    in_ready: tuple
+    real: tuple  # per user: (m_u,)
+
+
+def _pending_slices(users: int, tasks: int, level: int) -> list[slice | None]:
+    """Per user, the slots still to dispatch after `level` dispatches (consecutive), or None."""
+    out = []
+    for u in range(users):
+        ts = [t for v, t in schedule.dispatch_order(users, tasks)[level:] if v == u]
+        out.append(slice(ts[0], ts[-1] + 1) if ts else None)
+    return out
+
+
+def _level_data(ps: _PerState, u: int, t: int, level: int) -> _Level:
+    """One state's `_Level` for dispatching (u, t) as the `level`-th sub-task (0-based)."""
+    users, tasks = ps.tab.real.shape
+    pend = [sl for sl in _pending_slices(users, tasks, level + 1) if sl is not None]
+    users_pending = [v for v, sl in enumerate(_pending_slices(users, tasks, level + 1)) if sl is not None]
+    return _Level(
+        slot=schedule.slot(ps.tab, u, t), succ=ps.tab.adj[u, t], moves=jnp.moveaxis(ps.bnd.move[u, t], 1, 0),
+        local_energy_per_cycle=ps.tab.local_energy_per_cycle, nrm=ps.nrm,
+        energy_left=ps.bnd.energy_left[level + 1],
+        tail=tuple(ps.bnd.tail[v, sl] for v, sl in zip(users_pending, pend, strict=True)),
+        in_ready=tuple(ps.bnd.in_ready[v, sl] for v, sl in zip(users_pending, pend, strict=True)),
+        real=tuple(ps.tab.real[v, sl] for v, sl in zip(users_pending, pend, strict=True)))
+
+
+def lower_bound(params: DagParams, lv: _Level, nodes: Node, level: int) -> jax.Array:
+    """(n,) lower bound on J of every leaf below each node after `level` dispatches; `lv` holds the
+    nodes' own states' data of this level (leading axis n)."""
+    p = nodes.sched
+    users, tasks = p.site.shape[-2:]
+    en = schedule.energy(lv.local_energy_per_cycle, params, p)
+    exact = schedule.value(params, lv.nrm, p.latency, en)
+    pend = [(v, sl) for v, sl in enumerate(_pending_slices(users, tasks, level)) if sl is not None]
+    if not pend:
+        return exact
+    latency = p.latency
+    n = p.free_edge.shape[0]
+    for k, (v, sl) in enumerate(pend):
+        m = sl.stop - sl.start
+        free = jnp.stack([jnp.broadcast_to(p.free_local[:, v, None], (n, m)),
+                          jnp.broadcast_to(p.free_edge[:, None], (n, m)), jnp.zeros((n, m))], axis=-1)
+        start = jnp.maximum(jnp.maximum(nodes.earliest[:, v, sl], free), lv.in_ready[k])  # (n, m, 3)
+        end = jnp.where(lv.real[k], jnp.min(start + lv.tail[k], axis=-1), 0.0)  # (n, m)
+        latency = latency.at[:, v].max(jnp.max(end, axis=-1))
+    strong = schedule.value(params, lv.nrm, latency, en + lv.energy_left) * (1 - BOUND_SLACK)
+    return jnp.maximum(exact, strong)
+
+
+def _expand(lv: _Level, nodes: Node, u: int, t: int) -> Node:
+    """Every node (leading axis n) -> its 3 children (3n, node-major); `lv` is per child (3n)."""
+    n = nodes.earliest.shape[0]
+    parents = jax.tree.map(lambda a: jnp.repeat(a, NUM_SITES, axis=0), nodes)
+    site = jnp.tile(jnp.arange(NUM_SITES, dtype=jnp.int8), n)
+    sched = schedule.dispatch_slot(lv.slot, parents.sched, u, t, site)
+    site_of = site.astype(jnp.int32)[:, None, None, None]
+    moves = jnp.take_along_axis(lv.moves, site_of, axis=1)[:, 0]  # (3n, T, 3): to each successor and site
+    arrive = jnp.where(lv.succ[:, :, None], sched.finish[:, u, t, None, None] + moves, 0.0)
+    return Node(sched, parents.earliest.at[:, u].max(arrive))
+
+
+def _segment_best(j: jax.Array, lex: jax.Array, owner: jax.Array, states: int) -> tuple[jax.Array, jax.Array]:
+    """Per state, the least (J, lex) among its entries (owner: state of each entry; ties: least lex)."""
+    best = jax.ops.segment_min(j, owner, num_segments=states, indices_are_sorted=True)
+    best_lex = jax.ops.segment_min(jnp.where(j == best[owner], lex, INT_MAX), owner, num_segments=states,
+                                   indices_are_sorted=True)
+    return best, best_lex
+
+
+def _better(j_a, i_a, j_b, i_b):
+    return (j_a < j_b) | ((j_a == j_b) & (i_a < i_b))
+
+
+def _dive(params: DagParams, per_state: _PerState, kids: Node, key: jax.Array, kid_owner: jax.Array,
+          level: int, dives: int, incumbent: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """Complete each state's `dives` live children of least bound `key` greedily; return the per-state
+    incumbent (J, lex index), replaced where a completion beats it."""
+    n = incumbent[0].shape[0]
+    picks = []
+    for _ in range(dives):
+        least = jax.ops.segment_min(key, kid_owner, num_segments=n, indices_are_sorted=True)
+        first = jnp.where(jnp.isfinite(key) & (key == least[kid_owner]), jnp.arange(key.shape[0]), INT_MAX)
+        pick = jax.ops.segment_min(first, kid_owner, num_segments=n, indices_are_sorted=True)
+        picks.append(pick)
+        key = key.at[pick].set(jnp.inf, mode="drop")
+    pick = jnp.stack(picks, axis=1)  # (n, dives)
+    has = pick < INT_MAX
+    start = jax.tree.map(lambda a: a[jnp.where(has, pick, 0)], kids.sched)
+
+    def complete(ps: _PerState, q: Partial):
+        done = jax.vmap(lambda q: heuristics.greedy_complete(ps.tab, params, ps.nrm, q, level))(q)
+        return schedule.objective_of(ps.tab, params, ps.nrm, done)[0], search.lex_index(done.site)
+
+    j, i = jax.vmap(complete)(per_state, start)  # (n, dives)
+    j, i = jax.vmap(search._first_minimum)(jnp.where(has, j, jnp.inf), i)
+    better = _better(j, i, *incumbent)
+    return jnp.where(better, j, incumbent[0]), jnp.where(better, i, incumbent[1])
+
+
+def _compact(kids: Node, keep: jax.Array, kid_owner: jax.Array, size: int, last: int):
+    """The kept children in the first slots of a pool of `size`, in order (grouped by state); free
+    slots belong to state `last` and are dead. Returns (nodes, owner, alive)."""
+    count = jnp.sum(keep)
+    slot_of = jnp.where(keep, jnp.cumsum(keep) - 1, size)
+    nodes = jax.tree.map(lambda a: jnp.zeros((size, *a.shape[1:]), a.dtype).at[slot_of].set(a, mode="drop"),
+                         kids)
+    alive = jnp.arange(size) < count
+    owner = jnp.full((size,), last, jnp.int32).at[slot_of].set(kid_owner, mode="drop")
+    return nodes, jnp.where(alive, owner, last), alive
+
+
+def search_batch(params: DagParams, states: DagState, pool: tuple[int, ...], dives: int = 2) -> Result:
+    """Branch and bound for a batch of n states; `pool[k]` is the number of nodes kept after level k
+    (over the batch). Jittable (`pool` and `dives` static)."""
+    n, users, tasks = states.cycles.shape
+    order = schedule.dispatch_order(users, tasks)
+    if len(pool) != len(order) - 1:
+        raise ValueError(f"pool needs one size per level but the last ({len(order) - 1}), got {len(pool)}")
+
+    def prepare(s):
+        tab = schedule.tables(s, params)
+        nrm = schedule.norm(tab, params)
+        x = heuristics.greedy_from(tab, params, nrm)
+        j = schedule.objective_of(tab, params, nrm, schedule.run(tab, x))[0]
+        return _PerState(tab, nrm, bounds(tab, params)), j, search.lex_index(x)
+
+    per_state, j_inc, i_inc = jax.vmap(prepare)(states)
+    owner = jnp.arange(n, dtype=jnp.int32)
+    nodes = Node(schedule.empty(users, tasks, (n,)), jnp.zeros((n, users, tasks, NUM_SITES), jnp.float32))
+    alive = jnp.ones((n,), bool)
+    overflow = jnp.bool_(False)
+    frontier = []
+    for level, (u, t) in enumerate(order):
+        kid_owner = jnp.repeat(owner, NUM_SITES)
+        lv = jax.vmap(functools.partial(_level_data, u=u, t=t, level=level))(per_state)
+        lv = jax.tree.map(lambda a, kid_owner=kid_owner: a[kid_owner], lv)
+        kids = _expand(lv, nodes, u, t)
+        ok = jnp.repeat(alive, NUM_SITES) & (lv.slot.real | (kids.sched.site[:, u, t] == LOCAL))
+        lb = lower_bound(params, lv, kids, level + 1)
+        lex_min = search.lex_index(kids.sched.site)  # undispatched slots hold 0
+
+        def live(incumbent, lb=lb, lex_min=lex_min, kid_owner=kid_owner, ok=ok):
+            j, i = incumbent[0][kid_owner], incumbent[1][kid_owner]
+            return ok & ~((lb > j) | ((lb == j) & (lex_min > i)))
+
+        if level + 1 == len(order):  # leaves: lb is their J
+            keep = live((j_inc, i_inc))
+            frontier.append(jnp.sum(keep))
+            j_leaf, i_leaf = _segment_best(jnp.where(keep, lb, jnp.inf), lex_min, kid_owner, n)
+            better = _better(j_leaf, i_leaf, j_inc, i_inc)
+            j_inc, i_inc = jnp.where(better, j_leaf, j_inc), jnp.where(better, i_leaf, i_inc)
+            break
+        if dives:
+            key = jnp.where(live((j_inc, i_inc)), lb, jnp.inf)
+            j_inc, i_inc = _dive(params, per_state, kids, key, kid_owner, level + 1, dives, (j_inc, i_inc))
+        keep = live((j_inc, i_inc))
+        frontier.append(jnp.sum(keep))
+        overflow = overflow | (frontier[-1] > pool[level])
+        nodes, owner, alive = _compact(kids, keep, kid_owner, pool[level], n - 1)
+    return Result(search.from_lex_index(i_inc, users, tasks), j_inc, overflow, jnp.stack(frontier))
+
+
+def pool_sizes(states: int, users: int, tasks: int, per_state: int) -> tuple[int, ...]:
+    """Pool sizes for `states` states: every node while a level has at most `per_state` per state,
+    then `per_state` per state."""
+    levels = users * tasks
+    return tuple(states * min(NUM_SITES ** (k + 1), per_state) for k in range(levels - 1))
+
+
+@functools.partial(jax.jit, static_argnames=("pool", "dives"))
+def search_jit(params: DagParams, states: DagState, pool: tuple[int, ...], dives: int = 2) -> Result:
+    return search_batch(params, states, pool, dives)
+
+
+# Most nodes a search holds at a level (children: 3x that): bounds memory (~100-400 bytes a node).
+POOL_BUDGET = 1 << 18
+
+
+class Solver:
+    """Exact labels for batches of states by `search_batch`, growing the pool until nothing overflows.
+
+    The pool gives each state `cap` nodes on average at each level (every node of the first levels);
+    on overflow the batch is searched again with twice the cap (and, past `POOL_BUDGET` nodes, in
+    smaller sub-batches). The cap that worked is kept for the next batches, so a long job compiles
+    the search a few times at most. Labels never depend on the cap or the batch.
+    """
+
+    def __init__(self, cap: int = 32, dives: int = 2):
+        self.cap, self.dives = cap, dives
+        self.frontier: np.ndarray | None = None  # nodes per state and level of the last batch
+
+    def __call__(self, params: DagParams, states: DagState) -> tuple[jax.Array, jax.Array]:
+        n, users, tasks = states.cycles.shape
+        if users * tasks == 1:  # one slot: nothing to search below the root
+            return search.solve_enumerate(params, states)
+        while True:
+            chunk = max(1, min(n, POOL_BUDGET // self.cap))
+            parts, failed = [], False
+            for start in range(0, n, chunk):
+                part = jax.tree.map(lambda a, start=start, chunk=chunk: a[start:start + chunk], states)
+                size = part.cycles.shape[0]
+                r = search_jit(params, part, pool_sizes(size, users, tasks, self.cap), self.dives)
+                if bool(r.overflow):
+                    failed = True
+                    break
+                parts.append(r)
+                self.frontier = np.asarray(r.frontier) / size
+            if not failed:
+                return (jnp.concatenate([r.label for r in parts]),
+                        jnp.concatenate([r.objective for r in parts]))
+            if self.cap >= POOL_BUDGET:
+                raise RuntimeError(f"pruned search: one state needs more than {POOL_BUDGET} nodes at a level")
+            self.cap *= 2
