@@ -48,7 +48,8 @@ MANIFEST_KEYS = ("format", "tasks", "num_states", "seed", "solver", "system", "s
 ARRAY_NAMES = (*STATE_FIELDS, "label", "latency")
 MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits of the seed: larger seeds would collide
 # Default most states per device call, per solver and device: DP is cheap per state and wants large
-# batches; enumeration holds 3^8 latencies per state in flight.
+# batches; enumeration holds 3^8 latencies per state in flight. Both fit in memory up to
+# solvers.MAX_TASKS (measurements there).
 DEFAULT_BATCH = {"dp": 65536, "enumerate": 1024}
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: byte-identical shards
 
@@ -214,6 +215,7 @@ def _check_request(cfg: SystemConfig, num_states: int, seed: int, solver: str, s
         raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
     if solver not in solvers.SOLVERS:
         raise ConfigError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}")
+    solvers.check_tasks(solver, cfg.tasks)
     if not is_int(shard_size) or shard_size < 1:
         raise ConfigError(f"shard_size must be an integer >= 1, got {shard_size!r}")
     if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
