@@ -473,6 +473,35 @@ def read_manifest(path) -> dict:
     return manifest
 
 
+def _value_rules(cfg: SystemConfig) -> dict[str, tuple[str, Any]]:
+    """{array: (what its values must be, values -> mask of the good ones (per value or per state))},
+    from SPEC's state table: a shard whose checksum matches may still have been written with bad values."""
+    positive = ("finite and > 0", lambda a: (a > 0) & (a < np.inf))  # NaN fails both comparisons
+    names = ("cycles", "data_bits", "f_local", "f_edge", "f_cloud", "snr", "rate_up", "rate_down",
+             "backhaul_rate", "latency")
+    return {**dict.fromkeys(names, positive),
+            "cloud_delay": ("finite and >= 0", lambda a: (a >= 0) & (a < np.inf)),
+            "edge_cores_free": (f"in [1, edge_cores={cfg.edge_cores}]",
+                                lambda a: (a >= 1) & (a <= cfg.edge_cores)),
+            "subcarrier_free": ("true for at least one sub-carrier of each state", lambda a: a.any(axis=-1)),
+            "label": (f"in {{{', '.join(map(str, range(cost.NUM_SITES)))}}}",
+                      lambda a: (a >= 0) & (a < cost.NUM_SITES))}
+
+
+def _check_values(path: str, arrays: dict[str, np.ndarray], cfg: SystemConfig) -> None:
+    """Raise DatasetError naming the shard, the array and the first bad state. Vectorized: a few passes
+    over each array."""
+    for name, (rule, good_of) in _value_rules(cfg).items():
+        a = arrays[name]
+        good = good_of(a)
+        if not good.all():
+            bad_states = ~good.reshape(good.shape[0], -1).all(axis=1)
+            first = tuple(np.argwhere(~good)[0])
+            raise DatasetError(
+                f"shard {path}: array {name!r} must be {rule}; {int(bad_states.sum())} of {a.shape[0]} "
+                f"states are not, the first is state {first[0]} with {np.asarray(a[first]).tolist()!r}")
+
+
 def _read_shard(directory: str, entry: dict, manifest: dict, cfg: SystemConfig, verify: bool) -> Dataset:
     path = os.path.join(directory, entry["file"])
     try:
@@ -499,12 +528,14 @@ def _read_shard(directory: str, entry: dict, manifest: dict, cfg: SystemConfig, 
         if a.shape != (k, *shape) or a.dtype != dtype:
             raise DatasetError(f"shard {path}: array {name!r} must be {dtype} {(k, *shape)} "
                                f"(T={cfg.tasks}), got {a.dtype} {a.shape}")
+    _check_values(path, arrays, cfg)
     states = SystemState(**{name: arrays[name] for name in STATE_FIELDS})
     return Dataset(states=states, label=arrays["label"], latency=arrays["latency"], manifest=manifest)
 
 
 def iter_shards(path, *, verify: bool = True) -> Iterator[Dataset]:
-    """Stream the dataset at `path` one shard at a time, checking checksums, shapes and dtypes."""
+    """Stream the dataset at `path` one shard at a time, checking checksums (unless not `verify`),
+    shapes, dtypes and values."""
     manifest = read_manifest(path)
     directory = os.path.dirname(_manifest_path(path))
     cfg = SystemConfig.from_dict(manifest["system"])
