@@ -54,7 +54,7 @@ DEFAULT_BATCH = {"dp": 65536, "enumerate": 1024}
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: byte-identical shards
 
 
-class DatasetError(Exception):
+class DatasetError(ConfigError):
     """A dataset on disk is missing, corrupt or does not match the request; the message names the file."""
 
 
@@ -244,7 +244,7 @@ def _describe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]
 
 def _open_job(out_dir: str, identity: dict[str, Any]) -> dict[str, Any]:
     """Create or reopen DIR for this job; refuse a DIR that holds anything else."""
-    os.makedirs(out_dir, exist_ok=True)
+    atomic.make_dirs(out_dir)
     for f in os.listdir(out_dir):  # temp files of a killed run (ours only: ".<name>.tmp-<pid>")
         if f.startswith(".") and atomic.TMP_MARK in f and f.rsplit(atomic.TMP_MARK, 1)[1].isdigit():
             os.remove(os.path.join(out_dir, f))
@@ -288,10 +288,10 @@ def generate(out_dir, cfg: SystemConfig, num_states: int, seed: int, solver: str
 
     Resumable: rerunning the same call keeps the shards recorded in `job.json` whose sha256 still
     matches and writes only the missing or corrupt ones; a finished DIR is left as is. A different
-    call into an existing DIR raises DatasetError naming what differs. Bad arguments raise ConfigError.
-    `batch_size` caps the states per device call (default per solver, times the device count);
-    it changes neither the states nor the bytes. With `progress`, shows a progress bar on stderr
-    and prints the label summary on stdout.
+    call into an existing DIR raises DatasetError naming what differs. Bad arguments raise ConfigError,
+    a failed write an OSError naming the file. `batch_size` caps the states per device call (default
+    per solver, times the device count); it changes neither the states nor the bytes. With `progress`,
+    shows a progress bar on stderr and prints the label summary on stdout.
     """
     _check_request(cfg, num_states, seed, solver, shard_size, batch_size)
     out_dir = os.fspath(out_dir)
@@ -546,7 +546,7 @@ def iter_shards(path, *, verify: bool = True) -> Iterator[Dataset]:
 def load(path, *, verify: bool = True, max_states: int | None = None) -> Dataset:
     """The whole dataset at `path` (or its first `max_states` states), shards concatenated."""
     if max_states is not None and (not isinstance(max_states, int) or max_states < 1):
-        raise ValueError(f"max_states must be an integer >= 1 or None, got {max_states!r}")
+        raise ConfigError(f"max_states must be an integer >= 1 or None, got {max_states!r}")
     parts, total = [], 0
     manifest = read_manifest(path)
     for part in iter_shards(path, verify=verify):

@@ -11,12 +11,18 @@ evaluation, policies and export.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
+import gc
+import io
 import json
 import logging
 import math
 import os
+import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -116,7 +122,52 @@ def _manager(run_dir: Path, read_only: bool = False) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=2, enable_async_checkpointing=False, read_only=read_only,
         create=not read_only, cleanup_tmp_directories=not read_only)
-    return ocp.CheckpointManager(run_dir.resolve() / CHECKPOINTS, options=options)
+    directory = run_dir.resolve() / CHECKPOINTS
+    if read_only:
+        return ocp.CheckpointManager(directory, options=options)
+    with _orbax_writing(f"cannot create {str(directory)!r}"):
+        return ocp.CheckpointManager(directory, options=options)
+
+
+def _orbax_cause(exc: Exception) -> str:
+    """The reason an Orbax write failed, in a few words (tensorstore's messages run to a paragraph)."""
+    code = re.search(r"os_error_code='(\d+)'", str(exc))
+    if code:
+        return os.strerror(int(code.group(1)))
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+@contextlib.contextmanager
+def _orbax_writing(what: str, leftovers: Path | None = None):
+    """Run an Orbax write with its output held back. On success the held output is printed as usual; on
+    failure (a full disk, a read-only file system) it is dropped, `leftovers` (a glob: the write's temp
+    directories) is removed, and one RunError says `what` failed and why. A failed Orbax write prints
+    dozens of tracebacks from its threads and from its abandoned coroutines, until the process exits."""
+    held, records = io.StringIO(), []
+    absl = logging.getLogger("absl")
+
+    def hold(record: logging.LogRecord) -> bool:
+        records.append(record)
+        return False
+
+    real_stderr, sys.stderr = sys.stderr, held
+    real_hook, sys.unraisablehook = sys.unraisablehook, sys.__unraisablehook__  # which prints to sys.stderr
+    absl.addFilter(hold)
+    try:
+        yield
+    except Exception as exc:
+        gc.collect()  # the abandoned coroutines are finalized (and complain) now, into `held`
+        for path in leftovers.parent.glob(leftovers.name) if leftovers else ():
+            shutil.rmtree(path, ignore_errors=True)
+        raise RunError(f"{what}: {_orbax_cause(exc)}") from exc
+    finally:
+        sys.stderr, sys.unraisablehook = real_stderr, real_hook
+        absl.removeFilter(hold)
+    sys.stderr.write(held.getvalue())
+    for record in records:
+        absl.handle(record)
 
 
 def _config_item(model_cfg: ModelConfig, system: SystemConfig, kind: str,
@@ -126,8 +177,24 @@ def _config_item(model_cfg: ModelConfig, system: SystemConfig, kind: str,
             **(extra or {})}
 
 
+# Room a checkpoint takes besides its arrays (measured: ~40 small files in 4 KiB blocks, and the JSON item).
+_CHECKPOINT_OVERHEAD_BYTES = 1 << 20
+
+
 def _save_checkpoint(mgr: ocp.CheckpointManager, step: int, params: dict, stats: FeatureStats,
                      config_item: dict, opt_state: Any = None) -> None:
+    """Checkpoint `step` with `config_item` (JSON) beside the arrays.
+
+    A disk without room for it is refused before Orbax starts (a write that fails midway leaves Orbax's
+    abandoned writes to complain until the process exits; `_orbax_writing` holds back what it can).
+    """
+    directory = Path(mgr.directory)
+    what = f"cannot write checkpoint {step} in {str(directory)!r}"
+    arrays = (params, stats, opt_state)
+    need = _CHECKPOINT_OVERHEAD_BYTES + sum(int(leaf.nbytes) for leaf in jax.tree.leaves(arrays))
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise RunError(f"{what}: {os.strerror(errno.ENOSPC)} ({free:,} bytes free, about {need:,} needed)")
     items = {
         "params": ocp.args.StandardSave(params),
         "stats": ocp.args.StandardSave({"mean": stats.mean, "std": stats.std}),
@@ -135,8 +202,9 @@ def _save_checkpoint(mgr: ocp.CheckpointManager, step: int, params: dict, stats:
     }
     if opt_state is not None:
         items["opt_state"] = ocp.args.StandardSave(opt_state)
-    mgr.save(step, args=ocp.args.Composite(**items), force=True)
-    mgr.wait_until_finished()
+    with _orbax_writing(what, directory / f"{step}.orbax-checkpoint-tmp*"):
+        mgr.save(step, args=ocp.args.Composite(**items), force=True)
+        mgr.wait_until_finished()
 
 
 def _base_meta(kind: str, step: int, model_cfg: ModelConfig, system: SystemConfig,

@@ -1,16 +1,21 @@
-"""Fault injection through the command line: damaged files. Every refusal is one line on stderr,
-`offload-jax <command>: error: ...`, exit 2.
+"""Fault injection through the command line: bad arguments, damaged files, full and read-only disks.
+Every refusal is one line on stderr, `offload-jax <command>: error: ...`, exit 2.
 """
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from offload_jax import cli, dataset
+from offload_jax import cli, dataset, solvers
 from offload_jax.config import SystemConfig
 
 CFG = SystemConfig(tasks=4, subcarriers=3)
@@ -24,6 +29,14 @@ TRAIN = ["--model", "student", "--hidden", "16", "--steps", "20", "--batch-size"
 def data(tmp_path_factory):
     out = tmp_path_factory.mktemp("faults") / "data"
     dataset.generate(out, CFG, N, SEED, shard_size=SHARD, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(data):
+    """A finished run of `train --data DATA --out RUN` + TRAIN (do not modify)."""
+    out = data.parent / "run"
+    assert cli.main(["train", "--data", str(data), "--out", str(out), *TRAIN]) == 0
     return out
 
 
@@ -46,6 +59,49 @@ def _refused(capsys, argv, *named) -> str:
     for text in named:
         assert str(text) in lines[-1], (text, err)
     return lines[-1]
+
+
+def _listing(path: Path) -> dict:
+    """Every file under `path` with its bytes' sha256 (a directory's whole state)."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------- bad arguments
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["evaluate", "--data", "{data}", "--policies", "local", "--max-states", "-5"], ["--max-states", "-5"]),
+    (["evaluate", "--data", "{data}", "--policies", "local", "--batch-size", "0"], ["--batch-size"]),
+    (["evaluate", "--data", "{data}", "--policies", "local", "--json", "{dir}"], ["{dir}", "is a directory"]),
+    (["evaluate", "--data", "{data}", "--policies", "local", "--json", "{file}/x.json"],
+     ["{file}", "a file"]),
+    (["export", "--run", "{run}", "--out", "{dir}"], ["{dir}", "is a directory"]),
+    (["generate", "--out", "{new}", "--num-states", "5", "--tasks", "40", "--solver", "enumerate"],
+     ["tasks", f"at most {solvers.MAX_TASKS['enumerate']}", "got 40"]),
+    (["generate", "--out", "{new}", "--num-states", "10", "--tasks", "10000"],
+     ["tasks", f"at most {solvers.MAX_TASKS['dp']}", "got 10000"]),
+    (["generate", "--out", "{file}", "--num-states", "5"], ["{file}", "Not a directory"]),
+    (["generate", "--out", "{file}/sub", "--num-states", "5"], ["{file}/sub", "Not a directory"]),
+    (["train", "--data", "{data}", "--out", "{file}", *TRAIN], ["{file}", "Not a directory"]),
+    (["train", "--data", "{data}", "--out", "{file}/sub", *TRAIN], ["{file}/sub", "Not a directory"]),
+    (["train", "--data", "{data}", "--out", "{new}", "--max-states", "0"], ["--max-states"]),
+    (["train", "--data", "{data}", "--out", "{new}", "--steps", "-1"], ["steps", "-1"]),
+    (["train", "--data", "{data}", "--out", "{new}", "--holdout", "-3", *TRAIN], ["--holdout", "-3"]),
+    (["distill", "--data", "{data}", "--out", "{new}", "--teacher", "{run}", "--alpha", "2"], ["alpha"]),
+    (["train-droo", "--data", "{data}", "--out", "{new}", "--memory-size", "0"], ["memory_size"]),
+    (["train-droo", "--data", "{data}", "--out", "{new}", "--states", "-1"], ["--states", "-1"]),
+])
+def test_bad_arguments_are_one_line_errors(data, run, tmp_path, capsys, argv, named):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("x")
+    names = {"data": data, "run": run, "dir": tmp_path / "dir", "file": tmp_path / "file",
+             "new": tmp_path / "new"}
+    started = time.monotonic()
+    _refused(capsys, [a.format(**names) for a in argv], *(n.format(**names) for n in named))
+    assert time.monotonic() - started < 10  # refused up front, e.g. before labeling 10000 sub-tasks
+    assert not (tmp_path / "new").exists()  # nothing is left behind
+    assert (tmp_path / "file").read_text() == "x" and not any((tmp_path / "dir").iterdir())
 
 
 # --------------------------------------------------------------------------- damaged files
@@ -109,3 +165,77 @@ def test_train_on_bad_labels_names_them_not_the_learning_rate(data, tmp_path, ca
     _damage(data, tmp_path / "bad", "label", _set((5, 1), 3))
     _refused(capsys, ["train", "--data", tmp_path / "bad", "--out", tmp_path / "r", *TRAIN], "'label'")
     assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------- full and read-only disks
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, size: str, *options: str):
+    """A tmpfs of `size` mounted at `path` (skips where mounting is not allowed)."""
+    path.mkdir()
+    opts = ",".join([f"size={size}", *options])
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({proc.stderr.strip() or proc.returncode})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_generate_on_a_full_disk_fails_cleanly_and_resumes(data, tmp_path, capsys):
+    with _tmpfs(tmp_path / "fs", "48k") as fs:
+        argv = ["generate", "--out", fs / "d", "--num-states", N, "--tasks", CFG.tasks, "--seed", SEED,
+                "--shard-size", SHARD, "--set", f"subcarriers={CFG.subcarriers}", "--no-progress"]
+        _refused(capsys, argv, fs / "d" / "shard-0000", "No space left on device")
+        left = sorted(os.listdir(fs / "d"))
+        # No temp file, no lock.
+        assert left[0] == "job.json" and all(f.startswith("shard-") for f in left[1:]), left
+        job = json.loads((fs / "d" / "job.json").read_text())
+        assert sorted(job["shards"]) == left[1:]  # every recorded shard is whole
+        subprocess.run(["mount", "-o", "remount,size=1m", str(fs)], check=True)
+        assert _code(argv) == 0
+        assert _listing(fs / "d") == {k: v for k, v in _listing(data).items()}
+
+
+def test_train_on_a_full_disk_is_one_line(data, tmp_path, capfd):
+    with _tmpfs(tmp_path / "fs", "64k") as fs:  # a 2x256 student's checkpoint needs ~1 MB
+        argv = ["train", "--data", data, "--out", fs / "r", *TRAIN, "--hidden", "256,256"]
+        assert _code(argv) == 2
+        err = capfd.readouterr().err  # the file descriptor: Orbax's threads would write there too
+        assert err.startswith(f"offload-jax train: error: cannot write checkpoint 20 in "
+                              f"'{fs}/r/checkpoints': No space left on device ("), err
+        assert err.count("\n") == 1, err
+        assert [p.name for p in (fs / "r").rglob("*")] == ["checkpoints"]
+
+
+_ORBAX_FAILS = """
+import shutil, sys
+from offload_jax import cli, train
+# Room enough by the estimate: Orbax starts writing and the disk fills midway.
+train.shutil.disk_usage = lambda path: shutil._ntuple_diskusage(1 << 40, 0, 1 << 40)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_checkpoint_that_fills_the_disk_midway_is_one_error_and_no_partial_checkpoint(data, tmp_path):
+    """In a process of its own: Orbax's abandoned writes complain until the process exits."""
+    with _tmpfs(tmp_path / "fs", "64k") as fs:
+        argv = ["train", "--data", data, "--out", fs / "r", *TRAIN, "--hidden", "256,256"]
+        proc = subprocess.run([sys.executable, "-c", _ORBAX_FAILS, *map(str, argv)], capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 2
+        assert proc.stderr.startswith(f"offload-jax train: error: cannot write checkpoint 20 in "
+                                      f"'{fs}/r/checkpoints': No space left on device\n"), proc.stderr
+        assert [p.name for p in (fs / "r").rglob("*")] == ["checkpoints"]  # no half-written checkpoint
+
+
+def test_a_read_only_file_system_is_one_line(data, tmp_path, capsys):
+    with _tmpfs(tmp_path / "fs", "1m", "ro") as fs:
+        ro = "Read-only file system"
+        _refused(capsys, ["generate", "--out", fs / "d", "--num-states", "5"], fs / "d", ro)
+        _refused(capsys, ["train", "--data", data, "--out", fs / "r", *TRAIN], fs / "r", ro)
+        _refused(capsys, ["evaluate", "--data", data, "--policies", "local", "--json", fs / "e.json"],
+                 f"cannot write into '{fs}': {ro}")  # before evaluating
