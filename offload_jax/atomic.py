@@ -2,8 +2,8 @@
 
 Readers never see a partial file; a failed write (a full disk, a read-only file system) removes its
 temp file and raises an OSError naming the target; a killed one leaves at most a temp file named
-`.<name>.tmp-<pid>`, which `dataset.generate` removes on resume. No fsync: a file torn by a power
-loss fails its checksum (datasets) or its parse and is rewritten.
+`.<name>.tmp-<pid>`, which the next writer of the directory removes (`remove_stale_temps`). No fsync:
+a file torn by a power loss fails its checksum (datasets) or its parse and is rewritten.
 """
 
 from __future__ import annotations
@@ -20,6 +20,14 @@ TMP_MARK = ".tmp-"
 
 def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> None:
+    """Remove the temp files that killed writers left in `directory`. Only its lock holder may do this
+    (`locking.hold` does): the temp files of a live writer would go too."""
+    for f in os.listdir(directory):
+        if f.startswith(".") and TMP_MARK in f and f.rsplit(TMP_MARK, 1)[1].isdigit():
+            os.remove(os.path.join(directory, f))
 
 
 def make_dirs(path: str | os.PathLike) -> bool:

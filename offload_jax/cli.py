@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except ConfigError as exc:  # bad arguments, and inputs or outputs that do not fit (datasets, runs)
+    except ConfigError as exc:  # bad arguments, and inputs or outputs that do not fit (datasets, runs, locks)
         parser.exit(2, f"offload-jax {args.command}: error: {exc}\n")
     except OSError as exc:  # the file system refused (missing, read-only, full, a file in the way)
         parser.exit(2, f"offload-jax {args.command}: error: {_os_error_line(exc)}\n")
@@ -256,22 +256,24 @@ def _train_config(args, **extra):
 
 
 def _fit(args, kind: str, train_cfg, teacher_dir=None) -> int:
-    from offload_jax import train  # noqa: PLC0415
+    from offload_jax import locking, train  # noqa: PLC0415
 
     model_cfg = _model_config(args)
-    if train.is_finished(args.out, train_cfg.steps):
-        print(f"{args.out}: already finished ({train_cfg.steps} steps); nothing to do", file=sys.stderr)
-        return 0
-    teacher = train.load_run(teacher_dir) if teacher_dir else None
-    data = train.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
-                           max_states=args.max_states)
-    try:
-        meta = train.fit(args.out, data, model_cfg, train_cfg, kind=kind, teacher=teacher,
-                         teacher_dir=teacher_dir, progress=not args.no_progress,
-                         chunk_steps=args.chunk_steps, checkpoint_every_s=args.checkpoint_every)
-    except train.TrainingError as exc:
-        print(f"offload-jax {args.command}: {exc}", file=sys.stderr)
-        return 1
+    # Locked before the data is loaded, so that a second writer is refused at once.
+    with locking.hold(args.out, args.command):
+        if train.is_finished(args.out, train_cfg.steps):
+            print(f"{args.out}: already finished ({train_cfg.steps} steps); nothing to do", file=sys.stderr)
+            return 0
+        teacher = train.load_run(teacher_dir) if teacher_dir else None
+        data = train.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
+                               max_states=args.max_states)
+        try:
+            meta = train.fit(args.out, data, model_cfg, train_cfg, kind=kind, teacher=teacher,
+                             teacher_dir=teacher_dir, progress=not args.no_progress,
+                             chunk_steps=args.chunk_steps, checkpoint_every_s=args.checkpoint_every)
+        except train.TrainingError as exc:
+            print(f"offload-jax {args.command}: {exc}", file=sys.stderr)
+            return 1
     m = meta.get("metrics") or {}
     if m:
         print(f"{kind} {args.out}: step {meta['step']}, {meta['params']} params, held-out accuracy "

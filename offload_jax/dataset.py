@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 import offload_jax
-from offload_jax import atomic, cost, solvers, system
+from offload_jax import atomic, cost, locking, solvers, system
 from offload_jax.config import ConfigError, SystemConfig
 from offload_jax.system import STATE_FIELDS, SystemState
 
@@ -243,11 +243,7 @@ def _describe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]
 
 
 def _open_job(out_dir: str, identity: dict[str, Any]) -> dict[str, Any]:
-    """Create or reopen DIR for this job; refuse a DIR that holds anything else."""
-    atomic.make_dirs(out_dir)
-    for f in os.listdir(out_dir):  # temp files of a killed run (ours only: ".<name>.tmp-<pid>")
-        if f.startswith(".") and atomic.TMP_MARK in f and f.rsplit(atomic.TMP_MARK, 1)[1].isdigit():
-            os.remove(os.path.join(out_dir, f))
+    """Reopen DIR (created, and locked, by the caller) for this job; refuse a DIR that holds anything else."""
     job_path = os.path.join(out_dir, JOB_FILE)
     if not os.path.exists(job_path):
         others = sorted(f for f in os.listdir(out_dir) if not f.startswith("."))
@@ -289,15 +285,25 @@ def generate(out_dir, cfg: SystemConfig, num_states: int, seed: int, solver: str
     Resumable: rerunning the same call keeps the shards recorded in `job.json` whose sha256 still
     matches and writes only the missing or corrupt ones; a finished DIR is left as is. A different
     call into an existing DIR raises DatasetError naming what differs. Bad arguments raise ConfigError,
-    a failed write an OSError naming the file. `batch_size` caps the states per device call (default
-    per solver, times the device count); it changes neither the states nor the bytes. With `progress`,
-    shows a progress bar on stderr and prints the label summary on stdout.
+    a DIR another process is writing into LockError (`locking.hold`), a failed write an OSError naming
+    the file. `batch_size` caps the states per device call (default per solver, times the device count);
+    it changes neither the states nor the bytes. With `progress`, shows a progress bar on stderr
+    and prints the label summary on stdout.
     """
     _check_request(cfg, num_states, seed, solver, shard_size, batch_size)
     out_dir = os.fspath(out_dir)
     identity = {"format": FORMAT, "tasks": cfg.tasks, "num_states": int(num_states), "seed": int(seed),
                 "solver": solver, "system": cfg.to_dict(), "shard_size": int(shard_size),
                 "versions": _versions()}
+    with locking.hold(out_dir, "generate"):
+        return _generate_locked(out_dir, identity, cfg, batch_size, progress)
+
+
+def _generate_locked(out_dir: str, identity: dict[str, Any], cfg: SystemConfig, batch_size: int | None,
+                     progress: bool) -> dict:
+    """`generate` once it holds DIR's lock."""
+    num_states, seed, solver = identity["num_states"], identity["seed"], identity["solver"]
+    shard_size = identity["shard_size"]
     job = _open_job(out_dir, identity)
     job_path = os.path.join(out_dir, JOB_FILE)
     plan = _shard_plan(num_states, shard_size)

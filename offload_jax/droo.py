@@ -313,34 +313,36 @@ def train_droo_cli(data: str | os.PathLike, out: str | os.PathLike, *, seed: int
     states. A finished run in `out` is left as is. Returns the run's meta.
     """
     from offload_jax import dataset as dataset_lib  # noqa: PLC0415
+    from offload_jax import locking  # noqa: PLC0415
     from offload_jax.train import RUN_JSON, default_holdout  # noqa: PLC0415
 
-    run_json = os.path.join(out, RUN_JSON)
-    if os.path.exists(run_json):  # save_run writes run.json last, so the run is complete
+    with locking.hold(out, "train-droo"):
+        run_json = os.path.join(out, RUN_JSON)
+        if os.path.exists(run_json):  # save_run writes run.json last, so the run is complete
+            with open(run_json) as fh:
+                meta = json.load(fh)
+            if meta.get("kind") != "droo":
+                raise ConfigError(f"--out {str(out)!r} already holds a run of kind {meta.get('kind')!r}")
+            return meta
+        manifest = dataset_lib.read_manifest(data)
+        total = int(manifest["num_states"])
+        holdout = default_holdout(total) if holdout is None else holdout
+        if not 0 <= holdout < total:
+            raise ConfigError(f"--holdout must be in [0, {total}) for this dataset, got {holdout}")
+        limit = total - holdout
+        train_states = limit if train_states is None else train_states
+        if not 1 <= train_states <= limit:
+            raise ConfigError(
+                f"--states must be in [1, {limit}] (dataset size minus holdout), got {train_states}")
+        ds = dataset_lib.load(data, max_states=train_states)
+        cfg = SystemConfig.from_dict(manifest["system"])
+        model, stats, info = train_droo(jax.random.key(seed), ds.states, cfg, droo_cfg, progress=progress)
+        tail = max(1, len(info["loss"]) // 10)
+        meta = {"seed": seed, "train_states": info["train_states"], "data": os.path.abspath(data),
+                "step": len(info["loss"]),
+                "final": {"loss": float(info["loss"][-tail:].mean()),
+                          "chosen_latency_s": float(info["chosen_latency_s"][-tail:].mean()),
+                          "improved": float(info["improved"][-tail:].mean())}}
+        save_droo(out, model, stats, cfg, droo_cfg, meta)
         with open(run_json) as fh:
-            meta = json.load(fh)
-        if meta.get("kind") != "droo":
-            raise ConfigError(f"--out {str(out)!r} already holds a run of kind {meta.get('kind')!r}")
-        return meta
-    manifest = dataset_lib.read_manifest(data)
-    total = int(manifest["num_states"])
-    holdout = default_holdout(total) if holdout is None else holdout
-    if not 0 <= holdout < total:
-        raise ConfigError(f"--holdout must be in [0, {total}) for this dataset, got {holdout}")
-    limit = total - holdout
-    train_states = limit if train_states is None else train_states
-    if not 1 <= train_states <= limit:
-        raise ConfigError(
-            f"--states must be in [1, {limit}] (dataset size minus holdout), got {train_states}")
-    ds = dataset_lib.load(data, max_states=train_states)
-    cfg = SystemConfig.from_dict(manifest["system"])
-    model, stats, info = train_droo(jax.random.key(seed), ds.states, cfg, droo_cfg, progress=progress)
-    tail = max(1, len(info["loss"]) // 10)
-    meta = {"seed": seed, "train_states": info["train_states"], "data": os.path.abspath(data),
-            "step": len(info["loss"]),
-            "final": {"loss": float(info["loss"][-tail:].mean()),
-                      "chosen_latency_s": float(info["chosen_latency_s"][-tail:].mean()),
-                      "improved": float(info["improved"][-tail:].mean())}}
-    save_droo(out, model, stats, cfg, droo_cfg, meta)
-    with open(run_json) as fh:
-        return json.load(fh)
+            return json.load(fh)

@@ -38,7 +38,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm.auto import tqdm
 
-from offload_jax import __version__, atomic, metrics
+from offload_jax import __version__, atomic, locking, metrics
 from offload_jax.config import ConfigError, ModelConfig, SystemConfig, TrainConfig
 from offload_jax.cost import StageCosts, stage_costs
 from offload_jax.features import (
@@ -658,9 +658,10 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
         log: Callable[[str], Any] | None = None) -> dict:
     """Train (or resume, or do nothing if finished) the run in `run_dir`; returns its run.json.
 
-    Checkpoints (params, optimizer state, step, feature statistics, model and training config) are
-    written at the end and whenever `checkpoint_every_s` have passed since the last one; a run killed at
-    any moment resumes from its last checkpoint and reaches the same parameters.
+    `fit` holds `run_dir`'s lock (`locking.hold`). Checkpoints (params, optimizer state, step, feature
+    statistics, model and training config) are written at the end and whenever `checkpoint_every_s`
+    have passed since the last one; a run killed at any moment resumes from its last checkpoint and
+    reaches the same parameters.
     """
     run_dir = Path(run_dir)
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -685,27 +686,28 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
     config_item = _config_item(model_cfg, data.system, kind, cfg,
                                {"teacher": teacher_info, "data": data.info})
 
-    mgr = _manager(run_dir)
-    try:
-        step = mgr.latest_step()
-        history: list[dict] = []
-        if step is not None:
-            state = _resume(run_dir, step, data, trainer, config_item, rng)
-            history = (run_status(run_dir) or {}).get("history", [])
-            if step >= cfg.steps:
-                log(f"{run_dir}: finished at step {step}; nothing to do")
-                return run_status(run_dir) or {"step": step}
-            log(f"{run_dir}: resuming from step {step}")
-        else:
-            step = 0
-            state = trainer.jitted["init"](rng)
-        # The teacher's pass over the training split, only when there are steps left to train.
-        consts = Consts(data.train, data.eval,
-                        teacher_logits(teacher, data.stats, data.train.x) if teacher else None)
-        return _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, config_item, kind,
-                     history, progress, chunk_steps, checkpoint_every_s, teacher_info)
-    finally:
-        mgr.close()
+    with locking.hold(run_dir, f"fit {kind}"):
+        mgr = _manager(run_dir)
+        try:
+            step = mgr.latest_step()
+            history: list[dict] = []
+            if step is not None:
+                state = _resume(run_dir, step, data, trainer, config_item, rng)
+                history = (run_status(run_dir) or {}).get("history", [])
+                if step >= cfg.steps:
+                    log(f"{run_dir}: finished at step {step}; nothing to do")
+                    return run_status(run_dir) or {"step": step}
+                log(f"{run_dir}: resuming from step {step}")
+            else:
+                step = 0
+                state = trainer.jitted["init"](rng)
+            # The teacher's pass over the training split, only when there are steps left to train.
+            consts = Consts(data.train, data.eval,
+                            teacher_logits(teacher, data.stats, data.train.x) if teacher else None)
+            return _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, config_item,
+                         kind, history, progress, chunk_steps, checkpoint_every_s, teacher_info)
+        finally:
+            mgr.close()
 
 
 def _resume(run_dir: Path, step: int, data: Prepared, trainer: Trainer, config_item: dict, rng) -> TrainState:

@@ -1,5 +1,5 @@
-"""Fault injection through the command line: bad arguments, damaged files, full and read-only disks.
-Every refusal is one line on stderr, `offload-jax <command>: error: ...`, exit 2.
+"""Fault injection through the command line: bad arguments, damaged files, full and read-only disks,
+concurrent writers. Every refusal is one line on stderr, `offload-jax <command>: error: ...`, exit 2.
 """
 
 import contextlib
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from offload_jax import cli, dataset, solvers
+from offload_jax import cli, dataset, locking, solvers
 from offload_jax.config import SystemConfig
 
 CFG = SystemConfig(tasks=4, subcarriers=3)
@@ -239,3 +239,19 @@ def test_a_read_only_file_system_is_one_line(data, tmp_path, capsys):
         _refused(capsys, ["train", "--data", data, "--out", fs / "r", *TRAIN], fs / "r", ro)
         _refused(capsys, ["evaluate", "--data", data, "--policies", "local", "--json", fs / "e.json"],
                  f"cannot write into '{fs}': {ro}")  # before evaluating
+
+
+# --------------------------------------------------------------------------- concurrent writers
+
+
+@pytest.mark.parametrize("command", ["generate", "train", "distill", "train-droo"])
+def test_a_second_writer_is_refused_at_once(data, run, held, capsys, command):
+    out, holder = held
+    argv = {"generate": ["generate", "--out", out, "--num-states", N, "--tasks", 4],
+            "train": ["train", "--data", data, "--out", out, *TRAIN],
+            "distill": ["distill", "--data", data, "--teacher", run, "--out", out, *TRAIN],
+            "train-droo": ["train-droo", "--data", data, "--out", out]}[command]
+    started = time.monotonic()
+    _refused(capsys, argv, f"{out} is in use by another writer (pid {holder.pid} on host", "`holder`")
+    assert time.monotonic() - started < 5
+    assert locking.LOCK_FILE in os.listdir(out)
