@@ -259,12 +259,16 @@ def _fit(args, kind: str, train_cfg, teacher_dir=None) -> int:
     from offload_jax import locking, train  # noqa: PLC0415
 
     model_cfg = _model_config(args)
+    teacher = train.load_run(teacher_dir) if teacher_dir else None
+    source = train.data_source(args.data, holdout=args.holdout, val_data=args.val_data,
+                               max_states=args.max_states)
+    identity = train.run_identity(kind, model_cfg, train_cfg, teacher=teacher, data=source)
     # Locked before the data is loaded, so that a second writer is refused at once.
     with locking.hold(args.out, args.command):
-        if train.is_finished(args.out, train_cfg.steps):
+        step = train.check_run_dir(args.out, identity)
+        if step is not None and step >= train_cfg.steps:
             print(f"{args.out}: already finished ({train_cfg.steps} steps); nothing to do", file=sys.stderr)
             return 0
-        teacher = train.load_run(teacher_dir) if teacher_dir else None
         data = train.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
                                max_states=args.max_states)
         try:

@@ -479,6 +479,12 @@ def read_manifest(path) -> dict:
     return manifest
 
 
+def fingerprint(manifest: dict) -> str:
+    """sha256 of a manifest (canonical JSON): it holds every shard's sha256, so equal fingerprints mean
+    equal data, wherever the datasets lie."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
 def _value_rules(cfg: SystemConfig) -> dict[str, tuple[str, Any]]:
     """{array: (what its values must be, values -> mask of the good ones (per value or per state))},
     from SPEC's state table: a shard whose checksum matches may still have been written with bad values."""

@@ -5,6 +5,9 @@ A run directory holds
     RUN/run.json                 what the run is (kind, step, params, configs, last metrics); atomic writes
     RUN/checkpoints/<step>/      Orbax items: params, opt_state (optional), stats, config (JSON)
 
+The config item records the run's `identity` (`run_identity`), the command a directory holds:
+`check_run_dir` refuses any other command into it.
+
 `save_run` / `load_run` / `predict_logits` are the inference-side API used by
 evaluation, policies and export.
 """
@@ -16,6 +19,7 @@ import dataclasses
 import errno
 import functools
 import gc
+import hashlib
 import io
 import json
 import logging
@@ -217,10 +221,11 @@ def _base_meta(kind: str, step: int, model_cfg: ModelConfig, system: SystemConfi
 
 def save_run(run_dir: str | os.PathLike, model: PlacementMLP, stats: FeatureStats, model_cfg: ModelConfig,
              system_cfg: SystemConfig, meta: dict, *, train_cfg: TrainConfig | None = None,
-             opt_state: Any = None, step: int | None = None) -> Path:
+             opt_state: Any = None, step: int | None = None, identity: dict | None = None) -> Path:
     """Save a model (final weights for inference, optionally optimizer state) as a run directory.
 
-    `meta` must hold "kind"; "step" defaults to meta.get("step", 0). Returns the run dir.
+    `meta` must hold "kind"; "step" defaults to meta.get("step", 0). `identity` is the command that
+    made the run (`check_run_dir` compares a later command with it). Returns the run dir.
     """
     if "kind" not in meta:
         raise ValueError("save_run: meta must hold 'kind' (e.g. 'teacher', 'student', 'distill')")
@@ -232,7 +237,7 @@ def save_run(run_dir: str | os.PathLike, model: PlacementMLP, stats: FeatureStat
     step = int(meta.get("step", 0) if step is None else step)
     params = params_of(model)
     with _manager(run_dir) as mgr:
-        config_item = _config_item(model_cfg, system_cfg, meta["kind"], train_cfg)
+        config_item = _config_item(model_cfg, system_cfg, meta["kind"], train_cfg, {"identity": identity})
         _save_checkpoint(mgr, step, params, stats, config_item, opt_state)
     full = _base_meta(meta["kind"], step, model_cfg, system_cfg, train_cfg, count_params(model))
     full.update(meta)
@@ -421,14 +426,31 @@ def prepare(states: SystemState, label, latency, system: SystemConfig, *, holdou
     return Prepared(system=system, stats=stats, train=train, eval=evald, info=info)
 
 
+def data_source(data_dir: str | os.PathLike, *, holdout: int | None = None,
+                val_data: str | os.PathLike | None = None, max_states: int | None = None) -> dict:
+    """What decides the data of a run trained on `data_dir`, read from the manifests alone (no shard is
+    loaded): the datasets' fingerprints and how they are cut. Part of the run's identity."""
+    from offload_jax import dataset  # noqa: PLC0415
+
+    manifest = dataset.read_manifest(data_dir)
+    states = manifest["num_states"] if max_states is None else min(max_states, manifest["num_states"])
+    source = {"dataset": dataset.fingerprint(manifest), "states": states}
+    if val_data is None:
+        source["holdout"] = default_holdout(states) if holdout is None else holdout
+    else:
+        source["val_dataset"] = dataset.fingerprint(dataset.read_manifest(val_data))
+    return source
+
+
 def load_data(data_dir: str | os.PathLike, *, holdout: int | None = None,
               val_data: str | os.PathLike | None = None, max_states: int | None = None) -> Prepared:
     """A dataset written by `offload-jax generate`, split and prepared for training."""
     from offload_jax import dataset  # noqa: PLC0415 (only the CLI path reads from disk)
 
+    source = data_source(data_dir, holdout=holdout, val_data=val_data, max_states=max_states)
     ds = dataset.load(data_dir, verify=True, max_states=max_states)
     system = SystemConfig.from_dict(ds.manifest["system"])
-    info = {"data": os.fspath(data_dir), "seed": ds.manifest.get("seed")}
+    info = {"data": os.fspath(data_dir), "seed": ds.manifest.get("seed"), "source": source}
     val = None
     if val_data is not None:
         vd = dataset.load(val_data, verify=True)
@@ -619,20 +641,77 @@ def check_compatible(system: SystemConfig, recorded_spec: dict, what: str) -> No
                        f"N={system.subcarriers} (features {mine})")
 
 
-# --- the checkpointing driver ---------------------------------------------------------------------
+# --- is this run directory this command? ---------------------------------------------------------
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+def teacher_identity(teacher: LoadedRun) -> dict:
+    """A teacher by content: its kind, model, and a sha256 of its parameters and feature statistics."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves((params_of(teacher.model), teacher.stats)):
+        digest.update(np.asarray(leaf).tobytes())
+    return {"kind": teacher.meta.get("kind"), "model": teacher.model_cfg.to_dict(),
+            "sha256": digest.hexdigest()}
 
 
-def _differences(old: dict, new: dict) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+def run_identity(kind: str, model_cfg: ModelConfig, cfg: TrainConfig, *, teacher: LoadedRun | None,
+                 data: dict | None) -> dict:
+    """The command a `fit` run directory holds: its kind, model, every training setting (the seed too),
+    the teacher (by content) and the data (`data_source`; None for data given in memory, which `fit`
+    checks by the feature statistics of its training split)."""
+    return {"kind": kind, "model": model_cfg.to_dict(), "train": cfg.to_dict(),
+            "teacher": None if teacher is None else teacher_identity(teacher), "data": data}
 
 
-def _scalar_metrics(m: dict) -> dict:
-    return {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: existing {a!r}, requested {b!r}")
+    return out
+
+
+def _stored_config(run_dir: Path, step: int) -> dict:
+    """The config item of checkpoint `step`."""
+    try:
+        with _manager(run_dir, read_only=True) as mgr:
+            return mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    except Exception as exc:  # noqa: BLE001 (any Orbax failure means an unreadable checkpoint)
+        raise RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is unreadable ({exc})") from exc
+
+
+def check_run_dir(run_dir: str | os.PathLike, identity: dict) -> int | None:
+    """Whether `run_dir` holds the command `identity` (`run_identity`; train-droo has its own).
+
+    Returns the step of its newest checkpoint if it holds a run of exactly that command (to resume, or
+    finished), None if it holds no run yet (it does not exist, is empty, or a kill during the first
+    checkpoint left no step). Raises RunError naming what differs, or what the directory holds instead.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return None
+    try:
+        step = latest_step(run_dir)
+    except Exception as exc:  # noqa: BLE001
+        raise RunError(f"run directory {str(run_dir)!r}: cannot read checkpoints ({exc})") from exc
+    if step is None:
+        others = sorted(f for f in os.listdir(run_dir) if not f.startswith(".") and f != CHECKPOINTS)
+        if others:
+            raise RunError(f"refusing to write into {str(run_dir)!r}: it is not empty and holds no run "
+                           f"(holds {others[:5]}{' ...' if len(others) > 5 else ''}); "
+                           "use an empty or new --out")
+        return None
+    stored = _stored_config(run_dir, step).get("identity")
+    if stored is None:
+        raise RunError(f"run directory {str(run_dir)!r} holds a run that recorded no command (saved by "
+                       "save_run, or by an older offload_jax); use another --out")
+    diffs = _differences(stored, identity)
+    if diffs:
+        raise RunError(f"run directory {str(run_dir)!r} holds a run with other settings "
+                       f"({'; '.join(diffs)}); rerun the command that made it, or use another --out")
+    return step
 
 
 def run_status(run_dir: str | os.PathLike) -> dict | None:
@@ -643,13 +722,15 @@ def run_status(run_dir: str | os.PathLike) -> dict | None:
         return None
 
 
-def is_finished(run_dir: str | os.PathLike, steps: int) -> bool:
-    """Whether `run_dir` holds a checkpoint at (or past) `steps`, i.e. rerunning would do nothing."""
-    try:
-        step = latest_step(run_dir)
-    except Exception:  # noqa: BLE001 (unreadable: let `fit` report it)
-        return False
-    return step is not None and step >= steps
+# --- the checkpointing driver ---------------------------------------------------------------------
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+def _scalar_metrics(m: dict) -> dict:
+    return {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
 
 
 def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, *, kind: str,
@@ -658,10 +739,11 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
         log: Callable[[str], Any] | None = None) -> dict:
     """Train (or resume, or do nothing if finished) the run in `run_dir`; returns its run.json.
 
-    `fit` holds `run_dir`'s lock (`locking.hold`). Checkpoints (params, optimizer state, step, feature
-    statistics, model and training config) are written at the end and whenever `checkpoint_every_s`
-    have passed since the last one; a run killed at any moment resumes from its last checkpoint and
-    reaches the same parameters.
+    `run_dir` must be new, empty, or hold this very command (`check_run_dir`); `fit` holds its lock
+    (`locking.hold`). Checkpoints (params, optimizer state, step, feature statistics, model and
+    training config) are written at the end and whenever `checkpoint_every_s` have passed since the
+    last one; a run killed at any moment resumes from its last checkpoint and reaches the same
+    parameters.
     """
     run_dir = Path(run_dir)
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -674,74 +756,66 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
     if teacher is not None:
         check_compatible(data.system, teacher.meta.get("features", feature_spec(teacher.system)),
                          f"teacher run {teacher_dir!r}")
-    num_train = int(data.train.x.shape[0])
-    trainer = make_train(cfg, model_cfg, data.system, num_train, use_teacher=teacher is not None,
-                         use_latency=cfg.latency_weight > 0)
-    rng = jax.random.key(cfg.seed)
-    weights = loss_weights(cfg)
-    teacher_info = None
-    if teacher is not None:
-        teacher_info = {"dir": teacher_dir, "kind": teacher.meta.get("kind"),
-                        "params": teacher.meta.get("params"), "model": teacher.model_cfg.to_dict()}
-    config_item = _config_item(model_cfg, data.system, kind, cfg,
-                               {"teacher": teacher_info, "data": data.info})
-
+    identity = run_identity(kind, model_cfg, cfg, teacher=teacher, data=data.info.get("source"))
     with locking.hold(run_dir, f"fit {kind}"):
+        step = check_run_dir(run_dir, identity)
+        if step is not None:
+            _check_same_data(run_dir, step, data)
+            if step >= cfg.steps:
+                log(f"{run_dir}: finished at step {step}; nothing to do")
+                return run_status(run_dir) or {"step": step}
+        trainer = make_train(cfg, model_cfg, data.system, int(data.train.x.shape[0]),
+                             use_teacher=teacher is not None, use_latency=cfg.latency_weight > 0)
+        rng = jax.random.key(cfg.seed)
+        teacher_info = None
+        if teacher is not None:
+            teacher_info = {"dir": teacher_dir, "kind": teacher.meta.get("kind"),
+                            "params": teacher.meta.get("params"), "model": teacher.model_cfg.to_dict()}
+        config_item = _config_item(model_cfg, data.system, kind, cfg,
+                                   {"teacher": teacher_info, "data": data.info, "identity": identity})
         mgr = _manager(run_dir)
         try:
-            step = mgr.latest_step()
-            history: list[dict] = []
-            if step is not None:
-                state = _resume(run_dir, step, data, trainer, config_item, rng)
-                history = (run_status(run_dir) or {}).get("history", [])
-                if step >= cfg.steps:
-                    log(f"{run_dir}: finished at step {step}; nothing to do")
-                    return run_status(run_dir) or {"step": step}
-                log(f"{run_dir}: resuming from step {step}")
+            if step is None:
+                step, history, state = 0, [], trainer.jitted["init"](rng)
             else:
-                step = 0
-                state = trainer.jitted["init"](rng)
+                state = _resume(run_dir, step, data, trainer, rng)
+                history = (run_status(run_dir) or {}).get("history", [])
+                log(f"{run_dir}: resuming from step {step}")
             # The teacher's pass over the training split, only when there are steps left to train.
             consts = Consts(data.train, data.eval,
                             teacher_logits(teacher, data.stats, data.train.x) if teacher else None)
-            return _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, config_item,
-                         kind, history, progress, chunk_steps, checkpoint_every_s, teacher_info)
+            return _loop(run_dir, mgr, trainer, state, step, cfg, rng, loss_weights(cfg), consts, data,
+                         config_item, kind, history, progress, chunk_steps, checkpoint_every_s, teacher_info)
         finally:
             mgr.close()
 
 
-def _resume(run_dir: Path, step: int, data: Prepared, trainer: Trainer, config_item: dict, rng) -> TrainState:
+def _check_same_data(run_dir: Path, step: int, data: Prepared) -> None:
+    """Refuse data unlike the checkpoint's: another T or feature layout, or other feature statistics of
+    the training split (all `run_identity` knows of data given in memory)."""
+    check_compatible(data.system, _stored_config(run_dir, step).get("features", {}),
+                     f"the checkpoint in {str(run_dir)!r}")
     try:
-        with _manager(run_dir, read_only=True) as mgr:
-            stored = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-    except Exception as exc:  # noqa: BLE001
-        raise RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is unreadable ({exc})") from exc
-    check_compatible(data.system, stored.get("features", {}), f"the checkpoint in {str(run_dir)!r}")
-    def settings(item: dict) -> dict:
-        # The teacher's directory may be spelled differently between two runs of the same command.
-        teacher = {k: v for k, v in (item.get("teacher") or {}).items() if k != "dir"}
-        # How often to evaluate does not change the trained parameters.
-        train_cfg = {k: v for k, v in (item.get("train") or {}).items() if k != "eval_every"}
-        # A run saved before a model key existed has its default (ModelConfig.from_dict).
-        model = ModelConfig.from_dict(item["model"]).to_dict() if item.get("model") else None
-        return {"kind": item.get("kind"), "model": model, "train": train_cfg, "teacher": teacher}
-
-    mismatch = _differences(settings(stored), settings(config_item))
-    if mismatch:
-        raise RunError(f"run directory {str(run_dir)!r} holds a run with other settings "
-                       f"({'; '.join(mismatch)}); rerun the same command, or use another --out")
-    abstract_params = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                                   nnx.to_pure_dict(nnx.state(abstract_model(
-                                       ModelConfig.from_dict(stored["model"]), data.system))))
-    abstract_opt = jax.eval_shape(trainer.optimizer.init, abstract_params)
-    try:
-        _, params, stats, opt_state = _restore(run_dir, step, with_opt_state=abstract_opt)
+        _, _, stats, _ = _restore(run_dir, step)
     except Exception as exc:  # noqa: BLE001
         raise RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is corrupt ({exc})") from exc
     if not (np.array_equal(np.asarray(stats.mean), np.asarray(data.stats.mean))
             and np.array_equal(np.asarray(stats.std), np.asarray(data.stats.std))):
         raise RunError(f"run directory {str(run_dir)!r} was trained on other data (the feature statistics of "
                        "the training split differ: another --data, --holdout or --val-data?)")
+
+
+def _resume(run_dir: Path, step: int, data: Prepared, trainer: Trainer, rng) -> TrainState:
+    """The training state of checkpoint `step`."""
+    stored = _stored_config(run_dir, step)
+    abstract_params = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                   nnx.to_pure_dict(nnx.state(abstract_model(
+                                       ModelConfig.from_dict(stored["model"]), data.system))))
+    abstract_opt = jax.eval_shape(trainer.optimizer.init, abstract_params)
+    try:
+        _, params, _, opt_state = _restore(run_dir, step, with_opt_state=abstract_opt)
+    except Exception as exc:  # noqa: BLE001
+        raise RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is corrupt ({exc})") from exc
     return TrainState(params=params, opt_state=opt_state, perm=trainer.jitted["epoch_perm"](rng, step))
 
 

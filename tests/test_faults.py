@@ -1,5 +1,6 @@
-"""Fault injection through the command line: bad arguments, damaged files, full and read-only disks,
-concurrent writers. Every refusal is one line on stderr, `offload-jax <command>: error: ...`, exit 2.
+"""Fault injection through the command line: bad arguments, run directories that hold another
+command, damaged files, full and read-only disks, concurrent writers. Every refusal is one line on
+stderr, `offload-jax <command>: error: ...`, exit 2.
 """
 
 import contextlib
@@ -102,6 +103,76 @@ def test_bad_arguments_are_one_line_errors(data, run, tmp_path, capsys, argv, na
     assert time.monotonic() - started < 10  # refused up front, e.g. before labeling 10000 sub-tasks
     assert not (tmp_path / "new").exists()  # nothing is left behind
     assert (tmp_path / "file").read_text() == "x" and not any((tmp_path / "dir").iterdir())
+
+
+# --------------------------------------------------------------------------- run directories
+
+
+@pytest.mark.parametrize("change, named", [
+    (["--seed", "5"], ["train.seed: existing 0, requested 5"]),
+    (["--lr", "1e-3"], ["train.learning_rate: existing 0.002, requested 0.001"]),
+    (["--model", "teacher"], ["kind: existing 'student', requested 'teacher'"]),
+    (["--steps", "10"], ["train.steps: existing 20, requested 10"]),
+    (["--steps", "30"], ["train.steps: existing 20, requested 30"]),
+    (["--eval-every", "5"], ["train.eval_every"]),
+    (["--max-states", "500"], ["data.states: existing 600, requested 500"]),
+    (["--holdout", "50"], ["data.holdout: existing 30, requested 50"]),
+])
+def test_a_finished_run_refuses_another_command(data, run, capsys, change, named):
+    before = _listing(run)
+    line = _refused(capsys, ["train", "--data", data, "--out", run, *TRAIN, *change], *named)
+    assert "other settings" in line
+    assert _listing(run) == before
+    assert _code(["train", "--data", data, "--out", run, *TRAIN]) == 0  # the same command: nothing to do
+    assert "nothing to do" in capsys.readouterr().err
+    assert _listing(run) == before
+
+
+def test_a_finished_run_refuses_other_data_teachers_and_kinds(data, run, tmp_path, capsys):
+    before = _listing(run)
+    _refused(capsys, ["train", "--data", tmp_path / "nope", "--out", run, *TRAIN], tmp_path / "nope")
+    shutil.copytree(data, tmp_path / "copy")  # the same data elsewhere is the same data
+    assert _code(["train", "--data", tmp_path / "copy", "--out", run, *TRAIN]) == 0
+    assert "nothing to do" in capsys.readouterr().err
+    dataset.generate(tmp_path / "other", CFG, N, SEED + 1, shard_size=SHARD, progress=False)
+    _refused(capsys, ["train", "--data", tmp_path / "other", "--out", run, *TRAIN], "data.dataset: existing")
+    _refused(capsys, ["distill", "--data", data, "--teacher", run, "--out", run, *TRAIN],
+             "kind: existing 'student', requested 'distill'")
+    _refused(capsys, ["train-droo", "--data", data, "--out", run],
+             "kind: existing 'student', requested 'droo'")
+    assert _listing(run) == before
+
+
+def test_a_distilled_run_refuses_another_teacher(data, run, tmp_path, capsys):
+    flags = [*TRAIN[:-3], "--eval-every", "0", "--no-progress", "--data", data, "--out", tmp_path / "d"]
+    assert _code(["distill", *flags, "--teacher", run]) == 0
+    assert _code(["train", "--data", data, "--out", tmp_path / "t", *TRAIN, "--seed", "1"]) == 0
+    _refused(capsys, ["distill", *flags, "--teacher", tmp_path / "t"], "teacher.sha256: existing")
+
+
+def test_a_droo_run_refuses_another_command(data, tmp_path, capsys):
+    out = tmp_path / "droo"
+    flags = ["--data", data, "--out", out, "--states", "100", "--memory-size", "32", "--batch-size", "8"]
+    assert _code(["train-droo", *flags]) == 0
+    before = _listing(out)
+    assert _code(["train-droo", *flags]) == 0  # the same command: left as is
+    capsys.readouterr()
+    _refused(capsys, ["train-droo", *flags, "--seed", "1"], "seed: existing 0, requested 1")
+    _refused(capsys, ["train-droo", *flags, "--lr", "0.01"], "droo.learning_rate")
+    _refused(capsys, ["train-droo", *flags[:4], "--states", "90", *flags[6:]], "data.states")
+    _refused(capsys, ["train", "--data", data, "--out", out, *TRAIN], "kind: existing 'droo'")
+    assert _listing(out) == before
+
+
+def test_train_refuses_a_directory_that_holds_anything_else(data, tmp_path, capsys):
+    before = _listing(data)
+    _refused(capsys, ["train", "--data", data, "--out", data, *TRAIN], "holds no run", "manifest.json")
+    _refused(capsys, ["train-droo", "--data", data, "--out", data], "holds no run")
+    assert _listing(data) == before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    _refused(capsys, ["train", "--data", data, "--out", tmp_path / "mine", *TRAIN], "notes.txt")
+    assert sorted(os.listdir(tmp_path / "mine")) == ["notes.txt"]
 
 
 # --------------------------------------------------------------------------- damaged files

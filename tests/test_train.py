@@ -229,8 +229,9 @@ def test_cli_rerun_of_finished_run_and_errors(tmp_path, capsys):
     _fit(tmp_path / "r")
     flags = ["--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "r"), "--model", "student",
              "--steps", "400", "--no-progress"]
-    assert cli.main(["train", *flags]) == 0  # finished: exits 0 before even reading the data
-    assert "nothing to do" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a finished run does not make any --data acceptable
+        cli.main(["train", *flags])
+    assert exc.value.code == 2 and "no-data" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         cli.main(["distill", *flags[:2], "--out", str(tmp_path / "x"), "--teacher", str(tmp_path / "nope")])
     assert exc.value.code == 2 and "nope" in capsys.readouterr().err
