@@ -265,8 +265,7 @@ def _fit(args, kind: str, train_cfg, teacher_dir=None) -> int:
     identity = train.run_identity(kind, model_cfg, train_cfg, teacher=teacher, data=source)
     # Locked before the data is loaded, so that a second writer is refused at once.
     with locking.hold(args.out, args.command):
-        step = train.check_run_dir(args.out, identity)
-        if step is not None and step >= train_cfg.steps:
+        if train.finished_meta(args.out, train.check_run_dir(args.out, identity), train_cfg.steps):
             print(f"{args.out}: already finished ({train_cfg.steps} steps); nothing to do", file=sys.stderr)
             return 0
         data = train.load_data(args.data, holdout=args.holdout, val_data=args.val_data,

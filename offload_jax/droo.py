@@ -315,7 +315,7 @@ def train_droo_cli(data: str | os.PathLike, out: str | os.PathLike, *, seed: int
     """
     from offload_jax import dataset as dataset_lib  # noqa: PLC0415
     from offload_jax import locking  # noqa: PLC0415
-    from offload_jax.train import check_run_dir, default_holdout, run_status  # noqa: PLC0415
+    from offload_jax.train import check_run_dir, default_holdout, finished_meta, run_status  # noqa: PLC0415
 
     manifest = dataset_lib.read_manifest(data)
     total = int(manifest["num_states"])
@@ -331,8 +331,9 @@ def train_droo_cli(data: str | os.PathLike, out: str | os.PathLike, *, seed: int
     identity = {"kind": "droo", "droo": droo_cfg.to_dict(), "seed": seed,
                 "data": {"dataset": dataset_lib.fingerprint(manifest), "states": train_states}}
     with locking.hold(out, "train-droo"):
-        if check_run_dir(out, identity) is not None:  # saved once, when done
-            return run_status(out)
+        done = finished_meta(out, check_run_dir(out, identity), 0)  # saved once, when done
+        if done is not None:
+            return done
         ds = dataset_lib.load(data, max_states=train_states)
         cfg = SystemConfig.from_dict(manifest["system"])
         model, stats, info = train_droo(jax.random.key(seed), ds.states, cfg, droo_cfg, progress=progress)

@@ -2,11 +2,13 @@
 
 A run directory holds
 
-    RUN/run.json                 what the run is (kind, step, params, configs, last metrics); atomic writes
+    RUN/run.json                 what the run is (kind, step, params, configs, history); atomic writes
     RUN/checkpoints/<step>/      Orbax items: params, opt_state (optional), stats, config (JSON)
 
-The config item records the run's `identity` (`run_identity`), the command a directory holds:
-`check_run_dir` refuses any other command into it.
+The config item of a checkpoint is that step's run.json without its wall-clock fields, so a run.json
+left behind by a kill is rebuilt from the checkpoint, and a resumed run continues the history it had.
+It also records the run's `identity` (`run_identity`), the command a directory holds: `check_run_dir`
+refuses any other command into it.
 
 `save_run` / `load_run` / `predict_logits` are the inference-side API used by
 evaluation, policies and export.
@@ -74,6 +76,7 @@ logging.getLogger("absl").addFilter(_QuietReadOnly())
 RUN_JSON = "run.json"
 CHECKPOINTS = "checkpoints"
 RUN_FORMAT = "offload-jax-run/1"
+WALL_CLOCK_KEYS = ("wall_s_this_session",)  # the run.json fields that are not in its checkpoint
 
 
 class RunError(ConfigError):
@@ -174,20 +177,13 @@ def _orbax_writing(what: str, leftovers: Path | None = None):
         absl.handle(record)
 
 
-def _config_item(model_cfg: ModelConfig, system: SystemConfig, kind: str,
-                 train_cfg: TrainConfig | None, extra: dict | None = None) -> dict:
-    return {"format": RUN_FORMAT, "kind": kind, "model": model_cfg.to_dict(), "system": system.to_dict(),
-            "features": feature_spec(system), "train": train_cfg.to_dict() if train_cfg else None,
-            **(extra or {})}
-
-
 # Room a checkpoint takes besides its arrays (measured: ~40 small files in 4 KiB blocks, and the JSON item).
 _CHECKPOINT_OVERHEAD_BYTES = 1 << 20
 
 
 def _save_checkpoint(mgr: ocp.CheckpointManager, step: int, params: dict, stats: FeatureStats,
-                     config_item: dict, opt_state: Any = None) -> None:
-    """Checkpoint `step` with `config_item` (JSON) beside the arrays.
+                     record: dict, opt_state: Any = None) -> None:
+    """Checkpoint `step`; `record` (the step's run.json without wall-clock fields) is its config item.
 
     A disk without room for it is refused before Orbax starts (a write that fails midway leaves Orbax's
     abandoned writes to complain until the process exits; `_orbax_writing` holds back what it can).
@@ -202,7 +198,7 @@ def _save_checkpoint(mgr: ocp.CheckpointManager, step: int, params: dict, stats:
     items = {
         "params": ocp.args.StandardSave(params),
         "stats": ocp.args.StandardSave({"mean": stats.mean, "std": stats.std}),
-        "config": ocp.args.JsonSave(config_item),
+        "config": ocp.args.JsonSave(record),
     }
     if opt_state is not None:
         items["opt_state"] = ocp.args.StandardSave(opt_state)
@@ -235,14 +231,12 @@ def save_run(run_dir: str | os.PathLike, model: PlacementMLP, stats: FeatureStat
                          f"(inputs={model_cfg.inputs!r}) says {want}")
     run_dir = Path(run_dir)
     step = int(meta.get("step", 0) if step is None else step)
-    params = params_of(model)
+    record = _base_meta(meta["kind"], step, model_cfg, system_cfg, train_cfg, count_params(model))
+    record.update(meta)
+    record.update(step=step, identity=identity)
     with _manager(run_dir) as mgr:
-        config_item = _config_item(model_cfg, system_cfg, meta["kind"], train_cfg, {"identity": identity})
-        _save_checkpoint(mgr, step, params, stats, config_item, opt_state)
-    full = _base_meta(meta["kind"], step, model_cfg, system_cfg, train_cfg, count_params(model))
-    full.update(meta)
-    full["step"] = step
-    atomic.write_json(run_dir / RUN_JSON, full, sort_keys=True)
+        _save_checkpoint(mgr, step, params_of(model), stats, record, opt_state)
+    atomic.write_json(run_dir / RUN_JSON, record, sort_keys=True)
     return run_dir
 
 
@@ -673,8 +667,8 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _stored_config(run_dir: Path, step: int) -> dict:
-    """The config item of checkpoint `step`."""
+def _stored_record(run_dir: Path, step: int) -> dict:
+    """The config item of checkpoint `step`: that step's run.json without its wall-clock fields."""
     try:
         with _manager(run_dir, read_only=True) as mgr:
             return mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
@@ -703,7 +697,7 @@ def check_run_dir(run_dir: str | os.PathLike, identity: dict) -> int | None:
                            f"(holds {others[:5]}{' ...' if len(others) > 5 else ''}); "
                            "use an empty or new --out")
         return None
-    stored = _stored_config(run_dir, step).get("identity")
+    stored = _stored_record(run_dir, step).get("identity")
     if stored is None:
         raise RunError(f"run directory {str(run_dir)!r} holds a run that recorded no command (saved by "
                        "save_run, or by an older offload_jax); use another --out")
@@ -712,6 +706,20 @@ def check_run_dir(run_dir: str | os.PathLike, identity: dict) -> int | None:
         raise RunError(f"run directory {str(run_dir)!r} holds a run with other settings "
                        f"({'; '.join(diffs)}); rerun the command that made it, or use another --out")
     return step
+
+
+def finished_meta(run_dir: str | os.PathLike, step: int | None, steps: int) -> dict | None:
+    """run.json of a run whose newest checkpoint `step` (`check_run_dir`) has reached `steps`, else None.
+    A run.json that a kill left behind its checkpoint is first rebuilt from it."""
+    if step is None or step < steps:
+        return None
+    run_dir = Path(run_dir)
+    record = _stored_record(run_dir, step)
+    meta = run_status(run_dir)
+    if meta is None or {k: v for k, v in meta.items() if k not in WALL_CLOCK_KEYS} != record:
+        atomic.write_json(run_dir / RUN_JSON, record, sort_keys=True)
+        meta = record
+    return meta
 
 
 def run_status(run_dir: str | os.PathLike) -> dict | None:
@@ -740,10 +748,10 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
     """Train (or resume, or do nothing if finished) the run in `run_dir`; returns its run.json.
 
     `run_dir` must be new, empty, or hold this very command (`check_run_dir`); `fit` holds its lock
-    (`locking.hold`). Checkpoints (params, optimizer state, step, feature statistics, model and
-    training config) are written at the end and whenever `checkpoint_every_s` have passed since the
-    last one; a run killed at any moment resumes from its last checkpoint and reaches the same
-    parameters.
+    (`locking.hold`). Checkpoints (params, optimizer state, feature statistics, and run.json but its
+    wall-clock fields, evaluation history included) are written at the end and whenever
+    `checkpoint_every_s` have passed since the last one; a run killed at any moment resumes from its last
+    checkpoint and reaches the same parameters and run.json.
     """
     run_dir = Path(run_dir)
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -761,9 +769,10 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
         step = check_run_dir(run_dir, identity)
         if step is not None:
             _check_same_data(run_dir, step, data)
-            if step >= cfg.steps:
-                log(f"{run_dir}: finished at step {step}; nothing to do")
-                return run_status(run_dir) or {"step": step}
+        done = finished_meta(run_dir, step, cfg.steps)
+        if done is not None:
+            log(f"{run_dir}: finished at step {step}; nothing to do")
+            return done
         trainer = make_train(cfg, model_cfg, data.system, int(data.train.x.shape[0]),
                              use_teacher=teacher is not None, use_latency=cfg.latency_weight > 0)
         rng = jax.random.key(cfg.seed)
@@ -771,21 +780,19 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
         if teacher is not None:
             teacher_info = {"dir": teacher_dir, "kind": teacher.meta.get("kind"),
                             "params": teacher.meta.get("params"), "model": teacher.model_cfg.to_dict()}
-        config_item = _config_item(model_cfg, data.system, kind, cfg,
-                                   {"teacher": teacher_info, "data": data.info, "identity": identity})
+        fixed = {"teacher": teacher_info, "data": data.info, "identity": identity}
         mgr = _manager(run_dir)
         try:
             if step is None:
                 step, history, state = 0, [], trainer.jitted["init"](rng)
             else:
-                state = _resume(run_dir, step, data, trainer, rng)
-                history = (run_status(run_dir) or {}).get("history", [])
+                state, history = _resume(run_dir, step, data, trainer, rng)
                 log(f"{run_dir}: resuming from step {step}")
             # The teacher's pass over the training split, only when there are steps left to train.
             consts = Consts(data.train, data.eval,
                             teacher_logits(teacher, data.stats, data.train.x) if teacher else None)
-            return _loop(run_dir, mgr, trainer, state, step, cfg, rng, loss_weights(cfg), consts, data,
-                         config_item, kind, history, progress, chunk_steps, checkpoint_every_s, teacher_info)
+            return _loop(run_dir, mgr, trainer, state, step, cfg, model_cfg, rng, loss_weights(cfg), consts,
+                         data, kind, fixed, history, progress, chunk_steps, checkpoint_every_s)
         finally:
             mgr.close()
 
@@ -793,7 +800,7 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
 def _check_same_data(run_dir: Path, step: int, data: Prepared) -> None:
     """Refuse data unlike the checkpoint's: another T or feature layout, or other feature statistics of
     the training split (all `run_identity` knows of data given in memory)."""
-    check_compatible(data.system, _stored_config(run_dir, step).get("features", {}),
+    check_compatible(data.system, _stored_record(run_dir, step).get("features", {}),
                      f"the checkpoint in {str(run_dir)!r}")
     try:
         _, _, stats, _ = _restore(run_dir, step)
@@ -805,22 +812,23 @@ def _check_same_data(run_dir: Path, step: int, data: Prepared) -> None:
                        "the training split differ: another --data, --holdout or --val-data?)")
 
 
-def _resume(run_dir: Path, step: int, data: Prepared, trainer: Trainer, rng) -> TrainState:
-    """The training state of checkpoint `step`."""
-    stored = _stored_config(run_dir, step)
+def _resume(run_dir: Path, step: int, data: Prepared, trainer: Trainer, rng) -> tuple[TrainState, list]:
+    """The training state and evaluation history of checkpoint `step`."""
+    record = _stored_record(run_dir, step)
     abstract_params = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                                    nnx.to_pure_dict(nnx.state(abstract_model(
-                                       ModelConfig.from_dict(stored["model"]), data.system))))
+                                       ModelConfig.from_dict(record["model"]), data.system))))
     abstract_opt = jax.eval_shape(trainer.optimizer.init, abstract_params)
     try:
         _, params, _, opt_state = _restore(run_dir, step, with_opt_state=abstract_opt)
     except Exception as exc:  # noqa: BLE001
         raise RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is corrupt ({exc})") from exc
-    return TrainState(params=params, opt_state=opt_state, perm=trainer.jitted["epoch_perm"](rng, step))
+    state = TrainState(params=params, opt_state=opt_state, perm=trainer.jitted["epoch_perm"](rng, step))
+    return state, list(record["history"])
 
 
-def _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, config_item, kind, history,
-          progress, chunk_steps, checkpoint_every_s, teacher_info) -> dict:
+def _loop(run_dir, mgr, trainer, state, step, cfg, model_cfg, rng, weights, consts, data, kind, fixed,
+          history, progress, chunk_steps, checkpoint_every_s) -> dict:
     run_jit = trainer.jitted["run"]
     eval_jit = trainer.jitted["evaluate"]
     # Commit every input to one device: arrays restored by Orbax are committed and fresh ones are not,
@@ -855,13 +863,11 @@ def _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, c
                 postfix["val_ratio"] = f"{scalars['latency_ratio_mean']:.4f}"
             bar.set_postfix(postfix, refresh=False)
             if step == cfg.steps or time.monotonic() - last_save >= checkpoint_every_s:
-                _save_checkpoint(mgr, step, state.params, data.stats, config_item, state.opt_state)
-                meta = _base_meta(kind, step, ModelConfig.from_dict(config_item["model"]), data.system, cfg,
-                                  n_params)
-                meta.update({"steps": cfg.steps, "finished": step >= cfg.steps, "teacher": teacher_info,
-                             "data": data.info, "history": history,
-                             "metrics": history[-1] if history else None,
-                             "wall_s_this_session": round(time.monotonic() - started, 2)})
+                record = {**_base_meta(kind, step, model_cfg, data.system, cfg, n_params), **fixed,
+                          "steps": cfg.steps, "finished": step >= cfg.steps, "history": list(history),
+                          "metrics": history[-1] if history else None}
+                _save_checkpoint(mgr, step, state.params, data.stats, record, state.opt_state)
+                meta = {**record, "wall_s_this_session": round(time.monotonic() - started, 2)}
                 atomic.write_json(run_dir / RUN_JSON, meta, sort_keys=True)
                 last_save = time.monotonic()
     finally:
