@@ -1,22 +1,26 @@
 """Fault injection through the command line: bad arguments, run directories that hold another
-command, damaged files, full and read-only disks, concurrent writers. Every refusal is one line on
-stderr, `offload-jax <command>: error: ...`, exit 2.
+command, damaged files, full and read-only disks, concurrent writers, and (slow) SIGKILLs at seeded
+random points of generate and train followed by a rerun that must give the uninterrupted result.
+Every refusal is one line on stderr, `offload-jax <command>: error: ...`, exit 2.
 """
 
 import contextlib
 import hashlib
 import json
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
-from offload_jax import cli, dataset, locking, solvers
+from offload_jax import cli, dataset, locking, solvers, train
 from offload_jax.config import SystemConfig
 
 CFG = SystemConfig(tasks=4, subcarriers=3)
@@ -326,3 +330,117 @@ def test_a_second_writer_is_refused_at_once(data, run, held, capsys, command):
     _refused(capsys, argv, f"{out} is in use by another writer (pid {holder.pid} on host", "`holder`")
     assert time.monotonic() - started < 5
     assert locking.LOCK_FILE in os.listdir(out)
+
+
+# --------------------------------------------------------------------------- kills and concurrency (slow)
+
+
+def _cli_process(argv) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "offload_jax.cli", *map(str, argv)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _timed(argv) -> float:
+    started = time.monotonic()
+    proc = _cli_process(argv)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return time.monotonic() - started
+
+
+def _kill_at_random(argv, seed: int, duration: float) -> None:
+    """Start the command and SIGKILL it after a seeded random share of `duration` (its uninterrupted
+    wall time)."""
+    proc = _cli_process(argv)
+    time.sleep(random.Random(seed).uniform(0.1, 0.8) * duration)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "finished before the kill"
+
+
+def _generate_argv(out):
+    # Enumeration, so that labeling and writing 20 shards takes longer than starting the process.
+    return ["generate", "--out", out, "--num-states", 4000, "--tasks", 10, "--solver", "enumerate",
+            "--seed", 3, "--shard-size", 200, "--batch-size", 200, "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """(uninterrupted dataset of _generate_argv, its wall time)."""
+    out = tmp_path_factory.mktemp("gen") / "whole"
+    return out, _timed(_generate_argv(out))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_generate_killed_at_a_random_point_resumes_to_the_same_bytes(generated, tmp_path, seed):
+    whole, duration = generated
+    out = tmp_path / "killed"
+    _kill_at_random(_generate_argv(out), seed, duration)
+    _timed(_generate_argv(out))
+    assert sorted(os.listdir(out)) == sorted(os.listdir(whole))  # no temp files, no lock
+
+    def shards_and_manifest(d):
+        return {k: v for k, v in _listing(d).items() if k != dataset.JOB_FILE}
+
+    assert shards_and_manifest(out) == shards_and_manifest(whole)  # bytes
+    # job.json lists the same shards, perhaps in another order.
+    assert json.loads((out / "job.json").read_text()) == json.loads((whole / "job.json").read_text())
+
+
+def _train_argv(data, out):
+    return ["train", "--data", data, "--out", out, "--model", "student", "--hidden", "32,32", "--steps", 300,
+            "--batch-size", 32, "--eval-every", 50, "--chunk-steps", 5, "--checkpoint-every", 0,
+            "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    """(uninterrupted run of _train_argv, its wall time)."""
+    out = data.parent / "trained"
+    return out, _timed(_train_argv(data, out))
+
+
+def _same_run(a: Path, b: Path) -> None:
+    """Same parameters bit for bit, same run.json but its wall-clock fields."""
+    def meta(run_dir):
+        return {k: v for k, v in json.loads((run_dir / "run.json").read_text()).items()
+                if k not in train.WALL_CLOCK_KEYS}
+
+    assert meta(a) == meta(b)
+
+    def params(run_dir):
+        leaves = jax.tree.leaves(train.params_of(train.load_run(run_dir).model))
+        return np.concatenate([np.ravel(p) for p in leaves])
+
+    np.testing.assert_array_equal(params(a), params(b))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_train_killed_at_a_random_point_resumes_to_the_same_run(data, trained, tmp_path, seed):
+    whole, duration = trained
+    out = tmp_path / "killed"
+    _kill_at_random(_train_argv(data, out), seed, duration)
+    _timed(_train_argv(data, out))
+    _same_run(out, whole)
+    assert not list(out.rglob("*orbax-checkpoint-tmp*")) and not list(out.glob(".*"))
+
+
+@pytest.mark.slow
+def test_two_concurrent_writers_one_is_refused(data, trained, generated, tmp_path):
+    for argv, whole in ((_train_argv(data, tmp_path / "r"), trained[0]),
+                        (_generate_argv(tmp_path / "d"), generated[0])):
+        first = _cli_process(argv)
+        while not (Path(argv[argv.index("--out") + 1]) / locking.LOCK_FILE).exists():
+            assert first.poll() is None
+            time.sleep(0.05)
+        second = _cli_process(argv)
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 2 and "Traceback" not in err
+        assert err.strip().endswith("wait until it ends, or use another --out") and "in use by" in err
+        assert first.wait(timeout=600) == 0
+        if argv[0] == "train":
+            _same_run(tmp_path / "r", whole)
+        else:
+            assert _listing(tmp_path / "d") == _listing(whole)
