@@ -33,11 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except ConfigError as exc:
+    except ConfigError as exc:  # bad arguments, and inputs or outputs that do not fit (datasets, runs, locks)
         parser.exit(2, f"offload-jax {args.command}: error: {exc}\n")
+    except OSError as exc:  # the file system refused (missing, read-only, full, a file in the way)
+        parser.exit(2, f"offload-jax {args.command}: error: {_os_error_line(exc)}\n")
 
 
-def _generate_count(text: str) -> int:
+def _os_error_line(exc: OSError) -> str:
+    """The path and the cause of an OSError, e.g. "runs/x/run.json: No space left on device"."""
+    if exc.filename is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror}"
+
+
+def _count(text: str) -> int:
     """argparse type: an integer >= 1 (the error names the flag)."""
     try:
         value = int(text)
@@ -48,21 +57,41 @@ def _generate_count(text: str) -> int:
     return value
 
 
+def _output_file(text: str) -> str:
+    """argparse type: a file path that can be written (not a directory, not under a file, on a writable
+    file system), checked before any work."""
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; give a file path")
+    parent = os.path.dirname(os.path.abspath(text))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"{text!r} is under {parent!r}, which is a file")
+    try:
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot write into {parent!r}: {exc.strerror}") from None
+    return text
+
+
 def _add_generate(sub) -> None:
     p = sub.add_parser(
         "generate", help="sample system states, label them exactly, write a sharded dataset",
         description="Sample N system states, label each with its optimal placement and write "
                     "shards + manifest.json to --out. Rerunning the same command resumes.")
     p.add_argument("--out", required=True, help="output directory (created; resumed if it holds this job)")
-    p.add_argument("--num-states", type=_generate_count, required=True, help="number of states N")
-    p.add_argument("--tasks", type=_generate_count, default=None,
+    p.add_argument("--num-states", type=_count, required=True, help="number of states N")
+    p.add_argument("--tasks", type=_count, default=None,
                    help="sub-tasks T (overrides the system's tasks; default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the state stream (0 .. 2**32-1)")
     p.add_argument("--solver", choices=("dp", "enumerate"), default="dp", help="exact solver (default dp)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a system key, e.g. --set backhaul_rate_range=1e6,5e7 (repeatable)")
-    p.add_argument("--shard-size", type=_generate_count, default=100_000, help="states per shard")
-    p.add_argument("--batch-size", type=_generate_count, default=None,
+    p.add_argument("--shard-size", type=_count, default=100_000, help="states per shard")
+    p.add_argument("--batch-size", type=_count, default=None,
                    help="most states per device call (default 65536 for dp, 1024 for enumerate, "
                         "per device); changes neither states nor bytes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no summary")
@@ -109,16 +138,12 @@ def _add_train_droo(sub) -> None:
 
 def _cmd_train_droo(args) -> int:
     from offload_jax import droo  # noqa: PLC0415
-    from offload_jax.dataset import DatasetError  # noqa: PLC0415
 
     droo_cfg = droo.DROOConfig(candidates=args.candidates, quantizer=args.quantizer,
                                memory_size=args.memory_size, batch_size=args.batch_size,
                                train_every=args.train_every, learning_rate=args.lr)
-    try:
-        meta = droo.train_droo_cli(args.data, args.out, seed=args.seed, train_states=args.states,
-                                   holdout=args.holdout, droo_cfg=droo_cfg)
-    except DatasetError as exc:
-        raise ConfigError(str(exc)) from exc
+    meta = droo.train_droo_cli(args.data, args.out, seed=args.seed, train_states=args.states,
+                               holdout=args.holdout, droo_cfg=droo_cfg)
     print(f"droo run {args.out}: {meta['train_states']} states, {meta['params']} params, "
           f"final {meta.get('final')}")
     return 0
@@ -133,23 +158,20 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--policies", default="", metavar="NAMES",
                    help="comma-separated baselines: local,edge,cloud,random,greedy,optimal_dp,"
                         "optimal_enumerate (or 'all')")
-    p.add_argument("--json", default=None, metavar="PATH", help="write the results here (atomically)")
+    p.add_argument("--json", type=_output_file, default=None, metavar="PATH",
+                   help="write the results here (atomically)")
     p.add_argument("--seed", type=int, default=0, help="key of the random policy")
-    p.add_argument("--batch-size", type=int, default=8192)
-    p.add_argument("--max-states", type=int, default=None, metavar="N", help="use only the first N states")
+    p.add_argument("--batch-size", type=_count, default=8192)
+    p.add_argument("--max-states", type=_count, default=None, metavar="N", help="use only the first N states")
     p.set_defaults(handler=_cmd_evaluate)
 
 
 def _cmd_evaluate(args) -> int:
     from offload_jax import evaluate, policies  # noqa: PLC0415
-    from offload_jax.dataset import DatasetError  # noqa: PLC0415
 
     names = policies.parse_policy_names(args.policies) if args.policies else []
-    try:
-        report = evaluate.evaluate_cli(args.data, args.runs, names, args.json, seed=args.seed,
-                                       batch_size=args.batch_size, max_states=args.max_states)
-    except DatasetError as exc:
-        raise ConfigError(str(exc)) from exc
+    report = evaluate.evaluate_cli(args.data, args.runs, names, args.json, seed=args.seed,
+                                   batch_size=args.batch_size, max_states=args.max_states)
     print(evaluate.markdown_table(report["runs"]))
     return 0
 
@@ -198,7 +220,7 @@ def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: boo
     p.add_argument("--holdout", type=int, default=None, metavar="N",
                    help="held-out states at the end of --data (default min(5%%, 50000))")
     p.add_argument("--val-data", default=None, metavar="DIR", help="held-out dataset instead of --holdout")
-    p.add_argument("--max-states", type=int, default=None, metavar="N", help="use only the first N states")
+    p.add_argument("--max-states", type=_count, default=None, metavar="N", help="use only the first N states")
     p.add_argument("--eval-every", type=int, default=1000, metavar="STEPS",
                    help="held-out evaluation period (0: only at the end)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -234,26 +256,27 @@ def _train_config(args, **extra):
 
 
 def _fit(args, kind: str, train_cfg, teacher_dir=None) -> int:
-    from offload_jax import train  # noqa: PLC0415
-    from offload_jax.dataset import DatasetError  # noqa: PLC0415
+    from offload_jax import locking, train  # noqa: PLC0415
 
     model_cfg = _model_config(args)
-    if train.is_finished(args.out, train_cfg.steps):
-        print(f"{args.out}: already finished ({train_cfg.steps} steps); nothing to do", file=sys.stderr)
-        return 0
     teacher = train.load_run(teacher_dir) if teacher_dir else None
-    try:
+    source = train.data_source(args.data, holdout=args.holdout, val_data=args.val_data,
+                               max_states=args.max_states)
+    identity = train.run_identity(kind, model_cfg, train_cfg, teacher=teacher, data=source)
+    # Locked before the data is loaded, so that a second writer is refused at once.
+    with locking.hold(args.out, args.command):
+        if train.finished_meta(args.out, train.check_run_dir(args.out, identity), train_cfg.steps):
+            print(f"{args.out}: already finished ({train_cfg.steps} steps); nothing to do", file=sys.stderr)
+            return 0
         data = train.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
                                max_states=args.max_states)
-    except DatasetError as exc:
-        raise ConfigError(str(exc)) from exc
-    try:
-        meta = train.fit(args.out, data, model_cfg, train_cfg, kind=kind, teacher=teacher,
-                         teacher_dir=teacher_dir, progress=not args.no_progress,
-                         chunk_steps=args.chunk_steps, checkpoint_every_s=args.checkpoint_every)
-    except train.TrainingError as exc:
-        print(f"offload-jax {args.command}: {exc}", file=sys.stderr)
-        return 1
+        try:
+            meta = train.fit(args.out, data, model_cfg, train_cfg, kind=kind, teacher=teacher,
+                             teacher_dir=teacher_dir, progress=not args.no_progress,
+                             chunk_steps=args.chunk_steps, checkpoint_every_s=args.checkpoint_every)
+        except train.TrainingError as exc:
+            print(f"offload-jax {args.command}: {exc}", file=sys.stderr)
+            return 1
     m = meta.get("metrics") or {}
     if m:
         print(f"{kind} {args.out}: step {meta['step']}, {meta['params']} params, held-out accuracy "
@@ -311,16 +334,12 @@ def _add_sweep(sub) -> None:
 
 def _cmd_sweep(args) -> int:
     from offload_jax import sweep, train  # noqa: PLC0415
-    from offload_jax.dataset import DatasetError  # noqa: PLC0415
 
     points = sweep.grid(args.seeds, args.temperatures, args.alphas, args.losses)
     base = _train_config(args, latency_weight=0.0)  # per member: see sweep.point_config
     teacher = train.load_run(args.teacher) if args.teacher else None
-    try:
-        data = train.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
-                               max_states=args.max_states)
-    except DatasetError as exc:
-        raise ConfigError(str(exc)) from exc
+    data = train.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
+                           max_states=args.max_states)
     print(f"training {len(points)} students x {base.steps} steps in one vmapped program "
           "(one device call: no progress bar)...", file=sys.stderr, flush=True)
     rows, _, timing = sweep.run_sweep(data, _model_config(args), base, points, teacher=teacher,
@@ -339,7 +358,7 @@ def _add_export(sub) -> None:
                        description="Write the run's weights and feature statistics into one .npz that "
                                    "offload_jax.export_runtime loads with numpy only (no JAX on the device).")
     p.add_argument("--run", required=True, metavar="RUN", help="trained run directory")
-    p.add_argument("--out", required=True, metavar="FILE", help="output .npz file")
+    p.add_argument("--out", type=_output_file, required=True, metavar="FILE", help="output .npz file")
     p.set_defaults(handler=_cmd_export)
 
 

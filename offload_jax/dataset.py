@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 import offload_jax
-from offload_jax import atomic, cost, solvers, system
+from offload_jax import atomic, cost, locking, solvers, system
 from offload_jax.config import ConfigError, SystemConfig
 from offload_jax.system import STATE_FIELDS, SystemState
 
@@ -48,12 +48,13 @@ MANIFEST_KEYS = ("format", "tasks", "num_states", "seed", "solver", "system", "s
 ARRAY_NAMES = (*STATE_FIELDS, "label", "latency")
 MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits of the seed: larger seeds would collide
 # Default most states per device call, per solver and device: DP is cheap per state and wants large
-# batches; enumeration holds 3^8 latencies per state in flight.
+# batches; enumeration holds 3^8 latencies per state in flight. Both fit in memory up to
+# solvers.MAX_TASKS (measurements there).
 DEFAULT_BATCH = {"dp": 65536, "enumerate": 1024}
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: byte-identical shards
 
 
-class DatasetError(Exception):
+class DatasetError(ConfigError):
     """A dataset on disk is missing, corrupt or does not match the request; the message names the file."""
 
 
@@ -214,6 +215,7 @@ def _check_request(cfg: SystemConfig, num_states: int, seed: int, solver: str, s
         raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
     if solver not in solvers.SOLVERS:
         raise ConfigError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}")
+    solvers.check_tasks(solver, cfg.tasks)
     if not is_int(shard_size) or shard_size < 1:
         raise ConfigError(f"shard_size must be an integer >= 1, got {shard_size!r}")
     if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
@@ -241,11 +243,7 @@ def _describe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]
 
 
 def _open_job(out_dir: str, identity: dict[str, Any]) -> dict[str, Any]:
-    """Create or reopen DIR for this job; refuse a DIR that holds anything else."""
-    os.makedirs(out_dir, exist_ok=True)
-    for f in os.listdir(out_dir):  # temp files of a killed run (ours only: ".<name>.tmp-<pid>")
-        if f.startswith(".") and atomic.TMP_MARK in f and f.rsplit(atomic.TMP_MARK, 1)[1].isdigit():
-            os.remove(os.path.join(out_dir, f))
+    """Reopen DIR (created, and locked, by the caller) for this job; refuse a DIR that holds anything else."""
     job_path = os.path.join(out_dir, JOB_FILE)
     if not os.path.exists(job_path):
         others = sorted(f for f in os.listdir(out_dir) if not f.startswith("."))
@@ -286,8 +284,9 @@ def generate(out_dir, cfg: SystemConfig, num_states: int, seed: int, solver: str
 
     Resumable: rerunning the same call keeps the shards recorded in `job.json` whose sha256 still
     matches and writes only the missing or corrupt ones; a finished DIR is left as is. A different
-    call into an existing DIR raises DatasetError naming what differs. Bad arguments raise ConfigError.
-    `batch_size` caps the states per device call (default per solver, times the device count);
+    call into an existing DIR raises DatasetError naming what differs. Bad arguments raise ConfigError,
+    a DIR another process is writing into LockError (`locking.hold`), a failed write an OSError naming
+    the file. `batch_size` caps the states per device call (default per solver, times the device count);
     it changes neither the states nor the bytes. With `progress`, shows a progress bar on stderr
     and prints the label summary on stdout.
     """
@@ -296,6 +295,15 @@ def generate(out_dir, cfg: SystemConfig, num_states: int, seed: int, solver: str
     identity = {"format": FORMAT, "tasks": cfg.tasks, "num_states": int(num_states), "seed": int(seed),
                 "solver": solver, "system": cfg.to_dict(), "shard_size": int(shard_size),
                 "versions": _versions()}
+    with locking.hold(out_dir, "generate"):
+        return _generate_locked(out_dir, identity, cfg, batch_size, progress)
+
+
+def _generate_locked(out_dir: str, identity: dict[str, Any], cfg: SystemConfig, batch_size: int | None,
+                     progress: bool) -> dict:
+    """`generate` once it holds DIR's lock."""
+    num_states, seed, solver = identity["num_states"], identity["seed"], identity["solver"]
+    shard_size = identity["shard_size"]
     job = _open_job(out_dir, identity)
     job_path = os.path.join(out_dir, JOB_FILE)
     plan = _shard_plan(num_states, shard_size)
@@ -471,6 +479,41 @@ def read_manifest(path) -> dict:
     return manifest
 
 
+def fingerprint(manifest: dict) -> str:
+    """sha256 of a manifest (canonical JSON): it holds every shard's sha256, so equal fingerprints mean
+    equal data, wherever the datasets lie."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def _value_rules(cfg: SystemConfig) -> dict[str, tuple[str, Any]]:
+    """{array: (what its values must be, values -> mask of the good ones (per value or per state))},
+    from SPEC's state table: a shard whose checksum matches may still have been written with bad values."""
+    positive = ("finite and > 0", lambda a: (a > 0) & (a < np.inf))  # NaN fails both comparisons
+    names = ("cycles", "data_bits", "f_local", "f_edge", "f_cloud", "snr", "rate_up", "rate_down",
+             "backhaul_rate", "latency")
+    return {**dict.fromkeys(names, positive),
+            "cloud_delay": ("finite and >= 0", lambda a: (a >= 0) & (a < np.inf)),
+            "edge_cores_free": (f"in [1, edge_cores={cfg.edge_cores}]",
+                                lambda a: (a >= 1) & (a <= cfg.edge_cores)),
+            "subcarrier_free": ("true for at least one sub-carrier of each state", lambda a: a.any(axis=-1)),
+            "label": (f"in {{{', '.join(map(str, range(cost.NUM_SITES)))}}}",
+                      lambda a: (a >= 0) & (a < cost.NUM_SITES))}
+
+
+def _check_values(path: str, arrays: dict[str, np.ndarray], cfg: SystemConfig) -> None:
+    """Raise DatasetError naming the shard, the array and the first bad state. Vectorized: a few passes
+    over each array."""
+    for name, (rule, good_of) in _value_rules(cfg).items():
+        a = arrays[name]
+        good = good_of(a)
+        if not good.all():
+            bad_states = ~good.reshape(good.shape[0], -1).all(axis=1)
+            first = tuple(np.argwhere(~good)[0])
+            raise DatasetError(
+                f"shard {path}: array {name!r} must be {rule}; {int(bad_states.sum())} of {a.shape[0]} "
+                f"states are not, the first is state {first[0]} with {np.asarray(a[first]).tolist()!r}")
+
+
 def _read_shard(directory: str, entry: dict, manifest: dict, cfg: SystemConfig, verify: bool) -> Dataset:
     path = os.path.join(directory, entry["file"])
     try:
@@ -497,12 +540,14 @@ def _read_shard(directory: str, entry: dict, manifest: dict, cfg: SystemConfig, 
         if a.shape != (k, *shape) or a.dtype != dtype:
             raise DatasetError(f"shard {path}: array {name!r} must be {dtype} {(k, *shape)} "
                                f"(T={cfg.tasks}), got {a.dtype} {a.shape}")
+    _check_values(path, arrays, cfg)
     states = SystemState(**{name: arrays[name] for name in STATE_FIELDS})
     return Dataset(states=states, label=arrays["label"], latency=arrays["latency"], manifest=manifest)
 
 
 def iter_shards(path, *, verify: bool = True) -> Iterator[Dataset]:
-    """Stream the dataset at `path` one shard at a time, checking checksums, shapes and dtypes."""
+    """Stream the dataset at `path` one shard at a time, checking checksums (unless not `verify`),
+    shapes, dtypes and values."""
     manifest = read_manifest(path)
     directory = os.path.dirname(_manifest_path(path))
     cfg = SystemConfig.from_dict(manifest["system"])
@@ -513,7 +558,7 @@ def iter_shards(path, *, verify: bool = True) -> Iterator[Dataset]:
 def load(path, *, verify: bool = True, max_states: int | None = None) -> Dataset:
     """The whole dataset at `path` (or its first `max_states` states), shards concatenated."""
     if max_states is not None and (not isinstance(max_states, int) or max_states < 1):
-        raise ValueError(f"max_states must be an integer >= 1 or None, got {max_states!r}")
+        raise ConfigError(f"max_states must be an integer >= 1 or None, got {max_states!r}")
     parts, total = [], 0
     manifest = read_manifest(path)
     for part in iter_shards(path, verify=verify):

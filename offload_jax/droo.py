@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -288,12 +287,13 @@ def _progress_bar(total: int, progress: bool):
 
 
 def save_droo(run_dir: str | os.PathLike, model: PlacementMLP, stats: FeatureStats, cfg: SystemConfig,
-              droo_cfg: DROOConfig, meta: Mapping[str, Any] | None = None) -> None:
+              droo_cfg: DROOConfig, meta: Mapping[str, Any] | None = None, *,
+              identity: dict | None = None) -> None:
     """Persist a trained DROO DNN as a run (`train.save_run`, meta kind "droo")."""
     from offload_jax.train import save_run  # noqa: PLC0415 (orbax is heavy)
 
     full_meta = {**(meta or {}), "kind": "droo", "droo": droo_cfg.to_dict()}
-    save_run(run_dir, model, stats, droo_cfg.model, cfg, full_meta)
+    save_run(run_dir, model, stats, droo_cfg.model, cfg, full_meta, identity=identity)
 
 
 def config_of(meta: Mapping[str, Any]) -> DROOConfig:
@@ -310,18 +310,13 @@ def train_droo_cli(data: str | os.PathLike, out: str | os.PathLike, *, seed: int
 
     Uses states [0, train_states) with train_states defaulting to all but the last `holdout`
     (default `train.default_holdout`, as for the student), so DROO sees the student's training
-    states. A finished run in `out` is left as is. Returns the run's meta.
+    states. A run of this very command in `out` is left as is; anything else there is refused
+    (`train.check_run_dir`). Returns the run's meta.
     """
     from offload_jax import dataset as dataset_lib  # noqa: PLC0415
-    from offload_jax.train import RUN_JSON, default_holdout  # noqa: PLC0415
+    from offload_jax import locking  # noqa: PLC0415
+    from offload_jax.train import check_run_dir, default_holdout, finished_meta, run_status  # noqa: PLC0415
 
-    run_json = os.path.join(out, RUN_JSON)
-    if os.path.exists(run_json):  # save_run writes run.json last, so the run is complete
-        with open(run_json) as fh:
-            meta = json.load(fh)
-        if meta.get("kind") != "droo":
-            raise ConfigError(f"--out {str(out)!r} already holds a run of kind {meta.get('kind')!r}")
-        return meta
     manifest = dataset_lib.read_manifest(data)
     total = int(manifest["num_states"])
     holdout = default_holdout(total) if holdout is None else holdout
@@ -332,15 +327,21 @@ def train_droo_cli(data: str | os.PathLike, out: str | os.PathLike, *, seed: int
     if not 1 <= train_states <= limit:
         raise ConfigError(
             f"--states must be in [1, {limit}] (dataset size minus holdout), got {train_states}")
-    ds = dataset_lib.load(data, max_states=train_states)
-    cfg = SystemConfig.from_dict(manifest["system"])
-    model, stats, info = train_droo(jax.random.key(seed), ds.states, cfg, droo_cfg, progress=progress)
-    tail = max(1, len(info["loss"]) // 10)
-    meta = {"seed": seed, "train_states": info["train_states"], "data": os.path.abspath(data),
-            "step": len(info["loss"]),
-            "final": {"loss": float(info["loss"][-tail:].mean()),
-                      "chosen_latency_s": float(info["chosen_latency_s"][-tail:].mean()),
-                      "improved": float(info["improved"][-tail:].mean())}}
-    save_droo(out, model, stats, cfg, droo_cfg, meta)
-    with open(run_json) as fh:
-        return json.load(fh)
+    # The command: what decides the DNN (the data by content: the states used are its first train_states).
+    identity = {"kind": "droo", "droo": droo_cfg.to_dict(), "seed": seed,
+                "data": {"dataset": dataset_lib.fingerprint(manifest), "states": train_states}}
+    with locking.hold(out, "train-droo"):
+        done = finished_meta(out, check_run_dir(out, identity), 0)  # saved once, when done
+        if done is not None:
+            return done
+        ds = dataset_lib.load(data, max_states=train_states)
+        cfg = SystemConfig.from_dict(manifest["system"])
+        model, stats, info = train_droo(jax.random.key(seed), ds.states, cfg, droo_cfg, progress=progress)
+        tail = max(1, len(info["loss"]) // 10)
+        meta = {"seed": seed, "train_states": info["train_states"], "data": os.path.abspath(data),
+                "step": len(info["loss"]),
+                "final": {"loss": float(info["loss"][-tail:].mean()),
+                          "chosen_latency_s": float(info["chosen_latency_s"][-tail:].mean()),
+                          "improved": float(info["improved"][-tail:].mean())}}
+        save_droo(out, model, stats, cfg, droo_cfg, meta, identity=identity)
+        return run_status(out)

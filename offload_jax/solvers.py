@@ -25,9 +25,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from offload_jax.config import ConfigError
 from offload_jax.cost import NUM_SITES, StageCosts, num_tasks
 
 SOLVERS = ("dp", "enumerate")
+# The largest T each solver accepts: at these T, labeling 1024 default-system states with
+# `offload-jax generate` (compilation included, fresh process) took, on the idle 2-core CPU VM:
+#   dp:        T=300 19.8 s, peak RSS 1.3 GiB (T=100 6.8 s; T=500 52 s; T=800 98 s, 2.5 GiB): compiling
+#              the DP, unrolled over T, grows faster than linearly; the default batch of 65536 at
+#              T=300 peaked at 2.5 GiB (40 s).
+#   enumerate: T=13 18.5 s, 0.33 GiB (T=12 7.2 s; T=14 47.7 s): 3^T work per state; memory stays
+#              O(batch * 3^8) whatever T, so its default batch need not shrink with T.
+MAX_TASKS = {"dp": 300, "enumerate": 13}
+
+
+def check_tasks(solver: str, tasks: int) -> None:
+    """Raise ConfigError if `solver` does not accept `tasks` sub-tasks (MAX_TASKS)."""
+    if tasks > MAX_TASKS[solver]:
+        raise ConfigError(f"tasks: the {solver} solver accepts at most {MAX_TASKS[solver]} sub-tasks, "
+                          f"got {tasks}")
 
 
 def _digits(index: jax.Array, length: int) -> jax.Array:
@@ -86,6 +102,7 @@ def solve_enumerate(costs: StageCosts, suffix_tasks: int = 8) -> tuple[jax.Array
     if isinstance(suffix_tasks, bool) or not isinstance(suffix_tasks, int) or suffix_tasks < 1:
         raise ValueError(f"suffix_tasks must be an integer >= 1, got {suffix_tasks!r}")
     t_len = num_tasks(costs)
+    check_tasks("enumerate", t_len)
     idx, val = jax.vmap(lambda c: _enumerate_one(c, suffix_tasks))(costs)
     labels = _digits(idx[:, None], t_len).astype(jnp.int8)
     return labels, val
@@ -98,6 +115,7 @@ def solve_dp(costs: StageCosts) -> tuple[jax.Array, jax.Array]:
     equal values the lexicographically smallest partial placement is kept, which
     is decided from `rank` (the lexicographic order of the 3 kept partial placements).
     """
+    check_tasks("dp", num_tasks(costs))
     return jax.vmap(_dp_one)(costs)
 
 

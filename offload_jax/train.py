@@ -2,8 +2,13 @@
 
 A run directory holds
 
-    RUN/run.json                 what the run is (kind, step, params, configs, last metrics); atomic writes
+    RUN/run.json                 what the run is (kind, step, params, configs, history); atomic writes
     RUN/checkpoints/<step>/      Orbax items: params, opt_state (optional), stats, config (JSON)
+
+The config item of a checkpoint is that step's run.json without its wall-clock fields, so a run.json
+left behind by a kill is rebuilt from the checkpoint, and a resumed run continues the history it had.
+It also records the run's `identity` (`run_identity`), the command a directory holds: `check_run_dir`
+refuses any other command into it.
 
 `save_run` / `load_run` / `predict_logits` are the inference-side API used by
 evaluation, policies and export.
@@ -11,12 +16,19 @@ evaluation, policies and export.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
+import gc
+import hashlib
+import io
 import json
 import logging
 import math
 import os
+import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +44,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm.auto import tqdm
 
-from offload_jax import __version__, atomic, metrics
+from offload_jax import __version__, atomic, locking, metrics
 from offload_jax.config import ConfigError, ModelConfig, SystemConfig, TrainConfig
 from offload_jax.cost import StageCosts, stage_costs
 from offload_jax.features import (
@@ -64,6 +76,7 @@ logging.getLogger("absl").addFilter(_QuietReadOnly())
 RUN_JSON = "run.json"
 CHECKPOINTS = "checkpoints"
 RUN_FORMAT = "offload-jax-run/1"
+WALL_CLOCK_KEYS = ("wall_s_this_session",)  # the run.json fields that are not in its checkpoint
 
 
 class RunError(ConfigError):
@@ -116,27 +129,82 @@ def _manager(run_dir: Path, read_only: bool = False) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=2, enable_async_checkpointing=False, read_only=read_only,
         create=not read_only, cleanup_tmp_directories=not read_only)
-    return ocp.CheckpointManager(run_dir.resolve() / CHECKPOINTS, options=options)
+    directory = run_dir.resolve() / CHECKPOINTS
+    if read_only:
+        return ocp.CheckpointManager(directory, options=options)
+    with _orbax_writing(f"cannot create {str(directory)!r}"):
+        return ocp.CheckpointManager(directory, options=options)
 
 
-def _config_item(model_cfg: ModelConfig, system: SystemConfig, kind: str,
-                 train_cfg: TrainConfig | None, extra: dict | None = None) -> dict:
-    return {"format": RUN_FORMAT, "kind": kind, "model": model_cfg.to_dict(), "system": system.to_dict(),
-            "features": feature_spec(system), "train": train_cfg.to_dict() if train_cfg else None,
-            **(extra or {})}
+def _orbax_cause(exc: Exception) -> str:
+    """The reason an Orbax write failed, in a few words (tensorstore's messages run to a paragraph)."""
+    code = re.search(r"os_error_code='(\d+)'", str(exc))
+    if code:
+        return os.strerror(int(code.group(1)))
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+@contextlib.contextmanager
+def _orbax_writing(what: str, leftovers: Path | None = None):
+    """Run an Orbax write with its output held back. On success the held output is printed as usual; on
+    failure (a full disk, a read-only file system) it is dropped, `leftovers` (a glob: the write's temp
+    directories) is removed, and one RunError says `what` failed and why. A failed Orbax write prints
+    dozens of tracebacks from its threads and from its abandoned coroutines, until the process exits."""
+    held, records = io.StringIO(), []
+    absl = logging.getLogger("absl")
+
+    def hold(record: logging.LogRecord) -> bool:
+        records.append(record)
+        return False
+
+    real_stderr, sys.stderr = sys.stderr, held
+    real_hook, sys.unraisablehook = sys.unraisablehook, sys.__unraisablehook__  # which prints to sys.stderr
+    absl.addFilter(hold)
+    try:
+        yield
+    except Exception as exc:
+        gc.collect()  # the abandoned coroutines are finalized (and complain) now, into `held`
+        for path in leftovers.parent.glob(leftovers.name) if leftovers else ():
+            shutil.rmtree(path, ignore_errors=True)
+        raise RunError(f"{what}: {_orbax_cause(exc)}") from exc
+    finally:
+        sys.stderr, sys.unraisablehook = real_stderr, real_hook
+        absl.removeFilter(hold)
+    sys.stderr.write(held.getvalue())
+    for record in records:
+        absl.handle(record)
+
+
+# Room a checkpoint takes besides its arrays (measured: ~40 small files in 4 KiB blocks, and the JSON item).
+_CHECKPOINT_OVERHEAD_BYTES = 1 << 20
 
 
 def _save_checkpoint(mgr: ocp.CheckpointManager, step: int, params: dict, stats: FeatureStats,
-                     config_item: dict, opt_state: Any = None) -> None:
+                     record: dict, opt_state: Any = None) -> None:
+    """Checkpoint `step`; `record` (the step's run.json without wall-clock fields) is its config item.
+
+    A disk without room for it is refused before Orbax starts (a write that fails midway leaves Orbax's
+    abandoned writes to complain until the process exits; `_orbax_writing` holds back what it can).
+    """
+    directory = Path(mgr.directory)
+    what = f"cannot write checkpoint {step} in {str(directory)!r}"
+    arrays = (params, stats, opt_state)
+    need = _CHECKPOINT_OVERHEAD_BYTES + sum(int(leaf.nbytes) for leaf in jax.tree.leaves(arrays))
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise RunError(f"{what}: {os.strerror(errno.ENOSPC)} ({free:,} bytes free, about {need:,} needed)")
     items = {
         "params": ocp.args.StandardSave(params),
         "stats": ocp.args.StandardSave({"mean": stats.mean, "std": stats.std}),
-        "config": ocp.args.JsonSave(config_item),
+        "config": ocp.args.JsonSave(record),
     }
     if opt_state is not None:
         items["opt_state"] = ocp.args.StandardSave(opt_state)
-    mgr.save(step, args=ocp.args.Composite(**items), force=True)
-    mgr.wait_until_finished()
+    with _orbax_writing(what, directory / f"{step}.orbax-checkpoint-tmp*"):
+        mgr.save(step, args=ocp.args.Composite(**items), force=True)
+        mgr.wait_until_finished()
 
 
 def _base_meta(kind: str, step: int, model_cfg: ModelConfig, system: SystemConfig,
@@ -149,10 +217,11 @@ def _base_meta(kind: str, step: int, model_cfg: ModelConfig, system: SystemConfi
 
 def save_run(run_dir: str | os.PathLike, model: PlacementMLP, stats: FeatureStats, model_cfg: ModelConfig,
              system_cfg: SystemConfig, meta: dict, *, train_cfg: TrainConfig | None = None,
-             opt_state: Any = None, step: int | None = None) -> Path:
+             opt_state: Any = None, step: int | None = None, identity: dict | None = None) -> Path:
     """Save a model (final weights for inference, optionally optimizer state) as a run directory.
 
-    `meta` must hold "kind"; "step" defaults to meta.get("step", 0). Returns the run dir.
+    `meta` must hold "kind"; "step" defaults to meta.get("step", 0). `identity` is the command that
+    made the run (`check_run_dir` compares a later command with it). Returns the run dir.
     """
     if "kind" not in meta:
         raise ValueError("save_run: meta must hold 'kind' (e.g. 'teacher', 'student', 'distill')")
@@ -162,14 +231,12 @@ def save_run(run_dir: str | os.PathLike, model: PlacementMLP, stats: FeatureStat
                          f"(inputs={model_cfg.inputs!r}) says {want}")
     run_dir = Path(run_dir)
     step = int(meta.get("step", 0) if step is None else step)
-    params = params_of(model)
+    record = _base_meta(meta["kind"], step, model_cfg, system_cfg, train_cfg, count_params(model))
+    record.update(meta)
+    record.update(step=step, identity=identity)
     with _manager(run_dir) as mgr:
-        config_item = _config_item(model_cfg, system_cfg, meta["kind"], train_cfg)
-        _save_checkpoint(mgr, step, params, stats, config_item, opt_state)
-    full = _base_meta(meta["kind"], step, model_cfg, system_cfg, train_cfg, count_params(model))
-    full.update(meta)
-    full["step"] = step
-    atomic.write_json(run_dir / RUN_JSON, full, sort_keys=True)
+        _save_checkpoint(mgr, step, params_of(model), stats, record, opt_state)
+    atomic.write_json(run_dir / RUN_JSON, record, sort_keys=True)
     return run_dir
 
 
@@ -353,14 +420,31 @@ def prepare(states: SystemState, label, latency, system: SystemConfig, *, holdou
     return Prepared(system=system, stats=stats, train=train, eval=evald, info=info)
 
 
+def data_source(data_dir: str | os.PathLike, *, holdout: int | None = None,
+                val_data: str | os.PathLike | None = None, max_states: int | None = None) -> dict:
+    """What decides the data of a run trained on `data_dir`, read from the manifests alone (no shard is
+    loaded): the datasets' fingerprints and how they are cut. Part of the run's identity."""
+    from offload_jax import dataset  # noqa: PLC0415
+
+    manifest = dataset.read_manifest(data_dir)
+    states = manifest["num_states"] if max_states is None else min(max_states, manifest["num_states"])
+    source = {"dataset": dataset.fingerprint(manifest), "states": states}
+    if val_data is None:
+        source["holdout"] = default_holdout(states) if holdout is None else holdout
+    else:
+        source["val_dataset"] = dataset.fingerprint(dataset.read_manifest(val_data))
+    return source
+
+
 def load_data(data_dir: str | os.PathLike, *, holdout: int | None = None,
               val_data: str | os.PathLike | None = None, max_states: int | None = None) -> Prepared:
     """A dataset written by `offload-jax generate`, split and prepared for training."""
     from offload_jax import dataset  # noqa: PLC0415 (only the CLI path reads from disk)
 
+    source = data_source(data_dir, holdout=holdout, val_data=val_data, max_states=max_states)
     ds = dataset.load(data_dir, verify=True, max_states=max_states)
     system = SystemConfig.from_dict(ds.manifest["system"])
-    info = {"data": os.fspath(data_dir), "seed": ds.manifest.get("seed")}
+    info = {"data": os.fspath(data_dir), "seed": ds.manifest.get("seed"), "source": source}
     val = None
     if val_data is not None:
         vd = dataset.load(val_data, verify=True)
@@ -551,20 +635,91 @@ def check_compatible(system: SystemConfig, recorded_spec: dict, what: str) -> No
                        f"N={system.subcarriers} (features {mine})")
 
 
-# --- the checkpointing driver ---------------------------------------------------------------------
+# --- is this run directory this command? ---------------------------------------------------------
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+def teacher_identity(teacher: LoadedRun) -> dict:
+    """A teacher by content: its kind, model, and a sha256 of its parameters and feature statistics."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves((params_of(teacher.model), teacher.stats)):
+        digest.update(np.asarray(leaf).tobytes())
+    return {"kind": teacher.meta.get("kind"), "model": teacher.model_cfg.to_dict(),
+            "sha256": digest.hexdigest()}
 
 
-def _differences(old: dict, new: dict) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+def run_identity(kind: str, model_cfg: ModelConfig, cfg: TrainConfig, *, teacher: LoadedRun | None,
+                 data: dict | None) -> dict:
+    """The command a `fit` run directory holds: its kind, model, every training setting (the seed too),
+    the teacher (by content) and the data (`data_source`; None for data given in memory, which `fit`
+    checks by the feature statistics of its training split)."""
+    return {"kind": kind, "model": model_cfg.to_dict(), "train": cfg.to_dict(),
+            "teacher": None if teacher is None else teacher_identity(teacher), "data": data}
 
 
-def _scalar_metrics(m: dict) -> dict:
-    return {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: existing {a!r}, requested {b!r}")
+    return out
+
+
+def _stored_record(run_dir: Path, step: int) -> dict:
+    """The config item of checkpoint `step`: that step's run.json without its wall-clock fields."""
+    try:
+        with _manager(run_dir, read_only=True) as mgr:
+            return mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    except Exception as exc:  # noqa: BLE001 (any Orbax failure means an unreadable checkpoint)
+        raise RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is unreadable ({exc})") from exc
+
+
+def check_run_dir(run_dir: str | os.PathLike, identity: dict) -> int | None:
+    """Whether `run_dir` holds the command `identity` (`run_identity`; train-droo has its own).
+
+    Returns the step of its newest checkpoint if it holds a run of exactly that command (to resume, or
+    finished), None if it holds no run yet (it does not exist, is empty, or a kill during the first
+    checkpoint left no step). Raises RunError naming what differs, or what the directory holds instead.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return None
+    try:
+        step = latest_step(run_dir)
+    except Exception as exc:  # noqa: BLE001
+        raise RunError(f"run directory {str(run_dir)!r}: cannot read checkpoints ({exc})") from exc
+    if step is None:
+        others = sorted(f for f in os.listdir(run_dir) if not f.startswith(".") and f != CHECKPOINTS)
+        if others:
+            raise RunError(f"refusing to write into {str(run_dir)!r}: it is not empty and holds no run "
+                           f"(holds {others[:5]}{' ...' if len(others) > 5 else ''}); "
+                           "use an empty or new --out")
+        return None
+    stored = _stored_record(run_dir, step).get("identity")
+    if stored is None:
+        raise RunError(f"run directory {str(run_dir)!r} holds a run that recorded no command (saved by "
+                       "save_run, or by an older offload_jax); use another --out")
+    diffs = _differences(stored, identity)
+    if diffs:
+        raise RunError(f"run directory {str(run_dir)!r} holds a run with other settings "
+                       f"({'; '.join(diffs)}); rerun the command that made it, or use another --out")
+    return step
+
+
+def finished_meta(run_dir: str | os.PathLike, step: int | None, steps: int) -> dict | None:
+    """run.json of a run whose newest checkpoint `step` (`check_run_dir`) has reached `steps`, else None.
+    A run.json that a kill left behind its checkpoint is first rebuilt from it."""
+    if step is None or step < steps:
+        return None
+    run_dir = Path(run_dir)
+    record = _stored_record(run_dir, step)
+    meta = run_status(run_dir)
+    if meta is None or {k: v for k, v in meta.items() if k not in WALL_CLOCK_KEYS} != record:
+        atomic.write_json(run_dir / RUN_JSON, record, sort_keys=True)
+        meta = record
+    return meta
 
 
 def run_status(run_dir: str | os.PathLike) -> dict | None:
@@ -575,13 +730,15 @@ def run_status(run_dir: str | os.PathLike) -> dict | None:
         return None
 
 
-def is_finished(run_dir: str | os.PathLike, steps: int) -> bool:
-    """Whether `run_dir` holds a checkpoint at (or past) `steps`, i.e. rerunning would do nothing."""
-    try:
-        step = latest_step(run_dir)
-    except Exception:  # noqa: BLE001 (unreadable: let `fit` report it)
-        return False
-    return step is not None and step >= steps
+# --- the checkpointing driver ---------------------------------------------------------------------
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+def _scalar_metrics(m: dict) -> dict:
+    return {k: float(v) for k, v in m.items() if np.ndim(v) == 0}
 
 
 def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, *, kind: str,
@@ -590,9 +747,11 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
         log: Callable[[str], Any] | None = None) -> dict:
     """Train (or resume, or do nothing if finished) the run in `run_dir`; returns its run.json.
 
-    Checkpoints (params, optimizer state, step, feature statistics, model and training config) are
-    written at the end and whenever `checkpoint_every_s` have passed since the last one; a run killed at
-    any moment resumes from its last checkpoint and reaches the same parameters.
+    `run_dir` must be new, empty, or hold this very command (`check_run_dir`); `fit` holds its lock
+    (`locking.hold`). Checkpoints (params, optimizer state, feature statistics, and run.json but its
+    wall-clock fields, evaluation history included) are written at the end and whenever
+    `checkpoint_every_s` have passed since the last one; a run killed at any moment resumes from its last
+    checkpoint and reaches the same parameters and run.json.
     """
     run_dir = Path(run_dir)
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -605,78 +764,71 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
     if teacher is not None:
         check_compatible(data.system, teacher.meta.get("features", feature_spec(teacher.system)),
                          f"teacher run {teacher_dir!r}")
-    num_train = int(data.train.x.shape[0])
-    trainer = make_train(cfg, model_cfg, data.system, num_train, use_teacher=teacher is not None,
-                         use_latency=cfg.latency_weight > 0)
-    rng = jax.random.key(cfg.seed)
-    weights = loss_weights(cfg)
-    teacher_info = None
-    if teacher is not None:
-        teacher_info = {"dir": teacher_dir, "kind": teacher.meta.get("kind"),
-                        "params": teacher.meta.get("params"), "model": teacher.model_cfg.to_dict()}
-    config_item = _config_item(model_cfg, data.system, kind, cfg,
-                               {"teacher": teacher_info, "data": data.info})
-
-    mgr = _manager(run_dir)
-    try:
-        step = mgr.latest_step()
-        history: list[dict] = []
+    identity = run_identity(kind, model_cfg, cfg, teacher=teacher, data=data.info.get("source"))
+    with locking.hold(run_dir, f"fit {kind}"):
+        step = check_run_dir(run_dir, identity)
         if step is not None:
-            state = _resume(run_dir, step, data, trainer, config_item, rng)
-            history = (run_status(run_dir) or {}).get("history", [])
-            if step >= cfg.steps:
-                log(f"{run_dir}: finished at step {step}; nothing to do")
-                return run_status(run_dir) or {"step": step}
-            log(f"{run_dir}: resuming from step {step}")
-        else:
-            step = 0
-            state = trainer.jitted["init"](rng)
-        # The teacher's pass over the training split, only when there are steps left to train.
-        consts = Consts(data.train, data.eval,
-                        teacher_logits(teacher, data.stats, data.train.x) if teacher else None)
-        return _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, config_item, kind,
-                     history, progress, chunk_steps, checkpoint_every_s, teacher_info)
-    finally:
-        mgr.close()
+            _check_same_data(run_dir, step, data)
+        done = finished_meta(run_dir, step, cfg.steps)
+        if done is not None:
+            log(f"{run_dir}: finished at step {step}; nothing to do")
+            return done
+        trainer = make_train(cfg, model_cfg, data.system, int(data.train.x.shape[0]),
+                             use_teacher=teacher is not None, use_latency=cfg.latency_weight > 0)
+        rng = jax.random.key(cfg.seed)
+        teacher_info = None
+        if teacher is not None:
+            teacher_info = {"dir": teacher_dir, "kind": teacher.meta.get("kind"),
+                            "params": teacher.meta.get("params"), "model": teacher.model_cfg.to_dict()}
+        fixed = {"teacher": teacher_info, "data": data.info, "identity": identity}
+        mgr = _manager(run_dir)
+        try:
+            if step is None:
+                step, history, state = 0, [], trainer.jitted["init"](rng)
+            else:
+                state, history = _resume(run_dir, step, data, trainer, rng)
+                log(f"{run_dir}: resuming from step {step}")
+            # The teacher's pass over the training split, only when there are steps left to train.
+            consts = Consts(data.train, data.eval,
+                            teacher_logits(teacher, data.stats, data.train.x) if teacher else None)
+            return _loop(run_dir, mgr, trainer, state, step, cfg, model_cfg, rng, loss_weights(cfg), consts,
+                         data, kind, fixed, history, progress, chunk_steps, checkpoint_every_s)
+        finally:
+            mgr.close()
 
 
-def _resume(run_dir: Path, step: int, data: Prepared, trainer: Trainer, config_item: dict, rng) -> TrainState:
+def _check_same_data(run_dir: Path, step: int, data: Prepared) -> None:
+    """Refuse data unlike the checkpoint's: another T or feature layout, or other feature statistics of
+    the training split (all `run_identity` knows of data given in memory)."""
+    check_compatible(data.system, _stored_record(run_dir, step).get("features", {}),
+                     f"the checkpoint in {str(run_dir)!r}")
     try:
-        with _manager(run_dir, read_only=True) as mgr:
-            stored = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-    except Exception as exc:  # noqa: BLE001
-        raise RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is unreadable ({exc})") from exc
-    check_compatible(data.system, stored.get("features", {}), f"the checkpoint in {str(run_dir)!r}")
-    def settings(item: dict) -> dict:
-        # The teacher's directory may be spelled differently between two runs of the same command.
-        teacher = {k: v for k, v in (item.get("teacher") or {}).items() if k != "dir"}
-        # How often to evaluate does not change the trained parameters.
-        train_cfg = {k: v for k, v in (item.get("train") or {}).items() if k != "eval_every"}
-        # A run saved before a model key existed has its default (ModelConfig.from_dict).
-        model = ModelConfig.from_dict(item["model"]).to_dict() if item.get("model") else None
-        return {"kind": item.get("kind"), "model": model, "train": train_cfg, "teacher": teacher}
-
-    mismatch = _differences(settings(stored), settings(config_item))
-    if mismatch:
-        raise RunError(f"run directory {str(run_dir)!r} holds a run with other settings "
-                       f"({'; '.join(mismatch)}); rerun the same command, or use another --out")
-    abstract_params = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                                   nnx.to_pure_dict(nnx.state(abstract_model(
-                                       ModelConfig.from_dict(stored["model"]), data.system))))
-    abstract_opt = jax.eval_shape(trainer.optimizer.init, abstract_params)
-    try:
-        _, params, stats, opt_state = _restore(run_dir, step, with_opt_state=abstract_opt)
+        _, _, stats, _ = _restore(run_dir, step)
     except Exception as exc:  # noqa: BLE001
         raise RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is corrupt ({exc})") from exc
     if not (np.array_equal(np.asarray(stats.mean), np.asarray(data.stats.mean))
             and np.array_equal(np.asarray(stats.std), np.asarray(data.stats.std))):
         raise RunError(f"run directory {str(run_dir)!r} was trained on other data (the feature statistics of "
                        "the training split differ: another --data, --holdout or --val-data?)")
-    return TrainState(params=params, opt_state=opt_state, perm=trainer.jitted["epoch_perm"](rng, step))
 
 
-def _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, config_item, kind, history,
-          progress, chunk_steps, checkpoint_every_s, teacher_info) -> dict:
+def _resume(run_dir: Path, step: int, data: Prepared, trainer: Trainer, rng) -> tuple[TrainState, list]:
+    """The training state and evaluation history of checkpoint `step`."""
+    record = _stored_record(run_dir, step)
+    abstract_params = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                   nnx.to_pure_dict(nnx.state(abstract_model(
+                                       ModelConfig.from_dict(record["model"]), data.system))))
+    abstract_opt = jax.eval_shape(trainer.optimizer.init, abstract_params)
+    try:
+        _, params, _, opt_state = _restore(run_dir, step, with_opt_state=abstract_opt)
+    except Exception as exc:  # noqa: BLE001
+        raise RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is corrupt ({exc})") from exc
+    state = TrainState(params=params, opt_state=opt_state, perm=trainer.jitted["epoch_perm"](rng, step))
+    return state, list(record["history"])
+
+
+def _loop(run_dir, mgr, trainer, state, step, cfg, model_cfg, rng, weights, consts, data, kind, fixed,
+          history, progress, chunk_steps, checkpoint_every_s) -> dict:
     run_jit = trainer.jitted["run"]
     eval_jit = trainer.jitted["evaluate"]
     # Commit every input to one device: arrays restored by Orbax are committed and fresh ones are not,
@@ -711,13 +863,11 @@ def _loop(run_dir, mgr, trainer, state, step, cfg, rng, weights, consts, data, c
                 postfix["val_ratio"] = f"{scalars['latency_ratio_mean']:.4f}"
             bar.set_postfix(postfix, refresh=False)
             if step == cfg.steps or time.monotonic() - last_save >= checkpoint_every_s:
-                _save_checkpoint(mgr, step, state.params, data.stats, config_item, state.opt_state)
-                meta = _base_meta(kind, step, ModelConfig.from_dict(config_item["model"]), data.system, cfg,
-                                  n_params)
-                meta.update({"steps": cfg.steps, "finished": step >= cfg.steps, "teacher": teacher_info,
-                             "data": data.info, "history": history,
-                             "metrics": history[-1] if history else None,
-                             "wall_s_this_session": round(time.monotonic() - started, 2)})
+                record = {**_base_meta(kind, step, model_cfg, data.system, cfg, n_params), **fixed,
+                          "steps": cfg.steps, "finished": step >= cfg.steps, "history": list(history),
+                          "metrics": history[-1] if history else None}
+                _save_checkpoint(mgr, step, state.params, data.stats, record, state.opt_state)
+                meta = {**record, "wall_s_this_session": round(time.monotonic() - started, 2)}
                 atomic.write_json(run_dir / RUN_JSON, meta, sort_keys=True)
                 last_save = time.monotonic()
     finally:

@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 from reference import all_placements, brute_force_labels, one_state, spec_latencies_all
 
 from offload_jax import cost, solvers, system
-from offload_jax.config import SystemConfig
+from offload_jax.config import ConfigError, SystemConfig
 
 # Every call below uses batches of B states, so each solver compiles once per T (and suffix).
 B = 8
@@ -179,6 +179,15 @@ def test_bad_solver_arguments_are_refused():
         np.testing.assert_array_equal(np.asarray(latency), np.asarray(DP(costs)[1]))
 
 
+@pytest.mark.parametrize("solver", solvers.SOLVERS)
+def test_solvers_refuse_more_tasks_than_they_accept(solver):
+    limit = solvers.MAX_TASKS[solver]
+    costs = _to_costs(np.ones((B, 3)), np.ones((B, limit, 3, 3)), np.ones((B, 3)))  # T = limit + 1
+    with pytest.raises(ConfigError, match=rf"tasks: the {solver} solver accepts at most {limit} sub-tasks, "
+                                          rf"got {limit + 1}"):
+        jax.jit(solvers.solve, static_argnums=1)(costs, solver)  # refused when traced, before compiling
+
+
 def test_rounding_created_tie_dp_and_enumeration_both_optimal():
     """A tie that only float32 rounding creates: (0,0,0) and (1,0,0) have partial sums 1 + 2^-23 and 1
     where they meet, and both totals round to 4. Enumeration returns the lexicographically smaller
@@ -219,10 +228,11 @@ def test_default_system_label_shares_and_fixed_site_ratios_match_spec():
 
 
 @pytest.mark.slow
-def test_t14_enumeration_matches_dp_with_bounded_memory():
-    states = system.sample(jax.random.key(14), SystemConfig(tasks=14), 4)
+def test_largest_enumeration_matches_dp_with_bounded_memory():
+    tasks = solvers.MAX_TASKS["enumerate"]
+    states = system.sample(jax.random.key(14), SystemConfig(tasks=tasks), 4)
     costs = STAGE_COSTS(states)
-    # 3^14 = 4.8M placements per state, scanned in chunks of 3^8.
+    # 3^13 = 1.6M placements per state, scanned in chunks of 3^8.
     enum_labels, enum_latency = ENUMERATE(costs, suffix_tasks=8)
     dp_labels, dp_latency = DP(costs)
     np.testing.assert_array_equal(np.asarray(enum_latency), np.asarray(dp_latency))

@@ -143,6 +143,43 @@ def test_interrupted_run_resumes_to_the_same_params(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path / "whole" / "checkpoints")) == before
 
 
+def _without_wall_clock(meta):
+    return {k: v for k, v in meta.items() if k not in train.WALL_CLOCK_KEYS}
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """An uninterrupted run (do not modify)."""
+    out = tmp_path_factory.mktemp("whole") / "run"
+    _fit(out)
+    return out
+
+
+@pytest.mark.parametrize("kill_at", [200, 400])
+def test_a_kill_between_checkpoint_and_run_json_loses_nothing(whole_run, tmp_path, monkeypatch, kill_at):
+    """Killed after checkpoint `kill_at` was saved and before its run.json was written (an evaluation
+    step; 400 is the last), the rerun's run.json equals the uninterrupted one's but its wall-clock fields."""
+    real_save = train._save_checkpoint
+
+    def save_then_die(mgr, step, *args, **kwargs):
+        real_save(mgr, step, *args, **kwargs)
+        if step == kill_at:
+            raise _Killed
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        _fit(tmp_path / "k", checkpoint_every_s=0.0)  # a checkpoint every chunk of 50 steps
+    monkeypatch.undo()
+    stale = json.loads((tmp_path / "k" / "run.json").read_text())
+    assert stale["step"] == kill_at - 50
+    meta = _fit(tmp_path / "k")
+    want = _without_wall_clock(json.loads((whole_run / "run.json").read_text()))
+    assert [h["step"] for h in want["history"]] == [200, 400]
+    assert _without_wall_clock(meta) == want
+    assert _without_wall_clock(json.loads((tmp_path / "k" / "run.json").read_text())) == want
+    np.testing.assert_array_equal(_saved_params(tmp_path / "k"), _saved_params(whole_run))
+
+
 _CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
@@ -229,8 +266,9 @@ def test_cli_rerun_of_finished_run_and_errors(tmp_path, capsys):
     _fit(tmp_path / "r")
     flags = ["--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "r"), "--model", "student",
              "--steps", "400", "--no-progress"]
-    assert cli.main(["train", *flags]) == 0  # finished: exits 0 before even reading the data
-    assert "nothing to do" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a finished run does not make any --data acceptable
+        cli.main(["train", *flags])
+    assert exc.value.code == 2 and "no-data" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         cli.main(["distill", *flags[:2], "--out", str(tmp_path / "x"), "--teacher", str(tmp_path / "nope")])
     assert exc.value.code == 2 and "nope" in capsys.readouterr().err
