@@ -29,8 +29,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from offload_jax import atomic, config, export, export_runtime, features, policies, system, timing, train
+from offload_jax import atomic, config, export, export_runtime, features, policies, timing, train
 from offload_jax.droo import DROOConfig
+from offload_jax.scenarios.chain import system
 
 
 def random_runs(cfg: config.SystemConfig, seed: int = 0) -> dict[str, train.LoadedRun]:

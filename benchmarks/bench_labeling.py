@@ -29,8 +29,9 @@ import time
 import jax
 import numpy as np
 
-from offload_jax import dataset, system
+from offload_jax import dataset
 from offload_jax.config import SystemConfig
+from offload_jax.scenarios.chain import system
 
 
 def naive_label(s: dict) -> tuple[tuple[int, ...], float]:

@@ -101,7 +101,7 @@ def _read_report(base: Path) -> dict:
 
 def _subset(ds, n: int):
     """The first n states of a dataset, as something `evaluate_policies` accepts."""
-    from offload_jax.system import SystemState
+    from offload_jax.scenarios.chain.system import SystemState
 
     return types.SimpleNamespace(states=SystemState(*(np.asarray(v)[:n] for v in ds.states)),
                                  label=np.asarray(ds.label)[:n], latency=np.asarray(ds.latency)[:n])

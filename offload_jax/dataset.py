@@ -37,9 +37,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 import offload_jax
-from offload_jax import atomic, cost, locking, solvers, system
+from offload_jax import atomic, locking
 from offload_jax.config import ConfigError, SystemConfig
-from offload_jax.system import STATE_FIELDS, SystemState
+from offload_jax.scenarios.chain import cost, solvers, system
+from offload_jax.scenarios.chain.system import STATE_FIELDS, SystemState
 
 FORMAT = "offload-jax-dataset/1"
 MANIFEST_FILE = "manifest.json"

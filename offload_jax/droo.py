@@ -55,10 +55,10 @@ import optax
 from flax import nnx
 
 from offload_jax.config import DROO_MODEL, ConfigError, ModelConfig, SystemConfig
-from offload_jax.cost import NUM_SITES, StageCosts, path_latency, stage_costs
 from offload_jax.features import FeatureStats, compute_stats, features, num_inputs, raw_features
 from offload_jax.models import PlacementMLP
-from offload_jax.system import SystemState
+from offload_jax.scenarios.chain.cost import NUM_SITES, StageCosts, path_latency, stage_costs
+from offload_jax.scenarios.chain.system import SystemState
 
 QUANTIZERS = ("single", "nested")
 

@@ -19,9 +19,9 @@ import numpy as np
 
 from offload_jax import atomic, metrics
 from offload_jax.config import ConfigError, SystemConfig
-from offload_jax.cost import path_latency, stage_costs
 from offload_jax.policies import Policy, check_run_matches, make_policy, run_policy
-from offload_jax.system import SystemState
+from offload_jax.scenarios.chain.cost import path_latency, stage_costs
+from offload_jax.scenarios.chain.system import SystemState
 
 JSON_FORMAT = "offload-jax-evaluation/1"
 _MEAN_METRICS = ("accuracy", "per_task_accuracy", "exact_match", "latency_ratio_mean")

@@ -2,7 +2,7 @@
 
 `offload-jax export` writes a student's weights and feature statistics into one
 `.npz`; this module loads it and decides placements from the packed state vector
-(`offload_jax.system.pack` layout: the SPEC fields in order, flattened to float32).
+(`offload_jax.scenarios.chain.system.pack` layout: the SPEC fields in order, flattened to float32).
 
 Importing this module imports numpy only (tests check that no JAX is loaded).
 The features are defined here, once, as index arrays over the packed vector

@@ -30,7 +30,7 @@ from offload_jax.export_runtime import (  # noqa: F401 (COST_EPS re-exported)
     feature_recipe,
     field_sources,
 )
-from offload_jax.system import SystemState, pack
+from offload_jax.scenarios.chain.system import SystemState, pack
 
 FEATURES_VERSION = "logs+stage-costs/1"
 

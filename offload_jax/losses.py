@@ -18,7 +18,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from offload_jax.cost import NUM_SITES, StageCosts, expected_latency
+from offload_jax.scenarios.chain.cost import NUM_SITES, StageCosts, expected_latency
 
 
 class LossWeights(NamedTuple):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from offload_jax.cost import StageCosts, path_latency
+from offload_jax.scenarios.chain.cost import StageCosts, path_latency
 
 
 def per_task_accuracy(pred: jax.Array, label: jax.Array) -> jax.Array:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from offload_jax.config import ModelConfig
-from offload_jax.cost import NUM_SITES
+from offload_jax.scenarios.chain.cost import NUM_SITES
 
 _ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu, "tanh": jnp.tanh}
 

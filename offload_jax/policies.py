@@ -20,12 +20,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from offload_jax import droo, solvers
+from offload_jax import droo
 from offload_jax.config import ConfigError, SystemConfig
-from offload_jax.cost import CLOUD, EDGE, LOCAL, NUM_SITES, stage_costs
 from offload_jax.features import FeatureStats, features, num_features
 from offload_jax.models import count_params, input_count
-from offload_jax.system import SystemState, unpack
+from offload_jax.scenarios.chain import solvers
+from offload_jax.scenarios.chain.cost import CLOUD, EDGE, LOCAL, NUM_SITES, stage_costs
+from offload_jax.scenarios.chain.system import SystemState, unpack
 
 FIXED_SITE_POLICIES = {"local": LOCAL, "edge": EDGE, "cloud": CLOUD}
 # Policies that need nothing but the state (no trained run).

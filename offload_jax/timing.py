@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from offload_jax.config import SystemConfig
 from offload_jax.policies import PolicyFn, packed
-from offload_jax.system import pack, sample
+from offload_jax.scenarios.chain.system import pack, sample
 
 # JAX settings of a decision-latency process, the same for every policy. JAX's CPU client
 # runs a program it deems expensive (one with a dot, or over ~1000 elements: every learned

@@ -46,7 +46,6 @@ from tqdm.auto import tqdm
 
 from offload_jax import __version__, atomic, locking, metrics
 from offload_jax.config import ConfigError, ModelConfig, SystemConfig, TrainConfig
-from offload_jax.cost import StageCosts, stage_costs
 from offload_jax.features import (
     FeatureStats,
     compute_stats,
@@ -59,7 +58,8 @@ from offload_jax.features import (
 )
 from offload_jax.losses import LossWeights, total_loss
 from offload_jax.models import PlacementMLP, count_params, input_count
-from offload_jax.system import SystemState, tasks_of
+from offload_jax.scenarios.chain.cost import StageCosts, stage_costs
+from offload_jax.scenarios.chain.system import SystemState, tasks_of
 
 
 class _QuietReadOnly(logging.Filter):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import cli, config, export_runtime, features, models, policies, system, train
+from offload_jax import cli, config, export_runtime, features, models, policies, train
+from offload_jax.scenarios.chain import system
 
 
 def test_export_cli_round_trip(tmp_path):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from reference import brute_force_expectation, one_state, spec_k_f, spec_latency
 
-from offload_jax import cost, system
 from offload_jax.config import SystemConfig
+from offload_jax.scenarios.chain import cost, system
 
 # A hand-built T=2 state. Rates and speeds are chosen so every term is a short decimal.
 HAND = {

@@ -16,8 +16,8 @@ import reference as chain_ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offload_jax import cost, system
 from offload_jax.config import SystemConfig
+from offload_jax.scenarios.chain import cost, system
 from offload_jax.scenarios.dag import heuristics, schedule, search
 from offload_jax.scenarios.dag import state as dag_state
 from offload_jax.scenarios.dag.config import DagConfig

@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from offload_jax import cli, cost, dataset, system
+from offload_jax import cli, dataset
 from offload_jax.config import ConfigError, SystemConfig
+from offload_jax.scenarios.chain import cost, system
 
 CFG = SystemConfig(tasks=4, subcarriers=3)
 N, SHARD, SEED = 600, 200, 11  # 3 equal shards: one compiled batch shape

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import cli, config, cost, droo, metrics, policies, solvers, system
+from offload_jax import cli, config, droo, metrics, policies
 from offload_jax.config import ConfigError
+from offload_jax.scenarios.chain import cost, solvers, system
 
 # Same system, pool and batch size N as tests/test_policies.py (compiled programs are reused).
 CFG = config.SystemConfig(tasks=4, subcarriers=3)

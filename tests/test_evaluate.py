@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import cli, config, cost, evaluate, features, metrics, models, policies
+from offload_jax import cli, config, evaluate, features, metrics, models, policies
+from offload_jax.scenarios.chain import cost
 
 # Same system, pool and batch size N as tests/test_policies.py (compiled programs are reused).
 CFG = config.SystemConfig(tasks=4, subcarriers=3)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, cost, dataset, evaluate, features, models, policies, train
+from offload_jax import config, dataset, evaluate, features, models, policies, train
+from offload_jax.scenarios.chain import cost
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 CFG = config.SystemConfig(tasks=3, subcarriers=3)

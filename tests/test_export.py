@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, export, export_runtime, features, models, system
+from offload_jax import config, export, export_runtime, features, models
+from offload_jax.scenarios.chain import system
 
 
 @functools.cache

@@ -20,8 +20,9 @@ import jax
 import numpy as np
 import pytest
 
-from offload_jax import cli, dataset, locking, solvers, train
+from offload_jax import cli, dataset, locking, train
 from offload_jax.config import SystemConfig
+from offload_jax.scenarios.chain import solvers
 
 CFG = SystemConfig(tasks=4, subcarriers=3)
 N, SHARD, SEED = 600, 200, 11  # as in test_dataset: the compiled labeler is shared

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from offload_jax import config, features, system
-from offload_jax.cost import stage_costs
+from offload_jax import config, features
+from offload_jax.scenarios.chain import system
+from offload_jax.scenarios.chain.cost import stage_costs
 
 
 def reference_raw_features(state: system.SystemState) -> np.ndarray:

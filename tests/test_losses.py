@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from offload_jax import config, cost, losses, solvers, system
+from offload_jax import config, losses
+from offload_jax.scenarios.chain import cost, solvers, system
 
 
 def _softmax(v):

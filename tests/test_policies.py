@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, cost, features, models, policies, system
+from offload_jax import config, features, models, policies
 from offload_jax.config import ConfigError
+from offload_jax.scenarios.chain import cost, system
 
 # The policy, DROO and evaluation tests share this system and batches of N states, so the
 # compiled programs (keyed by function and shape) are reused within one pytest process.

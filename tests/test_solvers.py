@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from reference import all_placements, brute_force_labels, one_state, spec_latencies_all
 
-from offload_jax import cost, solvers, system
 from offload_jax.config import ConfigError, SystemConfig
+from offload_jax.scenarios.chain import cost, solvers, system
 
 # Every call below uses batches of B states, so each solver compiles once per T (and suffix).
 B = 8

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from reference import spec_rates
 
-from offload_jax import system
 from offload_jax.config import SystemConfig
+from offload_jax.scenarios.chain import system
 
 SPEC_SHAPES = {  # the SPEC's state table: per-sample shape (T, N symbolic) and dtype
     "cycles": (("T",), np.float32),

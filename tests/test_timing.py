@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, export, export_runtime, features, models, policies, system, timing, train
+from offload_jax import config, export, export_runtime, features, models, policies, timing, train
 from offload_jax.droo import DROOConfig
+from offload_jax.scenarios.chain import system
 
 CFG = config.SystemConfig(tasks=4, subcarriers=3)
 SMALL = config.ModelConfig(hidden=(16, 16), activation="gelu", norm="layer")

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, cost, features, models, policies, solvers, system, train
+from offload_jax import config, features, models, policies, train
+from offload_jax.scenarios.chain import cost, solvers, system
 
 CFG = config.SystemConfig(tasks=4, subcarriers=3)
 SMALL = config.ModelConfig(hidden=(64, 64), activation="gelu", norm="layer")

@@ -25,7 +25,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from offload_jax.system import SystemState
+from offload_jax.scenarios.chain.system import SystemState
 
 LOCAL, EDGE, CLOUD = 0, 1, 2
 SITES = ("local", "edge", "cloud")

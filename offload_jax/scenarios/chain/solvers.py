@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from offload_jax.config import ConfigError
-from offload_jax.cost import NUM_SITES, StageCosts, num_tasks
+from offload_jax.scenarios.chain.cost import NUM_SITES, StageCosts, num_tasks
 
 SOLVERS = ("dp", "enumerate")
 # The largest T each solver accepts: at these T, labeling 1024 default-system states with
