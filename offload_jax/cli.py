@@ -84,34 +84,37 @@ def _add_generate(sub) -> None:
                     "shards + manifest.json to --out. Rerunning the same command resumes.")
     p.add_argument("--out", required=True, help="output directory (created; resumed if it holds this job)")
     p.add_argument("--num-states", type=_count, required=True, help="number of states N")
+    p.add_argument("--scenario", default="chain", metavar="NAME",
+                   help="chain (the paper's, dataset format 1) or dag (task graphs, several users, energy; "
+                        "format 2); default chain")
     p.add_argument("--tasks", type=_count, default=None,
                    help="sub-tasks T (overrides the system's tasks; default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the state stream (0 .. 2**32-1)")
-    p.add_argument("--solver", choices=("dp", "enumerate"), default="dp", help="exact solver (default dp)")
+    p.add_argument("--solver", default=None, metavar="NAME",
+                   help="exact solver: chain dp (default) or enumerate; dag bnb (pruned search, default) "
+                        "or enumerate")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a system key, e.g. --set backhaul_rate_range=1e6,5e7 (repeatable)")
+                   help="override a system key, e.g. --set backhaul_rate_range=1e6,5e7 or, for dag, "
+                        "--set users=2 --set topology=file --set topology_file=graphs.json (repeatable)")
     p.add_argument("--shard-size", type=_count, default=100_000, help="states per shard")
     p.add_argument("--batch-size", type=_count, default=None,
-                   help="most states per device call (default 65536 for dp, 1024 for enumerate, "
-                        "per device); changes neither states nor bytes")
+                   help="most states per device call (default per solver: 65536 dp, 1024 chain "
+                        "enumerate, 4096 bnb, 256 dag enumerate; per device); changes neither states nor "
+                        "bytes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=_cmd_generate)
 
 
 def _cmd_generate(args) -> int:
-    from offload_jax import dataset
-    from offload_jax.config import SystemConfig, parse_overrides
+    from offload_jax import dataset, scenarios
+    from offload_jax.config import parse_overrides
 
-    cfg = SystemConfig().with_overrides(parse_overrides(args.set))
+    overrides = parse_overrides(args.set)
     if args.tasks is not None:
-        cfg = cfg.with_overrides({"tasks": args.tasks})
-    try:
-        dataset.generate(args.out, cfg, args.num_states, args.seed, args.solver,
-                         shard_size=args.shard_size, batch_size=args.batch_size,
-                         progress=not args.no_progress)
-    except dataset.DatasetError as exc:
-        print(f"offload-jax generate: error: {exc}", file=sys.stderr)
-        return 2
+        overrides["tasks"] = args.tasks
+    scenario = scenarios.make(args.scenario, overrides)
+    dataset.generate(args.out, scenario.cfg, args.num_states, args.seed, args.solver,
+                     shard_size=args.shard_size, batch_size=args.batch_size, progress=not args.no_progress)
     return 0
 
 

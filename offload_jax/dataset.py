@@ -1,17 +1,19 @@
-"""Labeled datasets on disk (SPEC.md "Dataset on disk"): a sharded, resumable, checksummed writer
-and a verifying reader.
+"""Labeled datasets on disk (SPEC.md "Dataset on disk", both scenarios): a sharded, resumable,
+checksummed writer and a verifying reader. Everything scenario-specific comes from the scenario
+(`offload_jax.scenarios`): its state arrays, its label and value arrays, its format and manifest keys,
+its labelers and the rules its values obey.
 
 Layout of DIR:
 
-* `shard-00000.npz`, ...: every SPEC state array with a leading axis k, `label` int8 (k, T) and
-  `latency` float32 (k,). Written as a zip with fixed timestamps, so the same command gives the
-  same bytes.
+* `shard-00000.npz`, ...: every SPEC state array with a leading axis k, then the label and its values
+  (chain: `label` int8 (k, T), `latency` (k,); dag: `label` (k, U, T), `objective` (k,), `latency` and
+  `energy` (k, U)). Written as a zip with fixed timestamps, so the same command gives the same bytes.
 * `job.json`: the command's identity (everything that decides the bytes, including the shard size)
   and, per finished shard, its sha256 and label statistics. It is what makes a run resumable and
   what refuses a different command into the same DIR. Not part of the SPEC format.
 * `manifest.json`: the SPEC manifest, written last, so a DIR with a manifest is complete.
 
-State i uses the key `fold_in(key(seed), i)` (`system.sample_indices`), so the states do not depend
+State i uses the key `fold_in(key(seed), i)` (`Scenario.sample`), so the states do not depend
 on the batch size or the number of devices; the batch is split over all local devices with a
 one-axis `Mesh` ("batch").
 """
@@ -19,7 +21,6 @@ one-axis `Mesh` ("batch").
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import hashlib
 import io
 import json
@@ -37,21 +38,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 import offload_jax
-from offload_jax import atomic, locking
-from offload_jax.config import ConfigError, SystemConfig
-from offload_jax.scenarios.chain import cost, solvers, system
-from offload_jax.scenarios.chain.system import STATE_FIELDS, SystemState
+from offload_jax import atomic, locking, scenarios
+from offload_jax.config import ConfigError
+from offload_jax.scenarios.base import NUM_SITES, SITES, Scenario
 
-FORMAT = "offload-jax-dataset/1"
 MANIFEST_FILE = "manifest.json"
 JOB_FILE = "job.json"
-MANIFEST_KEYS = ("format", "tasks", "num_states", "seed", "solver", "system", "shards", "versions")
-ARRAY_NAMES = (*STATE_FIELDS, "label", "latency")
+# Keys of every manifest; a scenario adds its own (`Scenario.manifest_keys`).
+COMMON_KEYS = ("format", "num_states", "seed", "solver", "system", "shards", "versions")
 MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits of the seed: larger seeds would collide
-# Default most states per device call, per solver and device: DP is cheap per state and wants large
-# batches; enumeration holds 3^8 latencies per state in flight. Both fit in memory up to
-# solvers.MAX_TASKS (measurements there).
-DEFAULT_BATCH = {"dp": 65536, "enumerate": 1024}
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: byte-identical shards
 
 
@@ -66,24 +61,19 @@ def shard_name(i: int) -> str:
 # --------------------------------------------------------------------------- labeling
 
 
-def label_indices(key: jax.Array, cfg: SystemConfig, indices: jax.Array,
-                  solver: str = "dp") -> tuple[SystemState, jax.Array, jax.Array]:
-    """States number `indices` (n,) of the stream of `key`, their labels (n, T) int8 and latency (n,).
-
-    Jittable (`cfg`, `solver` static). The latency is `cost.path_latency` of the label.
-    """
-    state = system.sample_indices(key, cfg, indices)
-    costs = cost.stage_costs(state)
-    label, _ = solvers.solve(costs, solver)
-    return state, label, cost.path_latency(costs, label)
+def array_names(scenario: Scenario) -> tuple[str, ...]:
+    """The arrays of a shard, in file order: the state's, then the label and its values."""
+    return (*scenario.state_shapes(), *scenario.result_shapes())
 
 
-def _summary_sums(costs: cost.StageCosts, label: jax.Array, latency: jax.Array,
-                  valid: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Over the states where `valid`: (label count per site (3,), sum of fixed-site / optimal ratios (3,))."""
-    counts = jnp.stack([jnp.sum((label == s) & valid[:, None]) for s in range(cost.NUM_SITES)])
-    ratios = jnp.stack([cost.fixed_site_latency(costs, s) / latency for s in range(cost.NUM_SITES)])
-    return counts.astype(jnp.int32), jnp.sum(jnp.where(valid[None, :], ratios, 0.0), axis=1)
+def label_indices(key: jax.Array, cfg, indices: jax.Array, solver: str | None = None):
+    """States number `indices` (n,) of the stream of `key` for the system `cfg`, their labels and values:
+    (state, label, {value array: ...}) as a shard holds them (default solver: the scenario's first)."""
+    scenario = scenarios.of(cfg)
+    solver = solver or scenario.solvers[0]
+    state, label, results, _ = scenario.labeler(solver, _mesh())(key, scenario.params, jnp.asarray(indices),
+                                                                 len(indices))
+    return state, label, results
 
 
 def _summary_from_sums(counts, ratio_sums, n_states: int) -> dict[str, Any]:
@@ -92,28 +82,22 @@ def _summary_from_sums(counts, ratio_sums, n_states: int) -> dict[str, Any]:
     total = max(counts.sum(), 1.0)
     return {
         "num_states": int(n_states),
-        "site_share": {site: float(c / total) for site, c in zip(cost.SITES, counts, strict=True)},
+        "site_share": {site: float(c / total) for site, c in zip(SITES, counts, strict=True)},
         "ratio_to_optimal": {f"all_{site}": float(r / max(n_states, 1))
-                             for site, r in zip(cost.SITES, ratio_sums, strict=True)},
+                             for site, r in zip(SITES, ratio_sums, strict=True)},
     }
 
 
-def label_summary(labels, costs=None) -> dict[str, Any]:
-    """Share of each site among the labels and the mean (of per-state ratios) latency of all-local,
-    all-edge and all-cloud relative to the labels' latency.
-
-    Call as `label_summary(labels (n, T), costs: StageCosts)` or `label_summary(dataset)`.
-    Returns {"num_states", "site_share": {site: share}, "ratio_to_optimal": {"all_<site>": mean}}.
-    """
-    if isinstance(labels, Dataset):
-        costs = cost.stage_costs(SystemState(*(jnp.asarray(v) for v in labels.states)))
-        labels = labels.label
-    if costs is None:
-        raise TypeError("label_summary needs the states' StageCosts (or a Dataset)")
-    labels = jnp.asarray(labels)
-    latency = cost.path_latency(costs, labels)
-    counts, ratio_sums = _summary_sums(costs, labels, latency, jnp.ones(labels.shape[0], bool))
-    return _summary_from_sums(counts, ratio_sums, labels.shape[0])
+def label_summary(ds: Dataset) -> dict[str, Any]:
+    """Share of each site among a dataset's labels (the decisions that matter: padding slots excluded)
+    and the mean (of per-state ratios) objective of all-local, all-edge and all-cloud relative to the
+    labels'. Returns {"num_states", "site_share": {site: share}, "ratio_to_optimal": {"all_<site>": mean}}."""
+    scenario = ds.scenario
+    state = scenario.state_type(*(jnp.asarray(v) for v in ds.states))
+    label = jnp.asarray(ds.label)
+    counts, ratio_sums = jax.jit(scenario.summary_sums)(
+        scenario.params, state, label, jnp.asarray(ds.objective), jnp.ones(label.shape[0], bool))
+    return _summary_from_sums(counts, ratio_sums, label.shape[0])
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -121,28 +105,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     ratio = "  ".join(f"{name.replace('_', '-')} {v:.3f}x"
                       for name, v in summary["ratio_to_optimal"].items())
     return (f"{summary['num_states']} states; labels by site: {share}\n"
-            f"latency relative to optimal (mean of per-state ratios): {ratio}")
+            f"objective relative to optimal (mean of per-state ratios): {ratio}")
 
 
 def _mesh() -> Mesh:
     return Mesh(np.array(jax.devices()), ("batch",))
-
-
-@functools.lru_cache(maxsize=8)
-def _batch_labeler(cfg: SystemConfig, solver: str, mesh: Mesh):
-    """Jitted (key, indices (B,), n_valid) -> (state, label, latency, counts, ratio_sums), with the
-    batch axis split over the mesh."""
-    batch = NamedSharding(mesh, PartitionSpec("batch"))
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    def fn(key, indices, n_valid):
-        state, label, latency = label_indices(key, cfg, indices, solver)
-        valid = jnp.arange(indices.shape[0]) < n_valid
-        counts, ratio_sums = _summary_sums(cost.stage_costs(state), label, latency, valid)
-        return state, label, latency, counts, ratio_sums
-
-    return jax.jit(fn, in_shardings=(replicated, batch, replicated),
-                   out_shardings=(batch, batch, batch, replicated, replicated))
 
 
 # --------------------------------------------------------------------------- writing
@@ -153,11 +120,11 @@ def _atomic_write_json(path: str, obj: Any) -> None:
 
 
 def shard_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An .npz (zip, stored) of `arrays` in ARRAY_NAMES order with fixed timestamps: same arrays,
-    same bytes (np.savez stamps the current time)."""
+    """An .npz (zip, stored) of `arrays` in their order with fixed timestamps: same arrays, same bytes
+    (np.savez stamps the current time)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name in ARRAY_NAMES:
+        for name in arrays:
             npy = io.BytesIO()
             np.lib.format.write_array(npy, np.ascontiguousarray(arrays[name]), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
@@ -203,10 +170,8 @@ def _batches(start: int, end: int, max_batch: int, multiple: int) -> list[tuple[
     return [(s, min(s + size, end), padded) for s in range(start, end, size)]
 
 
-def _check_request(cfg: SystemConfig, num_states: int, seed: int, solver: str, shard_size: int,
+def _check_request(scenario: Scenario, num_states: int, seed: int, solver: str, shard_size: int,
                    batch_size: int | None) -> None:
-    cfg.validate()
-
     def is_int(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -214,9 +179,8 @@ def _check_request(cfg: SystemConfig, num_states: int, seed: int, solver: str, s
         raise ConfigError(f"num_states must be an integer in [1, 2**32], got {num_states!r}")
     if not is_int(seed) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
-    if solver not in solvers.SOLVERS:
-        raise ConfigError(f"solver must be one of {solvers.SOLVERS}, got {solver!r}")
-    solvers.check_tasks(solver, cfg.tasks)
+    scenario.check_solver(solver)
+    scenario.static  # noqa: B018 (reads and checks what the system refers to, a topology file, up front)
     if not is_int(shard_size) or shard_size < 1:
         raise ConfigError(f"shard_size must be an integer >= 1, got {shard_size!r}")
     if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
@@ -272,16 +236,18 @@ def _open_job(out_dir: str, identity: dict[str, Any]) -> dict[str, Any]:
 
 
 def _manifest(identity: dict[str, Any], plan, shard_records: dict[str, dict]) -> dict[str, Any]:
+    """The SPEC manifest: the job's identity without the shard size, with the shards' records."""
     shards = [{"file": shard_name(i), "num_states": end - start,
                "sha256": shard_records[shard_name(i)]["sha256"]} for i, (start, end) in enumerate(plan)]
-    return {"format": FORMAT, "tasks": identity["tasks"], "num_states": identity["num_states"],
-            "seed": identity["seed"], "solver": identity["solver"], "system": identity["system"],
-            "shards": shards, "versions": identity["versions"]}
+    head = {k: v for k, v in identity.items() if k not in ("shard_size", "versions")}
+    return {**head, "shards": shards, "versions": identity["versions"]}
 
 
-def generate(out_dir, cfg: SystemConfig, num_states: int, seed: int, solver: str = "dp", *,
+def generate(out_dir, cfg, num_states: int, seed: int, solver: str | None = None, *,
              shard_size: int = 100_000, batch_size: int | None = None, progress: bool = True) -> dict:
-    """Label states 0..num_states-1 of the stream of `seed` and write them to `out_dir`; return the manifest.
+    """Label states 0..num_states-1 of the stream of `seed` for the system `cfg` (SystemConfig: chain,
+    DagConfig: dag) and write them to `out_dir`; return the manifest. `solver` defaults to the
+    scenario's first (the chain DP; dag's pruned search).
 
     Resumable: rerunning the same call keeps the shards recorded in `job.json` whose sha256 still
     matches and writes only the missing or corrupt ones; a finished DIR is left as is. A different
@@ -291,16 +257,18 @@ def generate(out_dir, cfg: SystemConfig, num_states: int, seed: int, solver: str
     it changes neither the states nor the bytes. With `progress`, shows a progress bar on stderr
     and prints the label summary on stdout.
     """
-    _check_request(cfg, num_states, seed, solver, shard_size, batch_size)
+    scenario = scenarios.of(cfg)
+    solver = solver or scenario.solvers[0]
+    _check_request(scenario, num_states, seed, solver, shard_size, batch_size)
     out_dir = os.fspath(out_dir)
-    identity = {"format": FORMAT, "tasks": cfg.tasks, "num_states": int(num_states), "seed": int(seed),
-                "solver": solver, "system": cfg.to_dict(), "shard_size": int(shard_size),
-                "versions": _versions()}
+    identity = {"format": scenario.format, **scenario.manifest_keys(), "num_states": int(num_states),
+                "seed": int(seed), "solver": solver, "system": scenario.cfg.to_dict(),
+                "shard_size": int(shard_size), "versions": _versions()}
     with locking.hold(out_dir, "generate"):
-        return _generate_locked(out_dir, identity, cfg, batch_size, progress)
+        return _generate_locked(out_dir, identity, scenario, batch_size, progress)
 
 
-def _generate_locked(out_dir: str, identity: dict[str, Any], cfg: SystemConfig, batch_size: int | None,
+def _generate_locked(out_dir: str, identity: dict[str, Any], scenario: Scenario, batch_size: int | None,
                      progress: bool) -> dict:
     """`generate` once it holds DIR's lock."""
     num_states, seed, solver = identity["num_states"], identity["seed"], identity["solver"]
@@ -325,7 +293,7 @@ def _generate_locked(out_dir: str, identity: dict[str, Any], cfg: SystemConfig, 
         _atomic_write_json(job_path, job)
 
     if todo:
-        _label_and_write(out_dir, cfg, seed, solver, plan, todo, batch_size, progress, job, job_path)
+        _label_and_write(out_dir, scenario, seed, solver, plan, todo, batch_size, progress, job, job_path)
 
     manifest = _manifest(identity, plan, job["shards"])
     manifest_path = os.path.join(out_dir, MANIFEST_FILE)
@@ -336,17 +304,18 @@ def _generate_locked(out_dir: str, identity: dict[str, Any], cfg: SystemConfig, 
     return manifest
 
 
-def _label_and_write(out_dir, cfg, seed, solver, plan, todo, batch_size, progress, job, job_path):
+def _label_and_write(out_dir, scenario: Scenario, seed, solver, plan, todo, batch_size, progress, job,
+                     job_path):
     """Compute shards `todo` and write them; writing shard k overlaps computing shard k+1."""
     mesh = _mesh()
     n_dev = mesh.devices.size
-    labeler = _batch_labeler(cfg, solver, mesh)
+    labeler = scenario.labeler(solver, mesh)
+    params = scenario.params
     batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
     key = jax.random.key(seed)
-    max_batch = (batch_size or DEFAULT_BATCH[solver] * n_dev)
-    shapes = system.state_shapes(cfg)
-    dtypes = {**{k: (s, d) for k, (s, d) in shapes.items()},
-              "label": ((cfg.tasks,), np.dtype(np.int8)), "latency": ((), np.dtype(np.float32))}
+    max_batch = (batch_size or scenario.default_batch[solver] * n_dev)
+    dtypes = {**scenario.state_shapes(), **scenario.result_shapes()}
+    state_names = tuple(scenario.state_shapes())
     done_states = sum(plan[i][1] - plan[i][0] for i in range(len(plan)) if i not in set(todo))
 
     def write_task(i, arrays, counts, ratio_sums):
@@ -364,21 +333,22 @@ def _label_and_write(out_dir, cfg, seed, solver, plan, todo, batch_size, progres
         for b_start, b_end, padded in _batches(start, end, max_batch, n_dev):
             idx = np.minimum(np.arange(b_start, b_start + padded, dtype=np.int64), end - 1)
             idx = jax.device_put(idx.astype(np.uint32), batch_sharding)
-            batches.append((b_start, b_end, labeler(key, idx, b_end - b_start)))
+            batches.append((b_start, b_end, labeler(key, params, idx, b_end - b_start)))
         return i, batches
 
     def collect(i, batches):
         """Wait for shard i and copy it to host arrays (padding dropped)."""
         start, end = plan[i]
         arrays = {k: np.empty((end - start, *s), d) for k, (s, d) in dtypes.items()}
-        counts = np.zeros(cost.NUM_SITES, np.int64)
-        ratio_sums = np.zeros(cost.NUM_SITES, np.float64)
-        for b_start, b_end, (state, label, latency, c, r) in batches:
+        counts = np.zeros(NUM_SITES, np.int64)
+        ratio_sums = np.zeros(NUM_SITES, np.float64)
+        for b_start, b_end, (state, label, results, (c, r)) in batches:
             rows, n = slice(b_start - start, b_end - start), b_end - b_start
-            for name, value in zip(STATE_FIELDS, state, strict=True):
+            for name, value in zip(state_names, state, strict=True):
                 arrays[name][rows] = np.asarray(value)[:n]
             arrays["label"][rows] = np.asarray(label)[:n]
-            arrays["latency"][rows] = np.asarray(latency)[:n]
+            for name, value in results.items():
+                arrays[name][rows] = np.asarray(value)[:n]
             counts += np.asarray(c)
             ratio_sums += np.asarray(r)
             bar.update(n)
@@ -428,18 +398,38 @@ def _read_json_or_none(path: str) -> Any:
 class Dataset(NamedTuple):
     """A labeled dataset (or one shard of it) in host memory."""
 
-    states: SystemState  # numpy arrays, leading axis n
-    label: np.ndarray  # (n, T) int8
-    latency: np.ndarray  # (n,) float32, seconds
+    states: Any  # the scenario's state NamedTuple of numpy arrays, leading axis n
+    label: np.ndarray  # (n, *decision_shape) int8
+    values: dict[str, np.ndarray]  # the label's values: chain latency; dag objective, latency, energy
     manifest: dict
 
     @property
-    def config(self) -> SystemConfig:
-        return SystemConfig.from_dict(self.manifest["system"])
+    def scenario(self) -> Scenario:
+        return scenario_of(self.manifest)
+
+    @property
+    def config(self):
+        return self.scenario.cfg
+
+    @property
+    def objective(self) -> np.ndarray:
+        """(n,) the optimal objective J (the chain's is its latency)."""
+        return self.values["objective"] if "objective" in self.values else self.values["latency"]
+
+    @property
+    def latency(self) -> np.ndarray:
+        """Seconds: (n,) chain, (n, U) dag."""
+        return self.values["latency"]
 
     @property
     def num_states(self) -> int:
         return int(self.label.shape[0])
+
+
+def scenario_of(manifest: dict) -> Scenario:
+    """The scenario (with its system) a checked manifest describes."""
+    name = manifest.get("scenario") or scenarios.name_of_format(manifest["format"])
+    return scenarios.from_system(name, manifest["system"])
 
 
 def _manifest_path(path) -> str:
@@ -458,18 +448,24 @@ def read_manifest(path) -> dict:
                            f"(an unfinished `generate` resumes when rerun)") from None
     except (OSError, ValueError) as exc:
         raise DatasetError(f"cannot read {mpath}: {exc}") from None
-    if not isinstance(manifest, dict) or sorted(manifest) != sorted(MANIFEST_KEYS):
-        got = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
-        raise DatasetError(f"{mpath}: keys must be {list(MANIFEST_KEYS)}, got {got}")
-    if manifest["format"] != FORMAT:
-        raise DatasetError(f"{mpath}: format must be {FORMAT!r}, got {manifest['format']!r}")
+    if not isinstance(manifest, dict) or "format" not in manifest:
+        raise DatasetError(f"{mpath}: not a dataset manifest (no 'format')")
     try:
-        cfg = SystemConfig.from_dict(manifest["system"])
+        name = manifest.get("scenario") or scenarios.name_of_format(manifest["format"])
+        expected = scenarios.SCENARIOS[name].format if name in scenarios.SCENARIOS else None
+        scenario = scenario_of(manifest)
     except (ConfigError, TypeError, AttributeError) as exc:
-        raise DatasetError(f"{mpath}: field 'system' is invalid: {exc}") from None
-    if manifest["tasks"] != cfg.tasks:
-        raise DatasetError(f"{mpath}: field 'tasks' ({manifest['tasks']!r}) differs from "
-                           f"system.tasks ({cfg.tasks})")
+        raise DatasetError(f"{mpath}: field 'format', 'scenario' or 'system' is invalid: {exc}") from None
+    if manifest["format"] != expected:
+        raise DatasetError(f"{mpath}: format must be {expected!r} for scenario {name!r}, "
+                           f"got {manifest['format']!r}")
+    keys = (*COMMON_KEYS, *scenario.manifest_keys())
+    if sorted(manifest) != sorted(keys):
+        raise DatasetError(f"{mpath}: keys must be {sorted(keys)}, got {sorted(manifest)}")
+    for key, value in scenario.manifest_keys().items():
+        if manifest[key] != value:
+            raise DatasetError(f"{mpath}: field {key!r} ({manifest[key]!r}) differs from system.{key} "
+                               f"({value!r})")
     shards = manifest["shards"]
     if not isinstance(shards, list) or not all(
             isinstance(s, dict) and {"file", "num_states", "sha256"} <= set(s) for s in shards):
@@ -486,25 +482,11 @@ def fingerprint(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
-def _value_rules(cfg: SystemConfig) -> dict[str, tuple[str, Any]]:
-    """{array: (what its values must be, values -> mask of the good ones (per value or per state))},
-    from SPEC's state table: a shard whose checksum matches may still have been written with bad values."""
-    positive = ("finite and > 0", lambda a: (a > 0) & (a < np.inf))  # NaN fails both comparisons
-    names = ("cycles", "data_bits", "f_local", "f_edge", "f_cloud", "snr", "rate_up", "rate_down",
-             "backhaul_rate", "latency")
-    return {**dict.fromkeys(names, positive),
-            "cloud_delay": ("finite and >= 0", lambda a: (a >= 0) & (a < np.inf)),
-            "edge_cores_free": (f"in [1, edge_cores={cfg.edge_cores}]",
-                                lambda a: (a >= 1) & (a <= cfg.edge_cores)),
-            "subcarrier_free": ("true for at least one sub-carrier of each state", lambda a: a.any(axis=-1)),
-            "label": (f"in {{{', '.join(map(str, range(cost.NUM_SITES)))}}}",
-                      lambda a: (a >= 0) & (a < cost.NUM_SITES))}
-
-
-def _check_values(path: str, arrays: dict[str, np.ndarray], cfg: SystemConfig) -> None:
-    """Raise DatasetError naming the shard, the array and the first bad state. Vectorized: a few passes
+def _check_values(path: str, arrays: dict[str, np.ndarray], scenario: Scenario) -> None:
+    """Raise DatasetError naming the shard, the array and the first bad state (`Scenario.value_rules`: a
+    shard whose checksum matches may still have been written with bad values). Vectorized: a few passes
     over each array."""
-    for name, (rule, good_of) in _value_rules(cfg).items():
+    for name, (rule, good_of) in scenario.value_rules().items():
         a = arrays[name]
         good = good_of(a)
         if not good.all():
@@ -515,7 +497,7 @@ def _check_values(path: str, arrays: dict[str, np.ndarray], cfg: SystemConfig) -
                 f"states are not, the first is state {first[0]} with {np.asarray(a[first]).tolist()!r}")
 
 
-def _read_shard(directory: str, entry: dict, manifest: dict, cfg: SystemConfig, verify: bool) -> Dataset:
+def _read_shard(directory: str, entry: dict, manifest: dict, scenario: Scenario, verify: bool) -> Dataset:
     path = os.path.join(directory, entry["file"])
     try:
         with open(path, "rb") as f:
@@ -531,19 +513,23 @@ def _read_shard(directory: str, entry: dict, manifest: dict, cfg: SystemConfig, 
             arrays = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise DatasetError(f"shard {path} is corrupt or truncated: {exc}") from None
-    if sorted(arrays) != sorted(ARRAY_NAMES):
-        raise DatasetError(f"shard {path}: arrays must be {sorted(ARRAY_NAMES)}, got {sorted(arrays)}")
+    names = array_names(scenario)
+    if sorted(arrays) != sorted(names):
+        raise DatasetError(f"shard {path}: arrays must be {sorted(names)}, got {sorted(arrays)}")
     k = entry["num_states"]
-    expected = {**system.state_shapes(cfg), "label": ((cfg.tasks,), np.dtype(np.int8)),
-                "latency": ((), np.dtype(np.float32))}
-    for name, (shape, dtype) in expected.items():
+    for name, (shape, dtype) in {**scenario.state_shapes(), **scenario.result_shapes()}.items():
         a = arrays[name]
         if a.shape != (k, *shape) or a.dtype != dtype:
             raise DatasetError(f"shard {path}: array {name!r} must be {dtype} {(k, *shape)} "
-                               f"(T={cfg.tasks}), got {a.dtype} {a.shape}")
-    _check_values(path, arrays, cfg)
-    states = SystemState(**{name: arrays[name] for name in STATE_FIELDS})
-    return Dataset(states=states, label=arrays["label"], latency=arrays["latency"], manifest=manifest)
+                               f"({_sizes(scenario)}), got {a.dtype} {a.shape}")
+    _check_values(path, arrays, scenario)
+    states = scenario.state_type(**{name: arrays[name] for name in scenario.state_shapes()})
+    values = {name: arrays[name] for name in scenario.result_shapes() if name != "label"}
+    return Dataset(states=states, label=arrays["label"], values=values, manifest=manifest)
+
+
+def _sizes(scenario: Scenario) -> str:
+    return ", ".join(f"{k}={v}" for k, v in scenario.manifest_keys().items() if isinstance(v, int))
 
 
 def iter_shards(path, *, verify: bool = True) -> Iterator[Dataset]:
@@ -551,9 +537,9 @@ def iter_shards(path, *, verify: bool = True) -> Iterator[Dataset]:
     shapes, dtypes and values."""
     manifest = read_manifest(path)
     directory = os.path.dirname(_manifest_path(path))
-    cfg = SystemConfig.from_dict(manifest["system"])
+    scenario = scenario_of(manifest)
     for entry in manifest["shards"]:
-        yield _read_shard(directory, entry, manifest, cfg, verify)
+        yield _read_shard(directory, entry, manifest, scenario, verify)
 
 
 def load(path, *, verify: bool = True, max_states: int | None = None) -> Dataset:
@@ -572,7 +558,7 @@ def load(path, *, verify: bool = True, max_states: int | None = None) -> Dataset
     def cat(arrays):
         return arrays[0][:n] if len(arrays) == 1 else np.concatenate(arrays, axis=0)[:n]
 
-    states = SystemState(*(cat([p.states[j] for p in parts]) for j in range(len(STATE_FIELDS))))
-    return Dataset(states=states, label=cat([p.label for p in parts]),
-                   latency=cat([p.latency for p in parts]), manifest=manifest)
+    states = type(parts[0].states)(*(cat([p.states[j] for p in parts]) for j in range(len(parts[0].states))))
+    values = {name: cat([p.values[name] for p in parts]) for name in parts[0].values}
+    return Dataset(states=states, label=cat([p.label for p in parts]), values=values, manifest=manifest)
 

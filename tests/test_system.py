@@ -11,6 +11,7 @@ import pytest
 from reference import spec_rates
 
 from offload_jax.config import SystemConfig
+from offload_jax.scenarios import sampling
 from offload_jax.scenarios.chain import system
 
 SPEC_SHAPES = {  # the SPEC's state table: per-sample shape (T, N symbolic) and dtype
@@ -97,7 +98,8 @@ def test_derived_rates_equal_spec_formula():
     # `rates` on its own, on hand-picked values including a tiny snr (whose float32 log2(1 + snr) is 0).
     snr = jnp.array([[1.0, 3.0, 1e-9], [7.0, 0.5, 1e-9]], jnp.float32)
     free = jnp.array([[True, False, True], [False, False, True]])
-    up, down = (np.asarray(r) for r in system.rates(snr, free, cfg))
+    up, down = (np.asarray(r) for r in sampling.rates(snr, free, np.float32(cfg.subcarrier_bandwidth),
+                                                      np.float32(cfg.downlink_factor)))
     ref_up, ref_down = spec_rates(np.asarray(snr), np.asarray(free), cfg.subcarrier_bandwidth, 3.0)
     np.testing.assert_allclose(up, ref_up, rtol=3e-6)
     np.testing.assert_allclose(down, ref_down, rtol=3e-6)

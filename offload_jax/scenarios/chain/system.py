@@ -7,7 +7,6 @@ bit-identical whatever the batch it is sampled in, or the device it runs on.
 from __future__ import annotations
 
 import functools
-import operator
 from typing import NamedTuple
 
 import jax
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from offload_jax.config import SystemConfig
+from offload_jax.scenarios import sampling
 
 
 class SystemState(NamedTuple):
@@ -60,34 +60,50 @@ def state_shapes(cfg: SystemConfig) -> dict[str, tuple[tuple[int, ...], np.dtype
     }
 
 
-# Both samplers clip to the float32 bounds: float32 rounding (of exp(log(low)), or near
-# u = 1) could otherwise put a sample one ulp outside its range.
-def _log_uniform(u: jax.Array, bounds: tuple[float, float]) -> jax.Array:
-    lo, hi = np.float32(bounds[0]), np.float32(bounds[1])
-    log_lo, log_hi = np.log(lo), np.log(hi)
-    return jnp.clip(jnp.exp(log_lo + u * (log_hi - log_lo)), lo, hi)
+class ChainStatic(NamedTuple):
+    """What fixes the chain's shapes (hashable: a static jit argument)."""
+
+    tasks: int
+    subcarriers: int
 
 
-def _uniform(u: jax.Array, bounds: tuple[float, float]) -> jax.Array:
-    lo, hi = np.float32(bounds[0]), np.float32(bounds[1])
-    return jnp.clip(lo + u * (hi - lo), lo, hi)
+class ChainParams(NamedTuple):
+    """The values of a chain system (a pytree passed at call time: one compiled sampler serves them all)."""
+
+    cycles_range: sampling.Range
+    data_bits_range: sampling.Range
+    f_local_range: sampling.Range
+    edge_cores: jax.Array  # () int32
+    edge_core_hz: jax.Array  # () float32
+    f_cloud_range: sampling.Range
+    subcarrier_bandwidth: jax.Array
+    subcarrier_free_prob: jax.Array
+    mean_snr_db_range: sampling.Range
+    downlink_factor: jax.Array
+    backhaul_rate_range: sampling.Range
+    cloud_delay_range: sampling.Range
 
 
-def rates(
-    snr: jax.Array, subcarrier_free: jax.Array, cfg: SystemConfig
-) -> tuple[jax.Array, jax.Array]:
-    """(rate_up, rate_down) in bit/s from the sub-carriers (last axis), as SPEC.md defines them."""
-    # log1p: log2(1 + snr) in float32 is 0 for snr < 6e-8, and a lone free carrier must keep a rate > 0.
-    bits_per_hz = jnp.log1p(snr) / np.float32(np.log(2.0))
-    per_carrier = jnp.where(subcarrier_free, np.float32(cfg.subcarrier_bandwidth) * bits_per_hz, 0.0)
-    # A left fold in carrier order, not jnp.sum: XLA may reorder a reduction depending on
-    # the batch shape, and a state must be bit-identical whatever batch it is sampled in.
-    rate_up = functools.reduce(operator.add, [per_carrier[..., i] for i in range(per_carrier.shape[-1])])
-    return rate_up, np.float32(cfg.downlink_factor) * rate_up
+def static_of(cfg: SystemConfig) -> ChainStatic:
+    return ChainStatic(tasks=cfg.tasks, subcarriers=cfg.subcarriers)
 
 
-def _sample_one(key: jax.Array, cfg: SystemConfig) -> SystemState:
-    t, n = cfg.tasks, cfg.subcarriers
+def params_of(cfg: SystemConfig) -> ChainParams:
+    f32 = np.float32
+    r = sampling.make_range
+    return ChainParams(
+        cycles_range=r(cfg.cycles_range), data_bits_range=r(cfg.data_bits_range),
+        f_local_range=r(cfg.f_local_range), edge_cores=np.int32(cfg.edge_cores),
+        edge_core_hz=f32(cfg.edge_core_hz), f_cloud_range=r(cfg.f_cloud_range),
+        subcarrier_bandwidth=f32(cfg.subcarrier_bandwidth),
+        subcarrier_free_prob=f32(cfg.subcarrier_free_prob),
+        mean_snr_db_range=r(cfg.mean_snr_db_range), downlink_factor=f32(cfg.downlink_factor),
+        backhaul_rate_range=r(cfg.backhaul_rate_range), cloud_delay_range=r(cfg.cloud_delay_range))
+
+
+def _sample_one(key: jax.Array, static: ChainStatic, params: ChainParams) -> SystemState:
+    t, n = static.tasks, static.subcarriers
+    p = params
     # One vector of uniforms per state, cut into named pieces: cheaper than
     # splitting the key once per field, and fixes the layout of the randomness.
     sizes = {"cycles": t, "data_bits": t + 1, "f_local": 1, "cores": 1, "f_cloud": 1,
@@ -98,45 +114,42 @@ def _sample_one(key: jax.Array, cfg: SystemConfig) -> SystemState:
         u[name] = u_all[start:start + size]
         start += size
 
-    cycles = _log_uniform(u["cycles"], cfg.cycles_range)
-    data_bits = _log_uniform(u["data_bits"], cfg.data_bits_range)
-    f_local = _uniform(u["f_local"][0], cfg.f_local_range)
-    cores = jnp.minimum(jnp.floor(u["cores"][0] * cfg.edge_cores).astype(jnp.int32) + 1,
-                        cfg.edge_cores)
-    f_edge = cores.astype(jnp.float32) * np.float32(cfg.edge_core_hz)
-    f_cloud = _uniform(u["f_cloud"][0], cfg.f_cloud_range)
-    mean_snr_db = _uniform(u["mean_snr"][0], cfg.mean_snr_db_range)
-    # Exp(1): Rayleigh fading power gain. u = 0 has probability 2^-23 and would give g = 0,
-    # hence a zero rate when that carrier is the only free one; the floor keeps snr > 0.
-    fading = jnp.maximum(-jnp.log1p(-u["fading"]), np.float32(2.0**-24))
-    snr = jnp.power(np.float32(10.0), mean_snr_db / 10.0) * fading
-    free = u["free"] < np.float32(cfg.subcarrier_free_prob)
-    fallback = jnp.minimum(jnp.floor(u["fallback"][0] * n).astype(jnp.int32), n - 1)
-    free = jnp.where(jnp.any(free), free, jnp.arange(n) == fallback)
-    rate_up, rate_down = rates(snr, free, cfg)
-    backhaul = _log_uniform(u["backhaul"][0], cfg.backhaul_rate_range)
-    delay = _uniform(u["delay"][0], cfg.cloud_delay_range)
-    return SystemState(cycles=cycles, data_bits=data_bits, f_local=f_local,
-                       edge_cores_free=cores, f_edge=f_edge, f_cloud=f_cloud, snr=snr,
-                       subcarrier_free=free, rate_up=rate_up, rate_down=rate_down,
-                       backhaul_rate=backhaul, cloud_delay=delay)
+    cores = sampling.edge_cores_free(u["cores"][0], p.edge_cores)
+    link = sampling.wireless_link(u["mean_snr"][0], u["fading"], u["free"], u["fallback"][0],
+                                  p.mean_snr_db_range, p.subcarrier_free_prob, p.subcarrier_bandwidth,
+                                  p.downlink_factor)
+    return SystemState(cycles=sampling.log_uniform(u["cycles"], p.cycles_range),
+                       data_bits=sampling.log_uniform(u["data_bits"], p.data_bits_range),
+                       f_local=sampling.uniform(u["f_local"][0], p.f_local_range),
+                       edge_cores_free=cores, f_edge=cores.astype(jnp.float32) * p.edge_core_hz,
+                       f_cloud=sampling.uniform(u["f_cloud"][0], p.f_cloud_range), snr=link.snr,
+                       subcarrier_free=link.subcarrier_free, rate_up=link.rate_up, rate_down=link.rate_down,
+                       backhaul_rate=sampling.log_uniform(u["backhaul"][0], p.backhaul_rate_range),
+                       cloud_delay=sampling.uniform(u["delay"][0], p.cloud_delay_range))
 
 
 # Jitted here, not only by callers: op-by-op (eager) execution rounds some results
 # differently from the compiled program and differently for different batch sizes.
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def sample_indices(key: jax.Array, cfg: SystemConfig, indices: jax.Array) -> SystemState:
-    """States number `indices` (int array (n,)) of the stream defined by `key`.
+@functools.partial(jax.jit, static_argnames=("static",))
+def sample_with(key: jax.Array, static: ChainStatic, params: ChainParams, indices: jax.Array) -> SystemState:
+    """States number `indices` (int array (n,)) of the stream of `key`, for the values `params`.
 
-    Pure and jitted (`cfg` static). State i depends only on (key, i): it is
-    bit-identical whatever the batch it is sampled in (on one platform).
+    Pure and jitted (`static` static, `params` traced: one program for every value). State i depends
+    only on (key, i): it is bit-identical whatever the batch or the program it is sampled in (on one
+    platform). Called inside another jitted function with constant values, XLA would fold them into
+    the arithmetic and round some results differently; the barrier keeps them opaque.
     """
-    return jax.vmap(lambda i: _sample_one(jax.random.fold_in(key, i), cfg))(indices)
+    params = jax.lax.optimization_barrier(params)
+    return jax.vmap(lambda i: _sample_one(jax.random.fold_in(key, i), static, params))(indices)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "n"))
+def sample_indices(key: jax.Array, cfg: SystemConfig, indices: jax.Array) -> SystemState:
+    """States number `indices` (int array (n,)) of the stream of `key` for the system `cfg`."""
+    return sample_with(key, static_of(cfg), params_of(cfg), indices)
+
+
 def sample(key: jax.Array, cfg: SystemConfig, n: int) -> SystemState:
-    """States 0..n-1 of the stream defined by `key` (jitted; `cfg` and `n` static)."""
+    """States 0..n-1 of the stream defined by `key`."""
     return sample_indices(key, cfg, jnp.arange(n, dtype=jnp.uint32))
 
 

@@ -283,11 +283,6 @@ def pool_sizes(states: int, users: int, tasks: int, per_state: int) -> tuple[int
     return tuple(states * min(NUM_SITES ** (k + 1), per_state) for k in range(levels - 1))
 
 
-@functools.partial(jax.jit, static_argnames=("pool", "dives"))
-def search_jit(params: DagParams, states: DagState, pool: tuple[int, ...], dives: int = 2) -> Result:
-    return search_batch(params, states, pool, dives)
-
-
 # Most nodes a search holds at a level (children: 3x that): bounds memory (~100-400 bytes a node).
 POOL_BUDGET = 1 << 18
 
@@ -298,32 +293,60 @@ class Solver:
     The pool gives each state `cap` nodes on average at each level (every node of the first levels);
     on overflow the batch is searched again with twice the cap (and, past `POOL_BUDGET` nodes, in
     smaller sub-batches). The cap that worked is kept for the next batches, so a long job compiles
-    the search a few times at most. Labels never depend on the cap or the batch.
+    the search a few times at most. With a `mesh` of D devices, a batch (n divisible by D) is cut in D
+    parts, each searched on its device with its own pool. Labels never depend on the cap, the batch
+    or the devices.
     """
 
-    def __init__(self, cap: int = 32, dives: int = 2):
-        self.cap, self.dives = cap, dives
+    def __init__(self, cap: int = 32, dives: int = 2, mesh: jax.sharding.Mesh | None = None):
+        self.cap, self.dives, self.mesh = cap, dives, mesh
         self.frontier: np.ndarray | None = None  # nodes per state and level of the last batch
 
     def __call__(self, params: DagParams, states: DagState) -> tuple[jax.Array, jax.Array]:
         n, users, tasks = states.cycles.shape
         if users * tasks == 1:  # one slot: nothing to search below the root
             return search.solve_enumerate(params, states)
+        devices = 1 if self.mesh is None else self.mesh.devices.size
+        if n % devices:
+            raise ValueError(f"a batch of {n} states does not split over {devices} devices")
         while True:
-            chunk = max(1, min(n, POOL_BUDGET // self.cap))
-            parts, failed = [], False
+            chunk = devices * max(1, min(n // devices, POOL_BUDGET // self.cap))
+            parts = []
             for start in range(0, n, chunk):
                 part = jax.tree.map(lambda a, start=start, chunk=chunk: a[start:start + chunk], states)
-                size = part.cycles.shape[0]
-                r = search_jit(params, part, pool_sizes(size, users, tasks, self.cap), self.dives)
-                if bool(r.overflow):
-                    failed = True
+                r = self._search(params, part, devices)
+                if bool(jnp.any(r.overflow)):
                     break
                 parts.append(r)
-                self.frontier = np.asarray(r.frontier) / size
-            if not failed:
+                self.frontier = np.asarray(r.frontier).reshape(devices, -1).sum(0) / part.cycles.shape[0]
+            else:
                 return (jnp.concatenate([r.label for r in parts]),
                         jnp.concatenate([r.objective for r in parts]))
             if self.cap >= POOL_BUDGET:
                 raise RuntimeError(f"pruned search: one state needs more than {POOL_BUDGET} nodes at a level")
             self.cap *= 2
+
+    def _search(self, params: DagParams, states: DagState, devices: int) -> Result:
+        n, users, tasks = states.cycles.shape
+        pool = pool_sizes(n // devices, users, tasks, self.cap)
+        if devices == 1:
+            return search_jit(params, states, pool, self.dives)
+        split = jax.tree.map(lambda a: a.reshape(devices, n // devices, *a.shape[1:]), states)
+        r = _sharded(self.mesh, pool, self.dives)(params, split)
+        return Result(r.label.reshape(n, users, tasks), r.objective.reshape(n), r.overflow,
+                      r.frontier.reshape(-1))
+
+
+@functools.partial(jax.jit, static_argnames=("pool", "dives"))
+def search_jit(params: DagParams, states: DagState, pool: tuple[int, ...], dives: int = 2) -> Result:
+    return search_batch(params, states, pool, dives)
+
+
+@functools.lru_cache(maxsize=16)
+def _sharded(mesh: jax.sharding.Mesh, pool: tuple[int, ...], dives: int):
+    """`search_batch` over (D, n / D) states, part d on device d (no communication between parts)."""
+    axis = mesh.axis_names[0]
+    parts = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(jax.vmap(lambda p, s: search_batch(p, s, pool, dives), in_axes=(None, 0)),
+                   in_shardings=(replicated, parts), out_shardings=parts)

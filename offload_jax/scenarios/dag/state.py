@@ -108,7 +108,10 @@ def _sample_one(key: jax.Array, static: DagStatic, params: DagParams) -> DagStat
 # compiled program.
 @functools.partial(jax.jit, static_argnames=("static",))
 def sample_indices(key: jax.Array, static: DagStatic, params: DagParams, indices: jax.Array) -> DagState:
-    """States number `indices` (int array (n,)) of the stream of `key`; state i depends only on (key, i)."""
+    """States number `indices` (int array (n,)) of the stream of `key`; state i depends only on (key, i),
+    whatever the batch or the program around (the barrier keeps constant values from being folded
+    into the arithmetic, as `chain.system.sample_with`)."""
+    params = jax.lax.optimization_barrier(params)
     return jax.vmap(lambda i: _sample_one(jax.random.fold_in(key, i), static, params))(indices)
 
 
