@@ -29,12 +29,13 @@ import jax
 import numpy as np
 from flax import nnx
 
-from offload_jax import atomic, config, export, export_runtime, features, policies, timing, train
+from offload_jax import atomic, config, export, export_runtime, features, policies, timing
+from offload_jax import runs as run_dirs
 from offload_jax.droo import DROOConfig
 from offload_jax.scenarios.chain import system
 
 
-def random_runs(cfg: config.SystemConfig, seed: int = 0) -> dict[str, train.LoadedRun]:
+def random_runs(cfg: config.SystemConfig, seed: int = 0) -> dict[str, run_dirs.LoadedRun]:
     states = system.sample(jax.random.key(seed), cfg, 4096)
     stats = features.compute_stats(features.raw_features(states))
     runs = {}
@@ -42,17 +43,17 @@ def random_runs(cfg: config.SystemConfig, seed: int = 0) -> dict[str, train.Load
                                            ("student_kd", config.STUDENT_MODEL),
                                            ("student_ce", config.STUDENT_MODEL),
                                            ("droo", DROOConfig().model)]):
-        in_features = features.num_inputs(model_cfg.inputs, cfg.tasks, cfg.subcarriers)
+        in_features = features.num_inputs(model_cfg.inputs, cfg)
         model = models_init(in_features, cfg.tasks, model_cfg, seed + i)
         meta = {"kind": "droo", "droo": DROOConfig().to_dict()} if name == "droo" else {"kind": name}
-        runs[name] = train.LoadedRun(model=model, stats=stats, model_cfg=model_cfg, system=cfg, meta=meta)
+        runs[name] = run_dirs.LoadedRun(model=model, stats=stats, model_cfg=model_cfg, system=cfg, meta=meta)
     return runs
 
 
 def models_init(in_features, tasks, model_cfg, seed):
     from offload_jax.models import PlacementMLP
 
-    model = PlacementMLP(in_features, tasks, model_cfg, rngs=nnx.Rngs(seed))
+    model = PlacementMLP(in_features, (tasks,), model_cfg, rngs=nnx.Rngs(seed))
     # Nonzero biases, as after training (XLA would drop an add of constant zeros).
     for i, layer in enumerate([*model.layers, model.head]):
         key = jax.random.fold_in(jax.random.key(seed), i)
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = policies.parse_policy_names(args.policies, policies.POLICY_NAMES)
     if args.runs:
-        runs = {n: train.load_run(Path(args.runs) / "runs" / n) for n in policies.LEARNED_NAMES}
+        runs = {n: run_dirs.load_run(Path(args.runs) / "runs" / n) for n in policies.LEARNED_NAMES}
         cfg = runs["student_kd"].system
         weights = f"trained ({args.runs})"
     else:

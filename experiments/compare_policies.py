@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from exp_common import DPI, load_avg, log, md_table, parse_numbers
 
+from offload_jax import runs as run_dirs
 from offload_jax.config import ConfigError, SystemConfig
 
 NAME = "compare_policies"
@@ -110,9 +111,9 @@ def _subset(ds, n: int):
 def base_policies(base: Path, cfg: SystemConfig) -> dict:
     """Every policy of POLICY_NAMES, learned ones from the base's runs. Built once: the jitted
     evaluation of a policy object is compiled once and reused on every sweep point."""
-    from offload_jax import policies, train
+    from offload_jax import policies
 
-    runs = {name: train.load_run(base / "runs" / name) for name in policies.LEARNED_NAMES}
+    runs = {name: run_dirs.load_run(base / "runs" / name) for name in policies.LEARNED_NAMES}
     return {name: policies.make_policy(name, cfg=cfg, runs=runs) for name in policies.POLICY_NAMES}
 
 

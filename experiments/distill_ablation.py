@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from exp_common import DPI, load_avg, log, md_table, parse_numbers
 
+from offload_jax import runs, splits
 from offload_jax.config import STUDENT_MODEL, ConfigError, TrainConfig
 
 NAME = "distill_ablation"
@@ -217,16 +218,16 @@ def _plots(out: Path, report: dict) -> list[str]:
 def run(out: Path, teacher_dir: Path, data_dir: Path, val_data: Path | None, budget: Budget) -> dict:
     import jax
 
-    from offload_jax import atomic, features, sweep, train
+    from offload_jax import atomic, features, sweep
 
     points = points_of(budget)  # validates the grid before anything is loaded
     out.mkdir(parents=True, exist_ok=True)
     start_load = load_avg()
     t0 = time.perf_counter()
-    teacher = train.load_run(teacher_dir)
-    data = train.load_data(data_dir, holdout=None if val_data else budget.holdout, val_data=val_data,
+    teacher = runs.load_run(teacher_dir)
+    data = splits.load_data(data_dir, holdout=None if val_data else budget.holdout, val_data=val_data,
                            max_states=budget.max_states)
-    train.check_compatible(data.system, teacher.meta.get("features", features.feature_spec(teacher.system)),
+    runs.check_compatible(data.system, teacher.meta.get("features", features.feature_spec(teacher.system)),
                            f"--teacher {str(teacher_dir)!r}")
     base = TrainConfig(steps=budget.steps, batch_size=budget.batch_size, eval_every=0)
     seconds = {"load": round(time.perf_counter() - t0, 1)}

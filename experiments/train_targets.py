@@ -27,7 +27,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from offload_jax import atomic, config, models, sweep, train
+from offload_jax import atomic, config, fit, models, runs, splits, sweep, train
 from offload_jax.config import TrainConfig
 
 VARIANTS = {  # name: (uses the teacher, uses the latency-aware term)
@@ -53,7 +53,7 @@ def _metrics(meta: dict) -> dict:
 
 def _fit(run_dir: Path, data, model_cfg, cfg, kind, teacher=None, teacher_dir=None) -> dict:
     start = time.perf_counter()
-    meta = train.fit(run_dir, data, model_cfg, cfg, kind=kind, teacher=teacher, teacher_dir=teacher_dir,
+    meta = fit.fit(run_dir, data, model_cfg, cfg, kind=kind, teacher=teacher, teacher_dir=teacher_dir,
                      progress=True)
     out = {"run": str(run_dir), "params": meta["params"], **_metrics(meta),
            "wall_s_this_call": round(time.perf_counter() - start, 1)}
@@ -201,15 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    data = train.load_data(args.data, holdout=args.holdout, max_states=args.max_states)
+    data = splits.load_data(args.data, holdout=args.holdout, max_states=args.max_states)
     print(f"data ready in {time.perf_counter() - start:.0f} s: {data.info}", file=sys.stderr, flush=True)
     teacher_cfg = TrainConfig(steps=args.teacher_steps, batch_size=args.batch_size,
                               learning_rate=args.teacher_lr, eval_every=args.eval_every)
     res = {"settings": vars(args), "data": data.info, "system": data.system.to_dict()}
     res["teacher"] = _fit(out / "teacher", data, config.TEACHER_MODEL, teacher_cfg, "teacher")
-    teacher = train.load_run(out / "teacher")
+    teacher = runs.load_run(out / "teacher")
     res["students"] = {}
-    res["student_params"] = models.count_params(train.abstract_model(config.STUDENT_MODEL, data.system))
+    res["student_params"] = models.count_params(models.abstract_model(config.STUDENT_MODEL, data.system))
     for name in variants:
         kd, latency = VARIANTS[name]
         res["students"][name] = {}

@@ -259,25 +259,25 @@ def _train_config(args, **extra):
 
 
 def _fit(args, kind: str, train_cfg, teacher_dir=None) -> int:
-    from offload_jax import locking, train  # noqa: PLC0415
+    from offload_jax import fit, locking, runs, splits  # noqa: PLC0415
 
     model_cfg = _model_config(args)
-    teacher = train.load_run(teacher_dir) if teacher_dir else None
-    source = train.data_source(args.data, holdout=args.holdout, val_data=args.val_data,
+    teacher = runs.load_run(teacher_dir) if teacher_dir else None
+    source = splits.data_source(args.data, holdout=args.holdout, val_data=args.val_data,
                                max_states=args.max_states)
-    identity = train.run_identity(kind, model_cfg, train_cfg, teacher=teacher, data=source)
+    identity = runs.run_identity(kind, model_cfg, train_cfg, teacher=teacher, data=source)
     # Locked before the data is loaded, so that a second writer is refused at once.
     with locking.hold(args.out, args.command):
-        if train.finished_meta(args.out, train.check_run_dir(args.out, identity), train_cfg.steps):
+        if runs.finished_meta(args.out, runs.check_run_dir(args.out, identity), train_cfg.steps):
             print(f"{args.out}: already finished ({train_cfg.steps} steps); nothing to do", file=sys.stderr)
             return 0
-        data = train.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
+        data = splits.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
                                max_states=args.max_states)
         try:
-            meta = train.fit(args.out, data, model_cfg, train_cfg, kind=kind, teacher=teacher,
+            meta = fit.fit(args.out, data, model_cfg, train_cfg, kind=kind, teacher=teacher,
                              teacher_dir=teacher_dir, progress=not args.no_progress,
                              chunk_steps=args.chunk_steps, checkpoint_every_s=args.checkpoint_every)
-        except train.TrainingError as exc:
+        except fit.TrainingError as exc:
             print(f"offload-jax {args.command}: {exc}", file=sys.stderr)
             return 1
     m = meta.get("metrics") or {}
@@ -336,12 +336,12 @@ def _add_sweep(sub) -> None:
 
 
 def _cmd_sweep(args) -> int:
-    from offload_jax import sweep, train  # noqa: PLC0415
+    from offload_jax import runs, splits, sweep  # noqa: PLC0415
 
     points = sweep.grid(args.seeds, args.temperatures, args.alphas, args.losses)
     base = _train_config(args, latency_weight=0.0)  # per member: see sweep.point_config
-    teacher = train.load_run(args.teacher) if args.teacher else None
-    data = train.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
+    teacher = runs.load_run(args.teacher) if args.teacher else None
+    data = splits.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
                            max_states=args.max_states)
     print(f"training {len(points)} students x {base.steps} steps in one vmapped program "
           "(one device call: no progress bar)...", file=sys.stderr, flush=True)

@@ -160,16 +160,25 @@ NORMS = ("none", "layer")
 # What a network reads (features.py): "all" features, or only the logs of the state's "fields"
 # (no stage-cost features: one cheap XLA kernel at batch 1 instead of three, the network learns the costs).
 INPUTS = ("all", "fields")
+# Network families (models.py): "mlp" on the flat features; "graph", a transformer over the dag's
+# sub-task slots with adjacency-aware attention (dag only).
+ARCHS = ("mlp", "graph")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """An MLP that maps features (the `inputs` set of features.py) to T x 3 logits."""
+    """A network that maps features (the `inputs` set of features.py) to logits (*decision_shape, 3).
+
+    arch "mlp": layers of the widths `hidden`; arch "graph": len(hidden) transformer blocks of width
+    hidden[0] (all equal) with `heads` attention heads.
+    """
 
     hidden: tuple[int, ...] = (384, 384, 384, 384)
     activation: str = "gelu"
     norm: str = "layer"
     inputs: str = "all"
+    arch: str = "mlp"
+    heads: int = 4
 
     def validate(self) -> ModelConfig:
         if not isinstance(self.hidden, tuple) or not all(
@@ -182,18 +191,29 @@ class ModelConfig:
             raise ConfigError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.inputs not in INPUTS:
             raise ConfigError(f"inputs must be one of {INPUTS}, got {self.inputs!r}")
+        if self.arch not in ARCHS:
+            raise ConfigError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if isinstance(self.heads, bool) or not isinstance(self.heads, int) or self.heads < 1:
+            raise ConfigError(f"heads must be an integer >= 1, got {self.heads!r}")
+        if self.arch == "graph":
+            if len(set(self.hidden)) != 1 or self.hidden[0] % self.heads:
+                raise ConfigError(f"hidden of a graph model must be equal widths divisible by heads="
+                                  f"{self.heads}, got {self.hidden!r}")
+            if self.inputs != "all":
+                raise ConfigError("a graph model reads all features (inputs 'all')")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return {"hidden": list(self.hidden), "activation": self.activation, "norm": self.norm,
-                "inputs": self.inputs}
+                "inputs": self.inputs, "arch": self.arch, "heads": self.heads}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
-        """Runs saved before `inputs` existed read all features (its default)."""
-        unknown = sorted(set(d) - {"hidden", "activation", "norm", "inputs"})
+        """Runs saved before `inputs` (or `arch`, `heads`) existed have their defaults."""
+        allowed = {"hidden", "activation", "norm", "inputs", "arch", "heads"}
+        unknown = sorted(set(d) - allowed)
         if unknown:
-            raise ConfigError(f"unknown model key(s) {unknown}; allowed: hidden, activation, norm, inputs")
+            raise ConfigError(f"unknown model key(s) {unknown}; allowed: {sorted(allowed)}")
         d = dict(d)
         if "hidden" in d:
             d["hidden"] = tuple(d["hidden"])
@@ -216,6 +236,12 @@ STUDENT_MODEL = ModelConfig(hidden=(64, 64, 64), activation="relu", norm="none",
 # optimum with this net, 1.358 with 3x64 ReLU + LayerNorm and 1.594 with 3x64 ReLU (the student's
 # net, which trains well offline but not from DROO's replay memory).
 DROO_MODEL = ModelConfig(hidden=(64, 64, 64, 64), activation="gelu", norm="layer")
+# dag: the teacher reads the graph (a transformer over sub-task slots, adjacency-aware attention; ~0.45M
+# parameters at T = 10, U = 1); the student is an MLP on the flat features, adjacency included, with
+# <= 5% of the teacher's parameters (2.7% at T = 10).
+DAG_TEACHER_MODEL = ModelConfig(hidden=(112, 112, 112), activation="gelu", norm="layer", arch="graph",
+                                heads=4)
+DAG_STUDENT_MODEL = ModelConfig(hidden=(64, 64), activation="relu", norm="none")
 
 
 # --- training (losses, optimizer, distillation) ---

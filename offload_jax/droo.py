@@ -34,7 +34,7 @@ Adaptation to three sites (the paper's actions are binary):
   student's come from its training states.
 
 Everything derives from explicit keys; the online loop is one jitted `lax.scan` over chunks,
-called in segments so a progress bar can follow. A trained DNN is saved with `train.save_run`
+called in segments so a progress bar can follow. A trained DNN is saved with `runs.save_run`
 (`meta["kind"] == "droo"`, the DROO config in `meta["droo"]`); `policies.make_policy("droo", ...)`
 rebuilds the decision rule from it.
 """
@@ -56,7 +56,7 @@ from flax import nnx
 
 from offload_jax.config import DROO_MODEL, ConfigError, ModelConfig, SystemConfig
 from offload_jax.features import FeatureStats, compute_stats, features, num_inputs, raw_features
-from offload_jax.models import PlacementMLP
+from offload_jax.models import build
 from offload_jax.scenarios.chain.cost import NUM_SITES, StageCosts, path_latency, stage_costs
 from offload_jax.scenarios.chain.system import SystemState
 
@@ -164,13 +164,13 @@ class OnlineState(NamedTuple):
     stored: jax.Array  # () int32, entries written so far (the ring's write position is stored % M)
 
 
-def make_online_step(graphdef: Any, stats: FeatureStats, droo_cfg: DROOConfig, tasks: int):
+def make_online_step(graphdef: Any, stats: FeatureStats, droo_cfg: DROOConfig, system: SystemConfig):
     """(carry, (key, chunk of states)) -> (carry, (loss, mean chosen latency, share improved)).
 
     One chunk of `train_every` states: decide with the current DNN, store, one Adam step.
     """
     optimizer = optax.adam(droo_cfg.learning_rate)
-    k_cands = droo_cfg.num_candidates(tasks)
+    k_cands = droo_cfg.num_candidates(system.tasks)
     mem_size = droo_cfg.memory_size
 
     def loss_fn(params, feats, placements):
@@ -179,7 +179,7 @@ def make_online_step(graphdef: Any, stats: FeatureStats, droo_cfg: DROOConfig, t
 
     def step(carry: OnlineState, xs):
         key, states = xs
-        feats = features(states, stats, num_inputs(droo_cfg.model.inputs, tasks, states.snr.shape[-1]))
+        feats = features(states, stats, num_inputs(droo_cfg.model.inputs, system))
         logits = nnx.merge(graphdef, carry.params)(feats)
         best, best_lat = decide(logits, stage_costs(states), k_cands, droo_cfg.quantizer)
         improved = jnp.mean(jnp.any(best != jnp.argmax(logits, axis=-1), axis=-1))
@@ -197,24 +197,24 @@ def make_online_step(graphdef: Any, stats: FeatureStats, droo_cfg: DROOConfig, t
 
 
 @functools.cache
-def _initializer(in_features: int, tasks: int, model_cfg: ModelConfig):
-    """(graphdef, jitted key -> params) of a PlacementMLP (an eager init would compile op by op)."""
-    make = lambda k: PlacementMLP(in_features, tasks, model_cfg, rngs=nnx.Rngs(params=k))
+def _initializer(system: SystemConfig, model_cfg: ModelConfig):
+    """(graphdef, jitted key -> params) of the DNN (an eager init would compile op by op)."""
+    make = lambda k: build(model_cfg, system, rngs=nnx.Rngs(params=k))
     graphdef = nnx.split(nnx.eval_shape(lambda: make(jax.random.key(0))))[0]
     return graphdef, jax.jit(lambda k: nnx.split(make(k))[1])
 
 
-def _init(key: jax.Array, in_features: int, tasks: int, model_cfg: ModelConfig):
-    graphdef, init = _initializer(in_features, tasks, model_cfg)
+def _init(key: jax.Array, system: SystemConfig, model_cfg: ModelConfig):
+    graphdef, init = _initializer(system, model_cfg)
     return graphdef, init(key)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _run_segment(graphdef, droo_cfg: DROOConfig, stats: FeatureStats, key_loop: jax.Array,
-                 carry: OnlineState, chunk_ids: jax.Array, seg_states: SystemState):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _run_segment(graphdef, droo_cfg: DROOConfig, system: SystemConfig, stats: FeatureStats,
+                 key_loop: jax.Array, carry: OnlineState, chunk_ids: jax.Array, seg_states: SystemState):
     """The online loop over chunks `chunk_ids` (states (chunks, train_every, ...)); chunk i uses
     key fold_in(key_loop, i), so the result does not depend on how the stream is cut in segments."""
-    _, step = make_online_step(graphdef, stats, droo_cfg, seg_states.cycles.shape[-1])
+    _, step = make_online_step(graphdef, stats, droo_cfg, system)
     keys = jax.vmap(lambda i: jax.random.fold_in(key_loop, i))(chunk_ids)
     return jax.lax.scan(step, carry, (keys, seg_states))
 
@@ -233,7 +233,7 @@ def _stats_of(states: SystemState, batch_size: int = 8192) -> FeatureStats:
 
 def train_droo(key: jax.Array, states: SystemState, cfg: SystemConfig, droo_cfg: DROOConfig = DROOConfig(),
                *, segment_chunks: int = 500,
-               progress: bool = True) -> tuple[PlacementMLP, FeatureStats, dict]:
+               progress: bool = True) -> tuple[nnx.Module, FeatureStats, dict]:
     """Train DROO online over the stream `states` (n states, numpy or JAX; labels are never used).
 
     Returns (DNN, feature stats, info) where info holds `train_states` (states used: a multiple of
@@ -249,9 +249,9 @@ def train_droo(key: jax.Array, states: SystemState, cfg: SystemConfig, droo_cfg:
     used = chunks * every
     stats = _stats_of(_slice_states(states, 0, used))
     key_init, key_loop = jax.random.split(key)
-    in_features = num_inputs(droo_cfg.model.inputs, cfg.tasks, cfg.subcarriers)
-    graphdef, params = _init(key_init, in_features, cfg.tasks, droo_cfg.model)
-    optimizer, _ = make_online_step(graphdef, stats, droo_cfg, cfg.tasks)
+    in_features = num_inputs(droo_cfg.model.inputs, cfg)
+    graphdef, params = _init(key_init, cfg, droo_cfg.model)
+    optimizer, _ = make_online_step(graphdef, stats, droo_cfg, cfg)
     carry = OnlineState(
         params=params, opt_state=optimizer.init(params),
         memory_features=jnp.zeros((droo_cfg.memory_size, in_features), jnp.float32),
@@ -264,7 +264,7 @@ def train_droo(key: jax.Array, states: SystemState, cfg: SystemConfig, droo_cfg:
         stop = min(start + segment_chunks, chunks)
         seg = _slice_states(states, start * every, stop * every)
         seg = SystemState(*(v.reshape(stop - start, every, *v.shape[1:]) for v in seg))
-        carry, (loss, lat, improved) = _run_segment(graphdef, droo_cfg, stats, key_loop, carry,
+        carry, (loss, lat, improved) = _run_segment(graphdef, droo_cfg, cfg, stats, key_loop, carry,
                                                     jnp.arange(start, stop, dtype=jnp.uint32), seg)
         for name, values in zip(history, (loss, lat, improved), strict=True):
             history[name].append(np.asarray(values))
@@ -286,11 +286,11 @@ def _progress_bar(total: int, progress: bool):
     return tqdm(total=total, desc="droo", unit="chunk")
 
 
-def save_droo(run_dir: str | os.PathLike, model: PlacementMLP, stats: FeatureStats, cfg: SystemConfig,
+def save_droo(run_dir: str | os.PathLike, model: nnx.Module, stats: FeatureStats, cfg: SystemConfig,
               droo_cfg: DROOConfig, meta: Mapping[str, Any] | None = None, *,
               identity: dict | None = None) -> None:
-    """Persist a trained DROO DNN as a run (`train.save_run`, meta kind "droo")."""
-    from offload_jax.train import save_run  # noqa: PLC0415 (orbax is heavy)
+    """Persist a trained DROO DNN as a run (`runs.save_run`, meta kind "droo")."""
+    from offload_jax.runs import save_run  # noqa: PLC0415 (orbax is heavy)
 
     full_meta = {**(meta or {}), "kind": "droo", "droo": droo_cfg.to_dict()}
     save_run(run_dir, model, stats, droo_cfg.model, cfg, full_meta, identity=identity)
@@ -309,13 +309,14 @@ def train_droo_cli(data: str | os.PathLike, out: str | os.PathLike, *, seed: int
     """`offload-jax train-droo`: train on the first states of a dataset (its labels unused); save a run.
 
     Uses states [0, train_states) with train_states defaulting to all but the last `holdout`
-    (default `train.default_holdout`, as for the student), so DROO sees the student's training
+    (default `splits.default_holdout`, as for the student), so DROO sees the student's training
     states. A run of this very command in `out` is left as is; anything else there is refused
-    (`train.check_run_dir`). Returns the run's meta.
+    (`runs.check_run_dir`). Returns the run's meta.
     """
     from offload_jax import dataset as dataset_lib  # noqa: PLC0415
     from offload_jax import locking  # noqa: PLC0415
-    from offload_jax.train import check_run_dir, default_holdout, finished_meta, run_status  # noqa: PLC0415
+    from offload_jax.runs import check_run_dir, finished_meta, run_status  # noqa: PLC0415
+    from offload_jax.splits import default_holdout  # noqa: PLC0415
 
     manifest = dataset_lib.read_manifest(data)
     total = int(manifest["num_states"])

@@ -99,7 +99,7 @@ def run_name(run_dir: str | os.PathLike) -> str:
 
 def load_run_policies(run_dirs: Sequence[str | os.PathLike], cfg: SystemConfig) -> dict[str, Policy]:
     """{basename: policy} for run directories, refusing runs trained for another T / sub-carriers."""
-    from offload_jax.train import load_run  # noqa: PLC0415 (orbax is heavy)
+    from offload_jax.runs import load_run  # noqa: PLC0415 (orbax is heavy)
 
     out: dict[str, Policy] = {}
     for run_dir in run_dirs:

@@ -32,7 +32,7 @@ def student_arrays(model, stats, model_cfg, system_cfg) -> dict[str, np.ndarray]
         "format": FORMAT, "features": FEATURES_VERSION, "tasks": system_cfg.tasks,
         "subcarriers": system_cfg.subcarriers, "depth": depth, "activation": model_cfg.activation,
         "norm": model_cfg.norm, "inputs": model_cfg.inputs,
-        "num_inputs": num_inputs(model_cfg.inputs, system_cfg.tasks, system_cfg.subcarriers),
+        "num_inputs": num_inputs(model_cfg.inputs, system_cfg),
         "layer_norm_eps": float(model.norms[0].epsilon) if model_cfg.norm == "layer" else 1e-6,
         "system": system_cfg.to_dict(), "offload_jax": __version__,
     }
@@ -42,7 +42,7 @@ def student_arrays(model, stats, model_cfg, system_cfg) -> dict[str, np.ndarray]
 
 def export_run(run_dir: str | os.PathLike, out_file: str | os.PathLike) -> Path:
     """Write the run's model as an exported student file (atomically). Returns the path."""
-    from offload_jax.train import load_run  # noqa: PLC0415 (train pulls in optax/orbax)
+    from offload_jax.runs import load_run  # noqa: PLC0415 (runs pulls in orbax)
 
     run = load_run(run_dir)
     arrays = student_arrays(run.model, run.stats, run.model_cfg, run.system)

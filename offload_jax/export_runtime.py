@@ -140,6 +140,103 @@ def feature_recipe(tasks: int, subcarriers: int) -> tuple[np.ndarray, np.ndarray
     return num, den, np.array([logged for _, logged in terms])
 
 
+# --------------------------------------------------------------------------- scenario dag
+
+# The per-slot features of a dag state, in order (DAG_SLOT_FEATURES per slot; `dag_feature_recipe`).
+DAG_SLOT_FEATURES = ("log cycles", "log compute local", "log compute edge", "log compute cloud",
+                     "log in_bits", "log uplink time of in_bits", "log out_bits",
+                     "log downlink time of out_bits", "log bits from predecessors", "log bits to successors",
+                     "predecessors", "successors")
+DAG_USER_FEATURES = ("log f_local", "log rate_up", "log rate_down")
+DAG_SHARED_FEATURES = ("log f_edge", "log f_cloud", "log backhaul_rate", "cloud_delay", "edge_cores_free")
+
+
+def dag_packed_slices(users: int, tasks: int, subcarriers: int) -> dict[str, slice]:
+    """Where each SPEC field of a dag state lies in its packed vector (fields in SPEC order, flattened)."""
+    u, t, n = users, tasks, subcarriers
+    sizes = [("cycles", u * t), ("adj", u * t * t), ("edge_bits", u * t * t), ("in_bits", u * t),
+             ("out_bits", u * t), ("f_local", u), ("edge_cores_free", 1), ("f_edge", 1), ("f_cloud", 1),
+             ("snr", u * n), ("subcarrier_free", u * n), ("rate_up", u), ("rate_down", u),
+             ("backhaul_rate", 1), ("cloud_delay", 1)]
+    slices, start = {}, 0
+    for name, size in sizes:
+        slices[name] = slice(start, start + size)
+        start += size
+    return slices
+
+
+def dag_feature_layout(users: int, tasks: int) -> dict[str, tuple[int, int]]:
+    """(start, stop) of each block of the dag feature vector: slot features (U*T x per-slot, slot-major,
+    user-major), the adjacency's upper triangle (per user, row-major), user features, shared features."""
+    blocks = [("slots", users * tasks * len(DAG_SLOT_FEATURES)),
+              ("adjacency", users * tasks * (tasks - 1) // 2),
+              ("users", users * len(DAG_USER_FEATURES)), ("shared", len(DAG_SHARED_FEATURES))]
+    out, start = {}, 0
+    for name, size in blocks:
+        out[name] = (start, start + size)
+        start += size
+    return out
+
+
+def dag_feature_recipe(users: int, tasks: int, subcarriers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The dag features as a recipe over the packed vector, like `feature_recipe` (the same pool: the
+    packed vector, then 0, 1, COST_EPS): feature j = [log] sum_r pool[num[r, j]] / pool[den[r, j]].
+
+    Sizes and times enter as logs with an offset that keeps an absent one finite (bits + 1, seconds +
+    COST_EPS; a padding slot's cycles are 0); counts and the adjacency as they are. See
+    DAG_SLOT_FEATURES, DAG_USER_FEATURES, DAG_SHARED_FEATURES and `dag_feature_layout` for the order.
+    """
+    s = dag_packed_slices(users, tasks, subcarriers)
+    p = s["cloud_delay"].stop
+    zero, one, eps = p, p + 1, p + 2
+    t_n = tasks
+
+    def at(name: str, *index: int) -> int:
+        shape = {"cycles": (users, t_n), "adj": (users, t_n, t_n), "edge_bits": (users, t_n, t_n),
+                 "in_bits": (users, t_n), "out_bits": (users, t_n)}.get(name, (users,))
+        flat = int(np.ravel_multi_index(index, shape)) if index else 0
+        return s[name].start + flat
+
+    speed = (("f_local", True), ("f_edge", False), ("f_cloud", False))  # (field, per user)
+    terms: list[tuple[list[tuple[int, int]], bool]] = []
+    for u in range(users):
+        for t in range(t_n):
+            terms.append(([(at("cycles", u, t), one), (one, one)], True))
+            for field, per_user in speed:
+                terms.append(([(at("cycles", u, t), at(field, u) if per_user else s[field].start),
+                               (eps, one)], True))
+            terms.append(([(at("in_bits", u, t), one), (one, one)], True))
+            terms.append(([(at("in_bits", u, t), at("rate_up", u)), (eps, one)], True))
+            terms.append(([(at("out_bits", u, t), one), (one, one)], True))
+            terms.append(([(at("out_bits", u, t), at("rate_down", u)), (eps, one)], True))
+            terms.append(([(at("edge_bits", u, i, t), one) for i in range(t)] + [(one, one)], True))
+            terms.append(([(at("edge_bits", u, t, j), one) for j in range(t + 1, t_n)] + [(one, one)], True))
+            terms.append(([(at("adj", u, i, t), one) for i in range(t)] or [(zero, one)], False))
+            terms.append(([(at("adj", u, t, j), one) for j in range(t + 1, t_n)] or [(zero, one)], False))
+    for u in range(users):
+        terms += [([(at("adj", u, i, j), one)], False) for i in range(t_n) for j in range(i + 1, t_n)]
+    for u in range(users):
+        terms += [([(at(field, u), one)], True) for field in ("f_local", "rate_up", "rate_down")]
+    terms += [([(s["f_edge"].start, one)], True), ([(s["f_cloud"].start, one)], True),
+              ([(s["backhaul_rate"].start, one)], True), ([(s["cloud_delay"].start, one)], False),
+              ([(s["edge_cores_free"].start, one)], False)]
+    rows = max(len(q) for q, _ in terms)
+    num = np.full((rows, len(terms)), zero)
+    den = np.full((rows, len(terms)), one)
+    for j, (quotients, _) in enumerate(terms):
+        for r, (a, b) in enumerate(quotients):
+            num[r, j], den[r, j] = a, b
+    return num, den, np.array([logged for _, logged in terms])
+
+
+def dag_raw_columns(users: int, tasks: int) -> np.ndarray:
+    """bool (F,): the dag features that are 0/1 (the adjacency): a network reads them unnormalized."""
+    layout = dag_feature_layout(users, tasks)
+    out = np.zeros(layout["shared"][1], bool)
+    out[slice(*layout["adjacency"])] = True
+    return out
+
+
 class StudentPolicy:
     """Decides placements from packed state vectors with numpy only.
 

@@ -1,23 +1,45 @@
-"""Flax NNX networks: an MLP from features to T x 3 logits (one 3-way softmax per sub-task)."""
+"""Flax NNX networks from features to placement logits (one 3-way softmax per decision), and the
+helpers that turn a model into a pure parameter dict and back.
+
+* `PlacementMLP`: features (n, F) -> logits (n, *decision_shape, 3); the chain's networks, the dag's
+  student.
+* `GraphTransformer`: dag features -> logits (n, U, T, 3) by attention over the U*T sub-task slots,
+  biased by the task graph (predecessor / successor / same user); the dag's teacher.
+`build(model_cfg, system)` makes the one a `ModelConfig` names for a system (SystemConfig or DagConfig).
+"""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from offload_jax.config import ModelConfig
-from offload_jax.scenarios.chain.cost import NUM_SITES
+from offload_jax.export_runtime import (
+    DAG_SHARED_FEATURES,
+    DAG_SLOT_FEATURES,
+    DAG_USER_FEATURES,
+    dag_feature_layout,
+)
+from offload_jax.features import num_inputs
+from offload_jax.scenarios.base import NUM_SITES
 
 _ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu, "tanh": jnp.tanh}
 
 
-class PlacementMLP(nnx.Module):
-    """features (n, F) -> logits (n, T, 3)."""
+def decision_shape(system) -> tuple[int, ...]:
+    """(T,) for a chain system, (U, T) for a dag system."""
+    users = getattr(system, "users", None)
+    return (system.tasks,) if users is None else (users, system.tasks)
 
-    def __init__(self, in_features: int, tasks: int, cfg: ModelConfig, *, rngs: nnx.Rngs):
+
+class PlacementMLP(nnx.Module):
+    """features (n, F) -> logits (n, *out_shape, 3)."""
+
+    def __init__(self, in_features: int, out_shape: tuple[int, ...], cfg: ModelConfig, *, rngs: nnx.Rngs):
         cfg.validate()
-        self.tasks = tasks
+        self.out_shape = tuple(out_shape)
         self.activation = _ACTIVATIONS[cfg.activation]
         widths = (in_features, *cfg.hidden)
         pairs = zip(widths[:-1], widths[1:], strict=True)
@@ -25,7 +47,7 @@ class PlacementMLP(nnx.Module):
         self.norms = nnx.List(
             [nnx.LayerNorm(b, rngs=rngs) for b in cfg.hidden] if cfg.norm == "layer" else []
         )
-        self.head = nnx.Linear(widths[-1], tasks * NUM_SITES, rngs=rngs)
+        self.head = nnx.Linear(widths[-1], int(np.prod(self.out_shape)) * NUM_SITES, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, layer in enumerate(self.layers):
@@ -33,11 +55,125 @@ class PlacementMLP(nnx.Module):
             if len(self.norms):
                 x = self.norms[i](x)
             x = self.activation(x)
-        return self.head(x).reshape(*x.shape[:-1], self.tasks, NUM_SITES)
+        return self.head(x).reshape(*x.shape[:-1], *self.out_shape, NUM_SITES)
 
 
-def input_count(model: PlacementMLP) -> int:
+class _Block(nnx.Module):
+    """Pre-LayerNorm transformer block whose attention logits get a learned bias per head and relation."""
+
+    def __init__(self, width: int, heads: int, relations: int, activation, *, rngs: nnx.Rngs):
+        self.heads = heads
+        self.norm1 = nnx.LayerNorm(width, rngs=rngs)
+        self.qkv = nnx.Linear(width, 3 * width, rngs=rngs)
+        self.out = nnx.Linear(width, width, rngs=rngs)
+        self.relation_bias = nnx.Param(jnp.zeros((relations, heads)))
+        self.norm2 = nnx.LayerNorm(width, rngs=rngs)
+        self.up = nnx.Linear(width, 4 * width, rngs=rngs)
+        self.down = nnx.Linear(4 * width, width, rngs=rngs)
+        self.activation = activation
+
+    def __call__(self, h: jax.Array, relations: jax.Array) -> jax.Array:
+        """h (n, S, d); relations (n, S, S, R) 0/1: which relations token j has to token i."""
+        n, s, d = h.shape
+        q, k, v = jnp.split(self.qkv(self.norm1(h)).reshape(n, s, 3, self.heads, d // self.heads), 3, axis=2)
+        q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # (n, S, H, d/H)
+        logits = jnp.einsum("nihc,njhc->nhij", q, k) / np.sqrt(d // self.heads)
+        logits = logits + jnp.einsum("nijr,rh->nhij", relations, self.relation_bias[...])
+        attn = jax.nn.softmax(logits, axis=-1)
+        h = h + self.out(jnp.einsum("nhij,njhc->nihc", attn, v).reshape(n, s, d))
+        return h + self.down(self.activation(self.up(self.norm2(h))))
+
+
+class GraphTransformer(nnx.Module):
+    """dag features (n, F) -> logits (n, U, T, 3).
+
+    One token per sub-task slot: its features (`export_runtime.DAG_SLOT_FEATURES`), its user's and the
+    shared ones, a learned embedding of its slot index (the dispatch priority) and of its user. The
+    attention between two tokens gets a learned bias per head for each relation they have: j is a
+    predecessor of i, j is a successor of i, same user (the 0/1 adjacency is read unnormalized from
+    the features). Padding slots attend and are attended like others; their outputs are ignored.
+    """
+
+    RELATIONS = 3
+
+    def __init__(self, users: int, tasks: int, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        cfg.validate()
+        self.users, self.tasks = users, tasks
+        width = cfg.hidden[0]
+        token_in = len(DAG_SLOT_FEATURES) + len(DAG_USER_FEATURES) + len(DAG_SHARED_FEATURES)
+        self.embed = nnx.Linear(token_in, width, rngs=rngs)
+        self.slot_embedding = nnx.Param(0.02 * jax.random.normal(rngs.params(), (tasks, width)))
+        self.user_embedding = nnx.Param(0.02 * jax.random.normal(rngs.params(), (users, width)))
+        activation = _ACTIVATIONS[cfg.activation]
+        self.blocks = nnx.List([_Block(width, cfg.heads, self.RELATIONS, activation, rngs=rngs)
+                                for _ in cfg.hidden])
+        self.norm = nnx.LayerNorm(width, rngs=rngs)
+        self.head = nnx.Linear(width, NUM_SITES, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        u, t = self.users, self.tasks
+        layout = dag_feature_layout(u, t)
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])
+        n = x.shape[0]
+        slots = x[:, slice(*layout["slots"])].reshape(n, u, t, len(DAG_SLOT_FEATURES))
+        users = x[:, slice(*layout["users"])].reshape(n, u, 1, len(DAG_USER_FEATURES))
+        shared = x[:, slice(*layout["shared"])].reshape(n, 1, 1, len(DAG_SHARED_FEATURES))
+        tokens = jnp.concatenate([slots, jnp.broadcast_to(users, (n, u, t, users.shape[-1])),
+                                  jnp.broadcast_to(shared, (n, u, t, shared.shape[-1]))], axis=-1)
+        h = (self.embed(tokens) + self.slot_embedding[...][None, None]
+             + self.user_embedding[...][None, :, None]).reshape(n, u * t, -1)
+        rows, cols = np.triu_indices(t, 1)
+        upper = x[:, slice(*layout["adjacency"])].reshape(n, u, -1)
+        adj = jnp.zeros((n, u, t, t), x.dtype).at[:, :, rows, cols].set(upper)  # adj[., u, i, j]: i -> j
+        pred = jnp.zeros((n, u * t, u * t), x.dtype)
+        block = jnp.swapaxes(adj, -1, -2)  # [., u, j, i]: token j(of u) has predecessor i
+        for v in range(u):
+            pred = pred.at[:, v * t:(v + 1) * t, v * t:(v + 1) * t].set(block[:, v])
+        same = np.kron(np.eye(u), np.ones((t, t)))
+        relations = jnp.stack([pred, jnp.swapaxes(pred, -1, -2),
+                               jnp.broadcast_to(jnp.asarray(same, x.dtype), pred.shape)], axis=-1)
+        for blk in self.blocks:
+            h = blk(h, relations)
+        return self.head(self.norm(h)).reshape(*lead, u, t, NUM_SITES)
+
+
+def build(model_cfg: ModelConfig, system, *, rngs: nnx.Rngs) -> nnx.Module:
+    """The network `model_cfg` names for the system `system` (SystemConfig or DagConfig)."""
+    model_cfg.validate()
+    if model_cfg.arch == "graph":
+        if not hasattr(system, "users"):
+            raise ValueError("a graph model needs a dag system (arch 'graph' reads the task graph)")
+        return GraphTransformer(system.users, system.tasks, model_cfg, rngs=rngs)
+    return PlacementMLP(num_inputs(model_cfg.inputs, system), decision_shape(system), model_cfg, rngs=rngs)
+
+
+def abstract_model(model_cfg: ModelConfig, system) -> nnx.Module:
+    """The model's structure with ShapeDtypeStruct leaves (no allocation)."""
+    return nnx.eval_shape(lambda: build(model_cfg, system, rngs=nnx.Rngs(0)))
+
+
+def init_params(key: jax.Array, model_cfg: ModelConfig, system) -> dict:
+    """Fresh parameters as a pure dict (jittable and vmappable in `key`)."""
+    return nnx.to_pure_dict(nnx.state(build(model_cfg, system, rngs=nnx.Rngs(params=key))))
+
+
+def graphdef_of(model_cfg: ModelConfig, system) -> nnx.GraphDef:
+    return nnx.split(abstract_model(model_cfg, system))[0]
+
+
+def model_from_params(params: dict, model_cfg: ModelConfig, system) -> nnx.Module:
+    return nnx.merge(graphdef_of(model_cfg, system), params)
+
+
+def params_of(model: nnx.Module) -> dict:
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def input_count(model: nnx.Module) -> int:
     """How many features (the first ones of `features.raw_features`) the model reads."""
+    if isinstance(model, GraphTransformer):
+        return dag_feature_layout(model.users, model.tasks)["shared"][1]
     return (model.layers[0] if len(model.layers) else model.head).in_features
 
 

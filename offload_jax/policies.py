@@ -31,7 +31,7 @@ from offload_jax.scenarios.chain.system import SystemState, unpack
 FIXED_SITE_POLICIES = {"local": LOCAL, "edge": EDGE, "cloud": CLOUD}
 # Policies that need nothing but the state (no trained run).
 BASELINE_NAMES = ("local", "edge", "cloud", "random", "greedy", "optimal_dp", "optimal_enumerate")
-# Policies backed by a trained run (`train.load_run`); a run of kind "droo" decides as DROO does.
+# Policies backed by a trained run (`runs.load_run`); a run of kind "droo" decides as DROO does.
 LEARNED_NAMES = ("teacher", "student_kd", "student_ce", "droo")
 POLICY_NAMES = BASELINE_NAMES + LEARNED_NAMES
 
@@ -154,14 +154,14 @@ def droo_policy(model: nnx.Module, stats: FeatureStats, num_candidates: int, qua
 def check_run_matches(run: Any, cfg: SystemConfig, what: str) -> None:
     """Refuse a run trained for another number of sub-tasks / sub-carriers than `cfg`."""
     if (run.system.tasks, run.system.subcarriers) != (cfg.tasks, cfg.subcarriers) or int(
-            run.stats.mean.shape[0]) != num_features(cfg.tasks, cfg.subcarriers):
+            run.stats.mean.shape[0]) != num_features(cfg):
         raise ConfigError(
             f"{what}: run has tasks={run.system.tasks}, subcarriers={run.system.subcarriers}, "
             f"but the data has tasks={cfg.tasks}, subcarriers={cfg.subcarriers}")
 
 
 def run_policy(run: Any, name: str) -> Policy:
-    """The decision policy of a loaded run (`train.LoadedRun`): DROO runs decide as DROO does."""
+    """The decision policy of a loaded run (`runs.LoadedRun`): DROO runs decide as DROO does."""
     if run.meta.get("kind") == "droo":
         droo_cfg = droo.config_of(run.meta)
         return droo_policy(run.model, run.stats, droo_cfg.num_candidates(run.system.tasks),

@@ -76,7 +76,8 @@ def _log(msg: str) -> None:
 def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(), *,
         progress: bool = True) -> dict:
     """Run every stage into `out_dir`; returns the report (also written as report.json / report.md)."""
-    from offload_jax import dataset, droo, evaluate, export, export_runtime, policies, timing, train
+    from offload_jax import dataset, droo, evaluate, export, export_runtime, fit, policies, splits, timing
+    from offload_jax import runs as run_dirs
 
     qcfg.validate()
     # Decision timing needs synchronous CPU dispatch, which must be set before JAX's backend starts
@@ -104,25 +105,25 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
     dataset.generate(eval_dir, cfg, qcfg.eval_states, qcfg.seed + 1, progress=progress)
     done("generate")
 
-    data = train.load_data(train_dir, holdout=qcfg.holdout)
+    data = splits.load_data(train_dir, holdout=qcfg.holdout)
     runs_dir = out / "runs"
     base = TrainConfig(batch_size=qcfg.batch_size, seed=qcfg.seed, eval_every=0)
 
     stage("teacher")
-    train.fit(runs_dir / "teacher", data, qcfg.teacher_model,
+    fit.fit(runs_dir / "teacher", data, qcfg.teacher_model,
               dataclasses.replace(base, steps=qcfg.teacher_steps), kind="teacher", progress=progress)
     done("teacher")
-    teacher = train.load_run(runs_dir / "teacher")
+    teacher = run_dirs.load_run(runs_dir / "teacher")
 
     stage("student_kd")
     kd_cfg = dataclasses.replace(base, steps=qcfg.student_steps, alpha=qcfg.alpha,
                                  temperature=qcfg.temperature, latency_weight=qcfg.latency_weight)
-    train.fit(runs_dir / "student_kd", data, qcfg.student_model, kd_cfg, kind="distill", teacher=teacher,
+    fit.fit(runs_dir / "student_kd", data, qcfg.student_model, kd_cfg, kind="distill", teacher=teacher,
               teacher_dir=str(runs_dir / "teacher"), progress=progress)
     done("student_kd")
 
     stage("student_ce")
-    train.fit(runs_dir / "student_ce", data, qcfg.student_model,
+    fit.fit(runs_dir / "student_ce", data, qcfg.student_model,
               dataclasses.replace(base, steps=qcfg.student_steps), kind="student", progress=progress)
     done("student_ce")
     del data
@@ -134,7 +135,7 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
     done("droo")
 
     stage("evaluate")
-    runs = {name: train.load_run(runs_dir / name) for name in policies.LEARNED_NAMES}
+    runs = {name: run_dirs.load_run(runs_dir / name) for name in policies.LEARNED_NAMES}
     pols = {name: policies.make_policy(name, cfg=cfg, runs=runs) for name in policies.POLICY_NAMES}
     eval_ds = dataset.load(eval_dir)
     quality = evaluate.evaluate_policies(eval_ds, pols, jax.random.key(qcfg.seed), progress=progress)

@@ -23,7 +23,9 @@ import numpy as np
 from offload_jax import atomic
 from offload_jax.config import ConfigError, ModelConfig, TrainConfig
 from offload_jax.losses import LossWeights
-from offload_jax.train import Consts, LoadedRun, Prepared, Trainer, make_train, teacher_logits
+from offload_jax.runs import LoadedRun
+from offload_jax.splits import Prepared
+from offload_jax.train import Consts, Trainer, make_train, teacher_logits
 
 LOSS_VARIANTS = ("ce", "latency")  # ce: (distillation) cross-entropy only; latency: plus the latency term
 METRIC_COLUMNS = ("accuracy", "exact_match", "latency_ratio_mean", "latency_ratio_of_means")
@@ -59,7 +61,7 @@ def grid(seeds, temperatures, alphas, losses) -> list[SweepPoint]:
 
 
 def point_config(base: TrainConfig, point: SweepPoint, latency_weight: float) -> TrainConfig:
-    """The single-run TrainConfig equivalent to one sweep member (for `train.fit`)."""
+    """The single-run TrainConfig equivalent to one sweep member (for `fit.fit`)."""
     return dataclasses.replace(base, seed=point.seed, alpha=point.alpha, temperature=point.temperature,
                                latency_weight=latency_weight if point.loss == "latency" else 0.0).validate()
 
@@ -82,9 +84,9 @@ def build(data: Prepared, model_cfg: ModelConfig, base: TrainConfig, points: lis
     if any(p.loss == "latency" for p in points) and not latency_weight > 0:
         raise ConfigError(f"--latency-weight must be > 0 for the 'latency' variant, got {latency_weight}")
     use_latency = any(p.loss == "latency" for p in points)
-    trainer = make_train(base, model_cfg, data.system, int(data.train.x.shape[0]),
+    trainer = make_train(base, model_cfg, data.scenario, int(data.train.x.shape[0]),
                          use_teacher=teacher is not None, use_latency=use_latency)
-    consts = Consts(data.train, data.eval,
+    consts = Consts(data.train, data.eval, data.scenario.params,
                     teacher_logits(teacher, data.stats, data.train.x) if teacher else None)
     rngs = jax.vmap(jax.random.key)(jnp.asarray([p.seed for p in points], jnp.uint32))
     lat_w = [latency_weight if p.loss == "latency" else 0.0 for p in points]

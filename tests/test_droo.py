@@ -125,8 +125,7 @@ def test_droo_trained_briefly_beats_random_and_its_untrained_self():
     test = _states(TRAIN)
     trained = float(_ratio_of(test, _trained_policy()[1]))
     # The DNN train_droo started from (same key split, same jitted initializer).
-    graphdef, params = droo._init(jax.random.split(jax.random.key(11))[0],
-                                  model.layers[0].in_features, CFG.tasks, SMALL.model)
+    graphdef, params = droo._init(jax.random.split(jax.random.key(11))[0], CFG, SMALL.model)
     untrained = _ratio(policies.droo_policy(nnx.merge(graphdef, params), stats, CFG.tasks), test)
     rand = _ratio(policies.make_policy("random"), test)
     print(f"mean latency ratio: trained {trained:.3f}, untrained {untrained:.3f}, random {rand:.3f}")
@@ -163,11 +162,11 @@ def test_partial_chunk_is_dropped_and_bad_configs_refused():
 
 
 def test_save_load_and_policy_from_run(tmp_path):
-    from offload_jax import train as train_lib
+    from offload_jax import runs as run_dirs
 
     model, stats, info = _trained()
     droo.save_droo(tmp_path / "d", model, stats, CFG, SMALL, {"train_states": info["train_states"]})
-    run = train_lib.load_run(tmp_path / "d")
+    run = run_dirs.load_run(tmp_path / "d")
     assert run.meta["kind"] == "droo" and droo.config_of(run.meta) == SMALL
     from_run = policies.make_policy("droo", cfg=CFG, runs={"droo": run})
     direct, direct_pred = _trained_policy()

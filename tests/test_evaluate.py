@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import cli, config, evaluate, features, metrics, models, policies
+from offload_jax import cli, config, evaluate, features, metrics, models, policies, runs
 from offload_jax.scenarios.chain import cost
 
 # Same system, pool and batch size N as tests/test_policies.py (compiled programs are reused).
@@ -20,7 +20,7 @@ SMALL_MODEL = config.ModelConfig(hidden=(16,), activation="relu", norm="none")
 
 
 def _model(seed=0):
-    return models.PlacementMLP(features.num_features(CFG.tasks, CFG.subcarriers), CFG.tasks, SMALL_MODEL,
+    return models.PlacementMLP(features.num_features(CFG), (CFG.tasks,), SMALL_MODEL,
                                rngs=nnx.Rngs(seed))
 
 
@@ -81,12 +81,12 @@ def test_markdown_table():
 
 
 def test_evaluate_cli_json(dataset_dir, tmp_path, capsys):
-    from offload_jax import dataset, train
+    from offload_jax import dataset
 
     ds = dataset.load(dataset_dir)
     stats = features.compute_stats(jax.jit(features.raw_features)(ds.states))
     model = _model()
-    train.save_run(tmp_path / "runs" / "my_student", model, stats, SMALL_MODEL, CFG, {"kind": "student"})
+    runs.save_run(tmp_path / "runs" / "my_student", model, stats, SMALL_MODEL, CFG, {"kind": "student"})
     out = tmp_path / "out" / "eval.json"
     argv = ["evaluate", "--data", str(dataset_dir), "--runs", str(tmp_path / "runs" / "my_student"),
             "--policies", "local,greedy,optimal_dp,optimal_enumerate", "--json", str(out),

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, dataset, evaluate, features, models, policies, train
+from offload_jax import config, dataset, evaluate, features, fit, models, policies, runs, splits
 from offload_jax.scenarios.chain import cost
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -38,9 +38,9 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("exp")
     dataset.generate(root / "train", CFG, 1200, seed=0, progress=False)
     dataset.generate(root / "val", CFG, 300, seed=1, progress=False)
-    data = train.load_data(root / "train", holdout=100)
+    data = splits.load_data(root / "train", holdout=100)
     teacher_cfg = config.ModelConfig(hidden=(32, 32), activation="gelu", norm="layer")
-    train.fit(root / "teacher", data, teacher_cfg, config.TrainConfig(steps=40, batch_size=64, eval_every=0),
+    fit.fit(root / "teacher", data, teacher_cfg, config.TrainConfig(steps=40, batch_size=64, eval_every=0),
               kind="teacher", progress=False, log=lambda msg: None)
     return root
 
@@ -59,8 +59,8 @@ def test_distill_ablation_tiny(scripts, tiny_run, tmp_path):
     assert report["num_eval"] == 300 and report["num_train"] == 1200
     for w in (8, 16):
         model_cfg = ablation.student_model(w)
-        in_features = features.num_inputs(model_cfg.inputs, CFG.tasks, CFG.subcarriers)
-        ref_model = models.PlacementMLP(in_features, CFG.tasks, model_cfg, rngs=nnx.Rngs(0))
+        in_features = features.num_inputs(model_cfg.inputs, CFG)
+        ref_model = models.PlacementMLP(in_features, (CFG.tasks,), model_cfg, rngs=nnx.Rngs(0))
         assert {r["params"] for r in report["rows"] if r["width"] == w} == {models.count_params(ref_model)}
     # Groups are the mean and sample std of the rows; labels-only rows have alpha 1.
     for g in report["groups"]:
@@ -77,7 +77,7 @@ def test_distill_ablation_tiny(scripts, tiny_run, tmp_path):
                                                     - v["reference"]["latency_ratio_mean"])
         assert v["kd_helps"] == (v["reference_gain"] > 2 * v["gain_se"])
     # The teacher's reference number equals an independent evaluation of the teacher as a policy.
-    teacher = train.load_run(tiny_run / "teacher")
+    teacher = runs.load_run(tiny_run / "teacher")
     ref = evaluate.evaluate_policies(dataset.load(tiny_run / "val"), {"t": policies.run_policy(teacher, "t")},
                                      jax.random.key(0))["t"]
     assert report["teacher"]["metrics"]["latency_ratio_mean"] == pytest.approx(ref["latency_ratio_mean"],

@@ -22,7 +22,7 @@ def _stats(cfg):
 
 
 def _student(cfg, model_cfg, seed=0):
-    model = models.PlacementMLP(features.num_inputs(model_cfg.inputs, cfg.tasks, cfg.subcarriers), cfg.tasks,
+    model = models.PlacementMLP(features.num_inputs(model_cfg.inputs, cfg), (cfg.tasks,),
                                 model_cfg, rngs=nnx.Rngs(seed))
     return model, _stats(cfg)
 
@@ -50,7 +50,7 @@ def test_numpy_student_equals_jax_student(model_cfg, num_states):
     runtime = _runtime(model, stats, model_cfg, cfg)
     states = system.sample(jax.random.key(123), cfg, num_states)
     packed = np.asarray(system.pack(states))
-    n_in = features.num_inputs(model_cfg.inputs, cfg.tasks, cfg.subcarriers)
+    n_in = features.num_inputs(model_cfg.inputs, cfg)
 
     np.testing.assert_allclose(runtime.raw_features(packed), np.asarray(features.raw_features(states, n_in)),
                                rtol=1e-5, atol=1e-5)
@@ -81,9 +81,9 @@ def test_raw_features_any_size(tasks, subcarriers):
     cfg = config.SystemConfig(tasks=tasks, subcarriers=subcarriers)
     model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
     states = system.sample(jax.random.key(7), cfg, 256)
-    model = models.PlacementMLP(features.num_features(tasks, subcarriers), tasks, model_cfg, rngs=nnx.Rngs(0))
+    model = models.PlacementMLP(features.num_features(cfg), (tasks,), model_cfg, rngs=nnx.Rngs(0))
     runtime = _runtime(model, features.compute_stats(features.raw_features(states)), model_cfg, cfg)
-    assert runtime.num_features == features.num_features(tasks, subcarriers)
+    assert runtime.num_features == features.num_features(cfg)
     np.testing.assert_allclose(runtime.raw_features(np.asarray(system.pack(states))),
                                np.asarray(features.raw_features(states)), rtol=1e-5, atol=1e-5)
 

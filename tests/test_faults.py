@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from offload_jax import cli, dataset, locking, train
+from offload_jax import cli, dataset, locking, models, runs
 from offload_jax.config import SystemConfig
 from offload_jax.scenarios.chain import solvers
 
@@ -289,9 +289,9 @@ def test_train_on_a_full_disk_is_one_line(data, tmp_path, capfd):
 
 _ORBAX_FAILS = """
 import shutil, sys
-from offload_jax import cli, train
+from offload_jax import cli, runs
 # Room enough by the estimate: Orbax starts writing and the disk fills midway.
-train.shutil.disk_usage = lambda path: shutil._ntuple_diskusage(1 << 40, 0, 1 << 40)
+runs.shutil.disk_usage = lambda path: shutil._ntuple_diskusage(1 << 40, 0, 1 << 40)
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -406,12 +406,12 @@ def _same_run(a: Path, b: Path) -> None:
     """Same parameters bit for bit, same run.json but its wall-clock fields."""
     def meta(run_dir):
         return {k: v for k, v in json.loads((run_dir / "run.json").read_text()).items()
-                if k not in train.WALL_CLOCK_KEYS}
+                if k not in runs.WALL_CLOCK_KEYS}
 
     assert meta(a) == meta(b)
 
     def params(run_dir):
-        leaves = jax.tree.leaves(train.params_of(train.load_run(run_dir).model))
+        leaves = jax.tree.leaves(models.params_of(runs.load_run(run_dir).model))
         return np.concatenate([np.ravel(p) for p in leaves])
 
     np.testing.assert_array_equal(params(a), params(b))

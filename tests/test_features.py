@@ -28,7 +28,7 @@ def test_raw_features_equal_reference(tasks, subcarriers):
     cfg = config.SystemConfig(tasks=tasks, subcarriers=subcarriers).validate()
     states = system.sample(jax.random.key(tasks), cfg, 2000)
     got = np.asarray(jax.jit(features.raw_features)(states))
-    assert got.shape == (2000, features.num_features(tasks, subcarriers))
+    assert got.shape == (2000, features.num_features(cfg))
     assert got.dtype == np.float32 and np.isfinite(got).all()
     np.testing.assert_allclose(got, reference_raw_features(states), rtol=2e-5, atol=2e-5)
 
@@ -53,13 +53,13 @@ def test_first_features_are_the_same_bits_whichever_way_computed(tasks, subcarri
     cfg = config.SystemConfig(tasks=tasks, subcarriers=subcarriers).validate()
     states = system.sample(jax.random.key(tasks + 100), cfg, 2000)
     full = np.asarray(jax.jit(features.raw_features)(states))
-    n_fields = features.num_fields(tasks, subcarriers)
-    assert features.num_inputs("fields", tasks, subcarriers) == n_fields
-    assert features.num_inputs("all", tasks, subcarriers) == full.shape[1]
+    n_fields = features.num_fields(cfg)
+    assert features.num_inputs("fields", cfg) == n_fields
+    assert features.num_inputs("all", cfg) == full.shape[1]
     for count in (1, n_fields, n_fields + 1, full.shape[1]):
         got = np.asarray(jax.jit(features.raw_features, static_argnums=1)(states, count))
         np.testing.assert_array_equal(got, full[:, :count])
     with pytest.raises(ValueError, match=r"count must be in \[1, "):
         features.raw_features(states, full.shape[1] + 1)
     with pytest.raises(ValueError, match="inputs must be one of"):
-        features.num_inputs("raw", tasks, subcarriers)
+        features.num_inputs("raw", cfg)

@@ -119,9 +119,40 @@ def test_total_loss_combines_terms():
     _, costs, labels, optimal = _labelled(jax.random.key(10))
     s, t = (jnp.asarray(_logits(k, 5, 4), jnp.float32) for k in (11, 12))
     w = losses.LossWeights(alpha=0.25, temperature=2.0, latency_weight=0.7)
-    got = losses.total_loss(s, labels, w, teacher_logits=t, costs=costs, optimal_latency=optimal)
+    term = losses.latency_loss(s, costs, optimal)
+    got = losses.total_loss(s, labels, w, teacher_logits=t, objective_term=term)
     want = (losses.distillation_loss(s, t, labels, 0.25, 2.0)
             + 0.7 * losses.latency_loss(s, costs, optimal))
     np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
     # Without teacher and costs: plain cross-entropy, whatever alpha says.
     np.testing.assert_allclose(float(losses.total_loss(s, labels, w)), float(losses.cross_entropy(s, labels)))
+
+
+def test_masked_losses_ignore_the_masked_decisions():
+    _, _, labels, _ = _labelled(jax.random.key(13))
+    s, t = (jnp.asarray(_logits(k, 5, 4), jnp.float32) for k in (14, 15))
+    mask = jnp.asarray(np.arange(4) < 3)[None].repeat(5, axis=0)  # the last slot is padding
+    np.testing.assert_allclose(float(losses.cross_entropy(s, labels, mask)),
+                               _ref_ce(np.asarray(s)[:, :3], np.asarray(labels)[:, :3]), rtol=1e-5)
+    np.testing.assert_allclose(float(losses.kd_divergence(s, t, 2.0, mask)),
+                               _ref_kl(np.asarray(s)[:, :3], np.asarray(t)[:, :3], 2.0), rtol=1e-4)
+    junk = s.at[:, 3].set(100.0)  # whatever the masked decision's logits, nothing changes
+    assert float(losses.cross_entropy(junk, labels, mask)) == float(losses.cross_entropy(s, labels, mask))
+
+
+def test_sampled_objective_term_estimates_the_exact_expectation_and_its_gradient():
+    """On the chain, where E[latency] has a closed form: the sampled term's value is that expectation and
+    its score-function gradient points where the exact gradient does."""
+    states, costs, _, optimal = _labelled(jax.random.key(16))
+    logits = jnp.asarray(_logits(17, 5, 4, scale=1.0), jnp.float32)
+    value = lambda x: cost.path_latency(costs, x)  # noqa: E731
+    exact = float(losses.latency_loss(logits, costs, optimal))
+    _, sampled = losses.sampled_objective_loss(logits, jax.random.key(0), value, optimal, samples=4000)
+    np.testing.assert_allclose(float(sampled), exact, rtol=0.03)
+    g_exact = jax.grad(lambda z: losses.latency_loss(z, costs, optimal))(logits).ravel()
+    g_sampled = jax.grad(lambda z: losses.sampled_objective_loss(z, jax.random.key(1), value, optimal,
+                                                                 samples=4000)[0])(logits).ravel()
+    cosine = float(g_exact @ g_sampled / (jnp.linalg.norm(g_exact) * jnp.linalg.norm(g_sampled)))
+    assert cosine > 0.9, cosine
+    with pytest.raises(ValueError, match="samples"):
+        losses.sampled_objective_loss(logits, jax.random.key(0), value, optimal, samples=1)

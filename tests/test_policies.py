@@ -36,13 +36,13 @@ SMALL_MODEL = config.ModelConfig(hidden=(16,), activation="relu", norm="none")
 @functools.cache
 def _model_and_stats(seed=0):
     stats = features.compute_stats(jax.jit(features.raw_features)(_states(0)))
-    model = models.PlacementMLP(features.num_features(CFG.tasks, CFG.subcarriers), CFG.tasks, SMALL_MODEL,
+    model = models.PlacementMLP(features.num_features(CFG), (CFG.tasks,), SMALL_MODEL,
                                 rngs=nnx.Rngs(seed))
     return model, stats
 
 
 class _Run:
-    """Stands in for train.LoadedRun (same attributes) without touching the disk."""
+    """Stands in for run_dirs.LoadedRun (same attributes) without touching the disk."""
 
     def __init__(self, kind="student", seed=0, droo_cfg=None):
         self.model, self.stats = _model_and_stats(seed)

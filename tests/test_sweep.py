@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_train import CFG, SMALL, _data, _flat, _saved_params, _student
 
-from offload_jax import config, sweep, train
+from offload_jax import config, fit, runs, sweep
 
 BASE = config.TrainConfig(steps=30, batch_size=64, learning_rate=5e-3, eval_every=0)
 
@@ -16,8 +16,8 @@ BASE = config.TrainConfig(steps=30, batch_size=64, learning_rate=5e-3, eval_ever
 def test_sweep_equals_separate_runs(tmp_path):
     data = _data()
     # An untrained teacher is enough: its logits only have to be used the same way in both programs.
-    train.save_run(tmp_path / "teacher", _student(7), data.stats, SMALL, CFG, {"kind": "teacher"})
-    teacher = train.load_run(tmp_path / "teacher")
+    runs.save_run(tmp_path / "teacher", _student(7), data.stats, SMALL, CFG, {"kind": "teacher"})
+    teacher = runs.load_run(tmp_path / "teacher")
     points = sweep.grid([0, 1], [2.0], [0.5], ["ce", "latency"])
     rows, params, timing = sweep.run_sweep(data, SMALL, BASE, points, teacher=teacher, latency_weight=0.7)
     assert len(rows) == 4 and timing["members"] == 4
@@ -27,7 +27,7 @@ def test_sweep_equals_separate_runs(tmp_path):
 
     for i in (1, 3):  # seeds 0 and 1 (with the latency term: the two runs share one compilation)
         cfg = sweep.point_config(BASE, points[i], latency_weight=0.7)
-        meta = train.fit(tmp_path / f"run{i}", data, SMALL, cfg, kind="distill", teacher=teacher,
+        meta = fit.fit(tmp_path / f"run{i}", data, SMALL, cfg, kind="distill", teacher=teacher,
                          teacher_dir=str(tmp_path / "teacher"), progress=False)
         member = _flat(jax.tree.map(lambda p, i=i: p[i], params))
         np.testing.assert_allclose(member, _saved_params(tmp_path / f"run{i}"), rtol=1e-4, atol=1e-5)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, export, export_runtime, features, models, policies, timing, train
+from offload_jax import config, export, export_runtime, features, models, policies, timing
+from offload_jax import runs as run_dirs
 from offload_jax.droo import DROOConfig
 from offload_jax.scenarios.chain import system
 
@@ -25,12 +26,12 @@ def runs():
     stats = features.compute_stats(jax.jit(features.raw_features)(states))
     out = {}
     for i, name in enumerate(policies.LEARNED_NAMES):
-        model = models.PlacementMLP(features.num_features(CFG.tasks, CFG.subcarriers), CFG.tasks, SMALL,
+        model = models.PlacementMLP(features.num_features(CFG), (CFG.tasks,), SMALL,
                                     rngs=nnx.Rngs(i))
         meta = {"kind": name}
         if name == "droo":
             meta["droo"] = DROOConfig(model=SMALL).to_dict()
-        out[name] = train.LoadedRun(model=model, stats=stats, model_cfg=SMALL, system=CFG, meta=meta)
+        out[name] = run_dirs.LoadedRun(model=model, stats=stats, model_cfg=SMALL, system=CFG, meta=meta)
     return out
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, features, models, policies, train
+from offload_jax import config, features, fit, models, policies, runs, scenarios, splits, train
 from offload_jax.scenarios.chain import cost, solvers, system
 
 CFG = config.SystemConfig(tasks=4, subcarriers=3)
@@ -45,7 +45,7 @@ def _head(n, cfg=CFG, seed=0):
 
 def _data(cfg=CFG, holdout=128, seed=0):
     states, label, latency = _labelled(cfg, seed)
-    return train.prepare(states, label, latency, cfg, holdout=holdout)
+    return splits.prepare(states, label, latency, cfg, holdout=holdout)
 
 
 def _ones(cfg, n):
@@ -56,14 +56,14 @@ def _ones(cfg, n):
 
 def _model(seed, model_cfg=SMALL):
     # jitted init: creating an NNX module eagerly dispatches (and compiles) op by op
-    params = jax.jit(train.init_params, static_argnums=(1, 2))(jax.random.key(seed), model_cfg, CFG)
-    return train.model_from_params(params, model_cfg, CFG)
+    params = jax.jit(models.init_params, static_argnums=(1, 2))(jax.random.key(seed), model_cfg, CFG)
+    return models.model_from_params(params, model_cfg, CFG)
 
 
 def _student(seed):
     """A SMALL model from the shared training program's (already compiled) init."""
     trainer = train.make_train(RUN_CFG, SMALL, CFG, 512)
-    return train.model_from_params(trainer.jitted["init"](jax.random.key(seed)).params, SMALL, CFG)
+    return models.model_from_params(trainer.jitted["init"](jax.random.key(seed)).params, SMALL, CFG)
 
 
 def _flat(params):
@@ -71,43 +71,43 @@ def _flat(params):
 
 
 def _saved_params(run_dir):
-    return _flat(train.params_of(train.load_run(run_dir).model))
+    return _flat(models.params_of(runs.load_run(run_dir).model))
 
 
 def test_small_network_overfits_tiny_dataset_and_run_api_round_trip(tmp_path):
     meta = _fit(tmp_path / "t")
     assert meta["finished"] and meta["step"] == 400 and meta["metrics"]["train_accuracy"] > 0.99
-    run = train.load_run(tmp_path / "t")
+    run = runs.load_run(tmp_path / "t")
     assert run.meta["kind"] == "student" and run.meta["step"] == 400 and run.model_cfg == SMALL
     assert run.meta["params"] == models.count_params(run.model) and run.system == CFG
     states, label, _ = _head(512)  # the training split
-    logits = np.asarray(train.predict_logits(run, states))
+    logits = np.asarray(runs.predict_logits(run, states))
     assert np.mean(np.argmax(logits, axis=-1) == np.asarray(label)) > 0.99
     want = jax.jit(lambda s: run.model(features.features(s, run.stats)))(states)
     np.testing.assert_allclose(logits, np.asarray(want), atol=1e-5)
 
     # save_run / load_run round trip of a model, with extra meta.
     meta = {"kind": "student", "step": 5, "note": "x"}
-    train.save_run(tmp_path / "r", run.model, run.stats, SMALL, CFG, meta)
-    again = train.load_run(tmp_path / "r")
+    runs.save_run(tmp_path / "r", run.model, run.stats, SMALL, CFG, meta)
+    again = runs.load_run(tmp_path / "r")
     assert again.meta["kind"] == "student" and again.meta["step"] == 5 and again.meta["note"] == "x"
-    np.testing.assert_array_equal(np.asarray(train.predict_logits(again, states)), logits)
-    with pytest.raises(train.RunError, match="T=4"):
-        train.predict_logits(run, _ones(config.SystemConfig(tasks=5, subcarriers=3), 3))
-    with pytest.raises(train.RunError, match="does not exist"):
-        train.load_run(tmp_path / "nope")
+    np.testing.assert_array_equal(np.asarray(runs.predict_logits(again, states)), logits)
+    with pytest.raises(runs.RunError, match="tasks=4"):
+        runs.predict_logits(run, _ones(config.SystemConfig(tasks=5, subcarriers=3), 3))
+    with pytest.raises(runs.RunError, match="does not exist"):
+        runs.load_run(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(train.RunError, match="no checkpoint"):
-        train.load_run(tmp_path / "empty")
+    with pytest.raises(runs.RunError, match="no checkpoint"):
+        runs.load_run(tmp_path / "empty")
     for f in (tmp_path / "r" / "checkpoints" / "5" / "config").iterdir():
         f.write_text("{garbage")
-    with pytest.raises(train.RunError, match="corrupt"):
-        train.load_run(tmp_path / "r")
+    with pytest.raises(runs.RunError, match="corrupt"):
+        runs.load_run(tmp_path / "r")
 
 
 def _fit(out, **kw):
     kw = {"chunk_steps": 50, "checkpoint_every_s": 1e9, **kw}  # default: one checkpoint, at the end
-    return train.fit(out, _data(), SMALL, RUN_CFG, kind="student", progress=False, **kw)
+    return fit.fit(out, _data(), SMALL, RUN_CFG, kind="student", progress=False, **kw)
 
 
 class _Killed(Exception):
@@ -117,14 +117,14 @@ class _Killed(Exception):
 def test_interrupted_run_resumes_to_the_same_params(tmp_path, monkeypatch):
     _fit(tmp_path / "whole")
     # Die right after the checkpoint of step 25 (anything after it is lost, as with SIGKILL).
-    real_save = train._save_checkpoint
+    real_save = runs.save_checkpoint
 
     def save_then_die(mgr, step, *args, **kwargs):
         real_save(mgr, step, *args, **kwargs)
         if step == 25:
             raise _Killed
 
-    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(runs, "save_checkpoint", save_then_die)
     with pytest.raises(_Killed):
         _fit(tmp_path / "killed", checkpoint_every_s=0.0, chunk_steps=5)
     monkeypatch.undo()
@@ -145,7 +145,7 @@ def test_interrupted_run_resumes_to_the_same_params(tmp_path, monkeypatch):
 
 
 def _without_wall_clock(meta):
-    return {k: v for k, v in meta.items() if k not in train.WALL_CLOCK_KEYS}
+    return {k: v for k, v in meta.items() if k not in runs.WALL_CLOCK_KEYS}
 
 
 @pytest.fixture(scope="module")
@@ -160,14 +160,14 @@ def whole_run(tmp_path_factory):
 def test_a_kill_between_checkpoint_and_run_json_loses_nothing(whole_run, tmp_path, monkeypatch, kill_at):
     """Killed after checkpoint `kill_at` was saved and before its run.json was written (an evaluation
     step; 400 is the last), the rerun's run.json equals the uninterrupted one's but its wall-clock fields."""
-    real_save = train._save_checkpoint
+    real_save = runs.save_checkpoint
 
     def save_then_die(mgr, step, *args, **kwargs):
         real_save(mgr, step, *args, **kwargs)
         if step == kill_at:
             raise _Killed
 
-    monkeypatch.setattr(train, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(runs, "save_checkpoint", save_then_die)
     with pytest.raises(_Killed):
         _fit(tmp_path / "k", checkpoint_every_s=0.0)  # a checkpoint every chunk of 50 steps
     monkeypatch.undo()
@@ -186,11 +186,11 @@ _CHILD = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import test_train as t
     from offload_jax import train
-    real_save = train._save_checkpoint
+    real_save = runs.save_checkpoint
     def slow_save(*args, **kwargs):  # give the parent time to kill us between two checkpoints
         real_save(*args, **kwargs)
         time.sleep(0.3)
-    train._save_checkpoint = slow_save
+    runs.save_checkpoint = slow_save
     t._fit({out!r}, checkpoint_every_s=0.0, chunk_steps=5)
 """)
 
@@ -204,14 +204,14 @@ def test_sigkilled_process_resumes_to_the_same_params(tmp_path):
     deadline = time.time() + 300
     try:
         while time.time() < deadline and child.poll() is None:
-            step = train.latest_step(tmp_path / "killed") if (tmp_path / "killed").exists() else None
+            step = runs.latest_step(tmp_path / "killed") if (tmp_path / "killed").exists() else None
             if step is not None and step >= 10:
                 break
             time.sleep(0.05)
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait()
-    killed_at = train.latest_step(tmp_path / "killed")
+    killed_at = runs.latest_step(tmp_path / "killed")
     assert killed_at is not None and 10 <= killed_at < 400, killed_at
     logs = []
     meta = _fit(tmp_path / "killed", log=logs.append)
@@ -223,19 +223,19 @@ def test_sigkilled_process_resumes_to_the_same_params(tmp_path):
 def test_mismatched_checkpoint_is_refused(tmp_path):
     _fit(tmp_path / "r")
     # Another T: refused, naming T (refused from the system alone, before any array is used).
-    other = dataclasses.replace(_data(), system=config.SystemConfig(tasks=5, subcarriers=3))
-    with pytest.raises(train.RunError, match="T=4.*T=5"):
-        train.fit(tmp_path / "r", other, SMALL, RUN_CFG, kind="student", progress=False)
+    other = dataclasses.replace(_data(), scenario=scenarios.of(config.SystemConfig(tasks=5, subcarriers=3)))
+    with pytest.raises(runs.RunError, match="tasks=4.*tasks=5"):
+        fit.fit(tmp_path / "r", other, SMALL, RUN_CFG, kind="student", progress=False)
     # Other settings or other data: refused.
-    with pytest.raises(train.RunError, match="other settings"):
-        train.fit(tmp_path / "r", _data(), SMALL, dataclasses.replace(RUN_CFG, steps=401), kind="student",
+    with pytest.raises(runs.RunError, match="other settings"):
+        fit.fit(tmp_path / "r", _data(), SMALL, dataclasses.replace(RUN_CFG, steps=401), kind="student",
                   progress=False)
-    with pytest.raises(train.RunError, match="other data"):
-        train.fit(tmp_path / "r", _data(seed=1), SMALL, RUN_CFG, kind="student", progress=False)
+    with pytest.raises(runs.RunError, match="other data"):
+        fit.fit(tmp_path / "r", _data(seed=1), SMALL, RUN_CFG, kind="student", progress=False)
     # A teacher for another T is refused too.
-    with pytest.raises(train.RunError, match="teacher run"):
-        train.fit(tmp_path / "d", other, SMALL, dataclasses.replace(RUN_CFG, alpha=0.5), kind="distill",
-                  teacher=train.load_run(tmp_path / "r"), teacher_dir=str(tmp_path / "r"), progress=False)
+    with pytest.raises(runs.RunError, match="teacher run"):
+        fit.fit(tmp_path / "d", other, SMALL, dataclasses.replace(RUN_CFG, alpha=0.5), kind="distill",
+                  teacher=runs.load_run(tmp_path / "r"), teacher_dir=str(tmp_path / "r"), progress=False)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -244,17 +244,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     perm = np.asarray(trainer.epoch_perm(jax.random.key(RUN_CFG.seed), 0))
     bad_row = int(perm[4 * 64])  # first used by step 4
     poisoned = dataclasses.replace(data, train=data.train._replace(x=data.train.x.at[bad_row].set(jnp.nan)))
-    with pytest.raises(train.TrainingError, match=r"loss became nan between steps 4 and 5.*step 4"):
-        train.fit(tmp_path / "r", poisoned, SMALL, RUN_CFG, kind="student", progress=False, chunk_steps=1,
+    with pytest.raises(fit.TrainingError, match=r"loss became nan between steps 4 and 5.*step 4"):
+        fit.fit(tmp_path / "r", poisoned, SMALL, RUN_CFG, kind="student", progress=False, chunk_steps=1,
                   checkpoint_every_s=0.0)
-    assert train.latest_step(tmp_path / "r") == 4
+    assert runs.latest_step(tmp_path / "r") == 4
     assert np.all(np.isfinite(_saved_params(tmp_path / "r")))
 
 
 def test_teacher_inputs_follow_the_teacher_stats():
     data = _data()
     shifted = features.FeatureStats(mean=data.stats.mean + 0.3, std=data.stats.std * 1.7)
-    teacher = train.LoadedRun(model=_student(0), stats=shifted, model_cfg=SMALL, system=CFG, meta={})
+    teacher = runs.LoadedRun(model=_student(0), stats=shifted, model_cfg=SMALL, system=CFG, meta={})
     _, scale, shift = train.teacher_consts(teacher, data.stats)
     raw = jax.jit(features.raw_features)(_head(512)[0])
     np.testing.assert_allclose(np.asarray(features.normalize(raw, data.stats) * scale + shift),
@@ -305,26 +305,26 @@ def test_run_saved_on_other_devices_loads_here(tmp_path):
     out = tmp_path / "elsewhere"
     script = textwrap.dedent(f"""
         import jax, numpy as np
-        from offload_jax import config, features, train
+        from offload_jax import config, features, models, runs
         assert jax.device_count() == 4, jax.devices()
         cfg = config.SystemConfig(tasks=4, subcarriers=3)
         model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
-        params = jax.device_put(train.init_params(jax.random.key(7), model_cfg, cfg), jax.devices()[3])
-        model = train.model_from_params(params, model_cfg, cfg)
-        f = features.num_features(4, 3)
-        stats = train.FeatureStats(*jax.device_put((np.zeros(f, np.float32), np.ones(f, np.float32)),
+        params = jax.device_put(models.init_params(jax.random.key(7), model_cfg, cfg), jax.devices()[3])
+        model = models.model_from_params(params, model_cfg, cfg)
+        f = features.num_features(cfg)
+        stats = features.FeatureStats(*jax.device_put((np.zeros(f, np.float32), np.ones(f, np.float32)),
                                                     jax.devices()[3]))
-        train.save_run({str(out)!r}, model, stats, model_cfg, cfg, {{"kind": "student", "step": 1}})
+        runs.save_run({str(out)!r}, model, stats, model_cfg, cfg, {{"kind": "student", "step": 1}})
     """)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    run = train.load_run(out)
+    run = runs.load_run(out)
     model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
-    want = train.init_params(jax.random.key(7), model_cfg, CFG)
-    np.testing.assert_array_equal(_flat(train.params_of(run.model)), _flat(want))
-    assert all(leaf.devices() == {jax.devices()[0]} for leaf in jax.tree.leaves(train.params_of(run.model)))
+    want = models.init_params(jax.random.key(7), model_cfg, CFG)
+    np.testing.assert_array_equal(_flat(models.params_of(run.model)), _flat(want))
+    assert all(leaf.devices() == {jax.devices()[0]} for leaf in jax.tree.leaves(models.params_of(run.model)))
 
 
 def test_fields_student_trains_on_the_first_features_and_decides_from_them(tmp_path):
@@ -332,12 +332,12 @@ def test_fields_student_trains_on_the_first_features_and_decides_from_them(tmp_p
     model_cfg = dataclasses.replace(SMALL, hidden=(32,), activation="relu", norm="none", inputs="fields")
     data = _data()
     cfg = dataclasses.replace(RUN_CFG, steps=60, eval_every=0)
-    meta = train.fit(tmp_path / "f", data, model_cfg, cfg, kind="student", progress=False)
-    run = train.load_run(tmp_path / "f")
-    n_in = features.num_fields(CFG.tasks, CFG.subcarriers)
+    meta = fit.fit(tmp_path / "f", data, model_cfg, cfg, kind="student", progress=False)
+    run = runs.load_run(tmp_path / "f")
+    n_in = features.num_fields(CFG)
     assert run.model_cfg.inputs == "fields" and models.input_count(run.model) == n_in
     states = _head(256)[0]
-    logits = np.asarray(train.predict_logits(run, states))
+    logits = np.asarray(runs.predict_logits(run, states))
     want = jax.jit(lambda s: run.model(features.features(s, run.stats)[..., :n_in]))(states)
     np.testing.assert_allclose(logits, np.asarray(want), atol=1e-5)
     decided = np.asarray(policies.model_policy(run.model, run.stats).fn(None, states))
@@ -345,13 +345,13 @@ def test_fields_student_trains_on_the_first_features_and_decides_from_them(tmp_p
     # The held-out metrics of the run are those of the same decisions.
     assert 0.0 < meta["metrics"]["accuracy"] <= 1.0
     with pytest.raises(ValueError, match="reads 3.* says"):
-        train.save_run(tmp_path / "bad", models.PlacementMLP(3, CFG.tasks, model_cfg, rngs=nnx.Rngs(0)),
+        runs.save_run(tmp_path / "bad", models.PlacementMLP(3, (CFG.tasks,), model_cfg, rngs=nnx.Rngs(0)),
                        run.stats, model_cfg, CFG, {"kind": "student"})
 
 
 def test_kd_uses_the_teachers_logits_on_the_training_split():
     data = _data()
-    teacher = train.LoadedRun(model=_student(0), stats=data.stats, model_cfg=SMALL, system=CFG, meta={})
+    teacher = runs.LoadedRun(model=_student(0), stats=data.stats, model_cfg=SMALL, system=CFG, meta={})
     got = np.asarray(train.teacher_logits(teacher, data.stats, data.train.x, batch=100))
     want = jax.jit(lambda x: teacher.model(x))(data.train.x)
     np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
@@ -359,14 +359,14 @@ def test_kd_uses_the_teachers_logits_on_the_training_split():
 
 def test_finished_distill_run_skips_the_teachers_pass(tmp_path, monkeypatch):
     data = _data()
-    teacher = train.LoadedRun(model=_student(0), stats=data.stats, model_cfg=SMALL, system=CFG,
+    teacher = runs.LoadedRun(model=_student(0), stats=data.stats, model_cfg=SMALL, system=CFG,
                               meta={"kind": "teacher"})
     cfg = dataclasses.replace(RUN_CFG, steps=20, alpha=0.5, eval_every=0)
-    train.fit(tmp_path / "d", data, SMALL, cfg, kind="distill", teacher=teacher, progress=False)
+    fit.fit(tmp_path / "d", data, SMALL, cfg, kind="distill", teacher=teacher, progress=False)
 
     def fail(*args, **kwargs):
         raise AssertionError("teacher_logits computed for a finished run")
 
     monkeypatch.setattr(train, "teacher_logits", fail)
-    meta = train.fit(tmp_path / "d", data, SMALL, cfg, kind="distill", teacher=teacher, progress=False)
+    meta = fit.fit(tmp_path / "d", data, SMALL, cfg, kind="distill", teacher=teacher, progress=False)
     assert meta["step"] == 20

@@ -38,6 +38,11 @@ def of(cfg: Any) -> Scenario:
     raise TypeError(f"not a scenario configuration: {type(cfg).__name__}")
 
 
+def as_scenario(scenario_or_system: Any) -> Scenario:
+    """A scenario, given one or its system configuration."""
+    return scenario_or_system if isinstance(scenario_or_system, Scenario) else of(scenario_or_system)
+
+
 def from_system(name: str, system: Mapping[str, Any]) -> Scenario:
     """Scenario `name` with the system section of a manifest or a run (validated)."""
     _check_name(name)

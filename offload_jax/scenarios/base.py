@@ -118,6 +118,12 @@ class Scenario(abc.ABC):
     def objective(self, params: Any, state: Any, x: jax.Array) -> Objective:
         """The objective of placements x (n, *decision_shape) of states (n, ...)."""
 
+    def expected_objective(self, params: Any, state: Any, probs: jax.Array) -> jax.Array | None:
+        """(n,) the exact expected J when each decision takes site s with probability probs[..., s],
+        independently, where the scenario has a closed form; None where it has none (training then
+        estimates the expectation from samples)."""
+        return None
+
     def real_mask(self, state: Any) -> jax.Array:
         """(n, *decision_shape) bool: the decisions that matter (padding slots do not)."""
         return jnp.ones(state.cycles.shape, bool)

@@ -131,6 +131,9 @@ class ChainScenario(Scenario):
         latency = cost.latency(state, x)
         return Objective(value=latency, latency=latency, energy=None)
 
+    def expected_objective(self, params, state, probs):
+        return cost.expected_latency(cost.stage_costs(state), probs)
+
     def baselines(self) -> dict[str, Baseline]:
         fixed = {name: functools.partial(_fixed, site=site) for site, name in enumerate(SITES)}
         exact = {f"optimal_{s}": _optimal(s) for s in SOLVERS}
