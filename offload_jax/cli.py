@@ -194,17 +194,20 @@ def _csv_of(kind):
 
 
 def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: bool = False) -> None:
-    from offload_jax.config import ACTIVATIONS, INPUTS, NORMS  # noqa: PLC0415 (light module)
+    from offload_jax.config import ACTIVATIONS, ARCHS, INPUTS, NORMS  # noqa: PLC0415 (light module)
 
     p.add_argument("--data", required=True, metavar="DIR", help="dataset directory (offload-jax generate)")
     p.add_argument("--model", choices=("teacher", "student"), default=model_default,
-                   help=f"network size (default {model_default}: config.TEACHER_MODEL / STUDENT_MODEL)")
+                   help=f"network (default {model_default}): the scenario's default teacher or student "
+                        "(config.DEFAULT_MODELS)")
     p.add_argument("--hidden", type=_csv_of(int), default=None, metavar="W,W,..",
                    help="override the hidden widths of --model")
     p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="override the activation")
     p.add_argument("--norm", choices=NORMS, default=None, help="override the normalization")
     p.add_argument("--inputs", choices=INPUTS, default=None,
                    help="override which features the network reads: all, or the state's fields only")
+    p.add_argument("--arch", choices=ARCHS, default=None,
+                   help="override the network family: mlp, or graph (a transformer over a dag's sub-tasks)")
     p.add_argument("--steps", type=int, default=steps_default,
                    help=f"optimizer steps (default {steps_default})")
     if not sweep:  # a sweep takes --seeds
@@ -237,14 +240,17 @@ def _add_run_flags(p) -> None:
 
 
 def _model_config(args):
+    """--model's default network for the scenario of --data (config.DEFAULT_MODELS), with the overrides."""
     import dataclasses  # noqa: PLC0415
 
-    from offload_jax.config import STUDENT_MODEL, TEACHER_MODEL  # noqa: PLC0415
+    from offload_jax import dataset  # noqa: PLC0415
+    from offload_jax.config import DEFAULT_MODELS  # noqa: PLC0415
 
-    cfg = TEACHER_MODEL if args.model == "teacher" else STUDENT_MODEL
+    scenario = dataset.scenario_of(dataset.read_manifest(args.data)).name
+    cfg = DEFAULT_MODELS[scenario, args.model]
     overrides = {k: v for k, v in (("hidden", tuple(args.hidden) if args.hidden else None),
                                    ("activation", args.activation), ("norm", args.norm),
-                                   ("inputs", args.inputs)) if v is not None}
+                                   ("inputs", args.inputs), ("arch", args.arch)) if v is not None}
     return dataclasses.replace(cfg, **overrides).validate()
 
 
@@ -284,7 +290,7 @@ def _fit(args, kind: str, train_cfg, teacher_dir=None) -> int:
     if m:
         print(f"{kind} {args.out}: step {meta['step']}, {meta['params']} params, held-out accuracy "
               f"{m['accuracy']:.4f}, exact match {m['exact_match']:.4f}, "
-              f"latency ratio {m['latency_ratio_mean']:.4f}")
+              f"objective ratio {m['objective_ratio_mean']:.4f}")
     return 0
 
 

@@ -242,6 +242,8 @@ DROO_MODEL = ModelConfig(hidden=(64, 64, 64, 64), activation="gelu", norm="layer
 DAG_TEACHER_MODEL = ModelConfig(hidden=(112, 112, 112), activation="gelu", norm="layer", arch="graph",
                                 heads=4)
 DAG_STUDENT_MODEL = ModelConfig(hidden=(64, 64), activation="relu", norm="none")
+DEFAULT_MODELS = {("chain", "teacher"): TEACHER_MODEL, ("chain", "student"): STUDENT_MODEL,
+                  ("dag", "teacher"): DAG_TEACHER_MODEL, ("dag", "student"): DAG_STUDENT_MODEL}
 
 
 # --- training (losses, optimizer, distillation) ---
