@@ -11,11 +11,13 @@ import numpy as np
 
 from offload_jax import __version__, atomic
 from offload_jax.export_runtime import FORMAT
-from offload_jax.features import FEATURES_VERSION, num_inputs
+from offload_jax.features import feature_spec, num_inputs
 
 
 def student_arrays(model, stats, model_cfg, system_cfg) -> dict[str, np.ndarray]:
-    """Weights, feature statistics and metadata of a PlacementMLP as named numpy arrays."""
+    """Weights, feature statistics and metadata of a PlacementMLP (chain or dag) as named numpy arrays."""
+    if model_cfg.arch != "mlp":
+        raise ValueError(f"only MLP students export to the numpy runtime, got arch {model_cfg.arch!r}")
     depth = len(model.layers)
     arrays: dict[str, np.ndarray] = {}
     for i in range(depth):
@@ -28,8 +30,10 @@ def student_arrays(model, stats, model_cfg, system_cfg) -> dict[str, np.ndarray]
     arrays["head_bias"] = np.asarray(model.head.bias[...], np.float32)
     arrays["feature_mean"] = np.asarray(stats.mean, np.float32)
     arrays["feature_std"] = np.asarray(stats.std, np.float32)
+    spec = feature_spec(system_cfg)
     meta = {
-        "format": FORMAT, "features": FEATURES_VERSION, "tasks": system_cfg.tasks,
+        "format": FORMAT, "features": spec["version"], "scenario": spec.get("scenario", "chain"),
+        "users": getattr(system_cfg, "users", 1), "tasks": system_cfg.tasks,
         "subcarriers": system_cfg.subcarriers, "depth": depth, "activation": model_cfg.activation,
         "norm": model_cfg.norm, "inputs": model_cfg.inputs,
         "num_inputs": num_inputs(model_cfg.inputs, system_cfg),

@@ -246,8 +246,9 @@ class StudentPolicy:
     the first bias and LayerNorm's mean subtraction are folded into the kernels (without
     LayerNorm every bias is: `_fold_biases`); smooth activations are one table lookup.
     Features in float32 (as the JAX student); the network in float32 without LayerNorm,
-    in float64 with it.
-    Any leading batch shape: (P,) -> (T,), (n, P) -> (n, T).
+    in float64 with it. Chain students decide (T,) placements, dag students (U, T), with the
+    padding slots (cycles 0) on 0 as the JAX policies do.
+    Any leading batch shape: (P,) -> decision, (n, P) -> (n, *decision).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -258,11 +259,15 @@ class StudentPolicy:
             raise ValueError(f"{path}: not an exported student (format {meta.get('format')!r}, "
                              f"expected {FORMAT!r})")
         self.meta = meta
+        self.scenario = meta.get("scenario", "chain")  # files written before dag existed: chain
         self.tasks = int(meta["tasks"])
+        self.users = int(meta.get("users", 1))
         self.subcarriers = int(meta["subcarriers"])
+        self.decision_shape = (self.users, self.tasks) if self.scenario == "dag" else (self.tasks,)
         self.layer_norm = meta["norm"] == "layer"
         self.layer_norm_eps = float(meta.get("layer_norm_eps", 1e-6))
-        self.slices = packed_slices(self.tasks, self.subcarriers)
+        self.slices = (dag_packed_slices(self.users, self.tasks, self.subcarriers) if self.scenario == "dag"
+                       else packed_slices(self.tasks, self.subcarriers))
         self.packed_size = self.slices["cloud_delay"].stop
         self._feature_recipe(meta.get("num_inputs"))  # files written before it: every feature
         self.mean = arrays["feature_mean"][:self.num_features].astype(np.float32)
@@ -319,7 +324,9 @@ class StudentPolicy:
         permuted instead. Only the first `count` features (the network's inputs), without the terms
         that none of them has."""
         p = self.packed_size
-        num, den, logged = (a[..., :count] for a in feature_recipe(self.tasks, self.subcarriers))
+        recipe = (dag_feature_recipe(self.users, self.tasks, self.subcarriers) if self.scenario == "dag"
+                  else feature_recipe(self.tasks, self.subcarriers))
+        num, den, logged = (a[..., :count] for a in recipe)
         rows = max(1, int((num != p).any(axis=1).sum()))  # padding rows (0 / 1) come last
         num, den = num[:rows], den[:rows]
         self._consts = np.array(POOL_CONSTANTS, np.float32)
@@ -370,7 +377,7 @@ class StudentPolicy:
             h = z
             for kernel in self.kernels:
                 h = self.activation(np.matmul(h, kernel))
-            return np.matmul(h, self.head_kernel).reshape(z.shape[:-1] + (self.tasks, 3))
+            return np.matmul(h, self.head_kernel).reshape(z.shape[:-1] + (*self.decision_shape, 3))
         h = z @ self.kernels[0]  # bias included (z ends with 1)
         for i in range(len(self.kernels)):
             if i:
@@ -387,7 +394,7 @@ class StudentPolicy:
             h = self.activation(h)
         out = h @ self.head_kernel
         out += self.head_bias
-        return out.reshape(z.shape[:-1] + (self.tasks, 3))
+        return out.reshape(z.shape[:-1] + (*self.decision_shape, 3))
 
     def _single_state_buffers(self) -> tuple:
         """Preallocated arrays of the single-state path (`_decide_one`), views included."""
@@ -397,7 +404,7 @@ class StudentPolicy:
         hidden = [np.empty(k.shape[1], np.float32) for k in self.kernels]
         out = np.empty(self.head_kernel.shape[1], np.float32)
         return (factors, factors[:r], factors[r:], np.empty((r, width), np.float32), z, z[:self._num_logs],
-                hidden, out, out.reshape(self.tasks, 3))
+                hidden, out, out.reshape(-1, 3))
 
     def _decide_one(self, packed: np.ndarray) -> np.ndarray:
         """`__call__` for one state of a ReLU student without LayerNorm: the same computation as
@@ -413,16 +420,24 @@ class StudentPolicy:
         for kernel, buf in zip(self.kernels, hidden):  # noqa: B905 (same length by construction)
             h = maximum(matmul(h, kernel, out=buf), 0.0, out=buf)
         matmul(h, self.head_kernel, out=out)
+        if self.scenario == "dag":  # padding slots (cycles 0) on 0; sites as (U, T)
+            real = packed[self.slices["cycles"]] > 0
+            return np.where(real, out3.argmax(1), 0).astype(np.int8).reshape(self.decision_shape)
         return out3.argmax(1).astype(np.int8)
 
     def __call__(self, packed: np.ndarray) -> np.ndarray:
-        """(n, P) or (P,) packed states -> placements (n, T) or (T,) int8 (ties to the lowest label).
+        """(n, P) or (P,) packed states -> placements (n, *decision) or (*decision,) int8 (ties to the
+        lowest label; dag padding slots on 0).
 
         Single-state calls reuse buffers: one StudentPolicy must not decide from several threads
         at once (give each thread its own)."""
         if self._one is not None and getattr(packed, "ndim", None) == 1:
             return self._decide_one(packed)
-        return self.logits(packed).argmax(axis=-1).astype(np.int8)
+        x = self.logits(packed).argmax(axis=-1).astype(np.int8)
+        if self.scenario == "dag":
+            real = np.asarray(packed)[..., self.slices["cycles"]].reshape(x.shape) > 0
+            x = np.where(real, x, np.int8(0))
+        return x
 
 
 def load(path: str | os.PathLike) -> StudentPolicy:
