@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import chex
@@ -54,11 +54,12 @@ import numpy as np
 import optax
 from flax import nnx
 
+from offload_jax import scenarios
 from offload_jax.config import DROO_MODEL, ConfigError, ModelConfig, SystemConfig
-from offload_jax.features import FeatureStats, compute_stats, features, num_inputs, raw_features
+from offload_jax.features import FeatureStats, compute_stats, features, num_inputs, raw_columns, raw_features
+from offload_jax.losses import cross_entropy
 from offload_jax.models import build
-from offload_jax.scenarios.chain.cost import NUM_SITES, StageCosts, path_latency, stage_costs
-from offload_jax.scenarios.chain.system import SystemState
+from offload_jax.scenarios.base import NUM_SITES
 
 QUANTIZERS = ("single", "nested")
 
@@ -75,10 +76,11 @@ class DROOConfig:
     train_every: int = 10
     learning_rate: float = 1e-3
 
-    def num_candidates(self, tasks: int) -> int:
-        return self.candidates or tasks
+    def num_candidates(self, decisions: int) -> int:
+        """K: `candidates`, or by default one per decision (T for the chain, U * T for dag)."""
+        return self.candidates or decisions
 
-    def validate(self, tasks: int | None = None) -> DROOConfig:
+    def validate(self, decisions: int | None = None) -> DROOConfig:
         self.model.validate()
         for name in ("memory_size", "batch_size", "train_every"):
             value = getattr(self, name)
@@ -90,9 +92,11 @@ class DROOConfig:
         if self.quantizer not in QUANTIZERS:
             raise ConfigError(f"droo quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if not isinstance(self.candidates, int) or self.candidates < 0:
-            raise ConfigError(f"droo candidates must be an integer >= 0 (0 means T), got {self.candidates!r}")
-        if tasks is not None and self.num_candidates(tasks) > tasks:
-            raise ConfigError(f"droo candidates must be at most T={tasks}, got {self.candidates}")
+            raise ConfigError(f"droo candidates must be an integer >= 0 (0: one per decision), got "
+                              f"{self.candidates!r}")
+        if decisions is not None and self.num_candidates(decisions) > decisions:
+            raise ConfigError(f"droo candidates must be at most the decisions per state ({decisions}), got "
+                              f"{self.candidates}")
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < np.inf):
             raise ConfigError(f"droo learning_rate must be a finite number > 0, got {self.learning_rate!r}")
         return self
@@ -139,19 +143,25 @@ def quantize(probs: jax.Array, num_candidates: int, quantizer: str = "nested") -
     return jnp.where(flip_mask, runner_up[..., None, :], best[..., None, :]).astype(jnp.int8)
 
 
-def decide(logits: jax.Array, costs: StageCosts, num_candidates: int,
-           quantizer: str = "nested") -> tuple[jax.Array, jax.Array]:
-    """DROO's decision: logits (n, T, 3) -> (best placement (n, T) int8, its latency (n,)).
+def decide(logits: jax.Array, score: Callable[[jax.Array], jax.Array], num_candidates: int,
+           quantizer: str = "nested", mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """DROO's decision: logits (n, *D, 3) -> (best placement (n, *D) int8, its objective (n,)).
 
-    The K candidates of `quantize` are scored by `cost.path_latency`; ties go to the lowest k.
+    The decisions are quantized together (flattened: for dag the U*T slots); the K candidates of
+    `quantize` are scored by `score` (placements (n, *D) -> J (n,): the scenario's objective); ties go
+    to the lowest k. Decisions outside `mask` (dag padding) are 0 in every candidate.
     """
-    n, tasks = logits.shape[0], logits.shape[1]
-    chex.assert_shape(logits, (n, tasks, NUM_SITES))
-    cands = quantize(jax.nn.softmax(logits, axis=-1), num_candidates, quantizer)  # (n, K, T)
-    lat = jax.vmap(path_latency, in_axes=(None, 1), out_axes=1)(costs, cands)  # (n, K)
-    k = jnp.argmin(lat, axis=-1)
-    best = jnp.take_along_axis(cands, k[:, None, None], axis=1)[:, 0]
-    return best, jnp.take_along_axis(lat, k[:, None], axis=1)[:, 0]
+    n, shape = logits.shape[0], logits.shape[1:-1]
+    chex.assert_shape(logits, (n, *shape, NUM_SITES))
+    flat = logits.reshape(n, -1, NUM_SITES)
+    cands = quantize(jax.nn.softmax(flat, axis=-1), num_candidates, quantizer)  # (n, K, d)
+    cands = cands.reshape(n, num_candidates, *shape)
+    if mask is not None:
+        cands = jnp.where(mask[:, None], cands, jnp.int8(0))
+    value = jax.vmap(score, in_axes=1, out_axes=1)(cands)  # (n, K)
+    k = jnp.argmin(value, axis=-1)
+    best = jnp.take_along_axis(cands, k.reshape(n, 1, *([1] * len(shape))), axis=1)[:, 0]
+    return best, jnp.take_along_axis(value, k[:, None], axis=1)[:, 0]
 
 
 class OnlineState(NamedTuple):
@@ -160,38 +170,51 @@ class OnlineState(NamedTuple):
     params: Any  # nnx.State of the DNN's parameters
     opt_state: Any
     memory_features: jax.Array  # (M, F) float32
-    memory_placements: jax.Array  # (M, T) int8
+    memory_placements: jax.Array  # (M, *decision_shape) int8
+    memory_masks: jax.Array | None  # (M, *decision_shape) bool: the decisions that matter (dag); None (chain)
     stored: jax.Array  # () int32, entries written so far (the ring's write position is stored % M)
 
 
-def make_online_step(graphdef: Any, stats: FeatureStats, droo_cfg: DROOConfig, system: SystemConfig):
-    """(carry, (key, chunk of states)) -> (carry, (loss, mean chosen latency, share improved)).
+def make_online_step(graphdef: Any, stats: FeatureStats, droo_cfg: DROOConfig, system):
+    """(carry, (key, chunk of states)) -> (carry, (loss, mean chosen objective, share improved)).
 
-    One chunk of `train_every` states: decide with the current DNN, store, one Adam step.
+    One chunk of `train_every` states: decide with the current DNN (candidates scored by the scenario's
+    objective), store, one Adam step on the cross-entropy with the stored placements.
     """
+    scenario = scenarios.of(system)
+    values = scenario.params
     optimizer = optax.adam(droo_cfg.learning_rate)
-    k_cands = droo_cfg.num_candidates(system.tasks)
+    k_cands = droo_cfg.num_candidates(scenario.decisions)
     mem_size = droo_cfg.memory_size
+    n_in = num_inputs(droo_cfg.model.inputs, system)
+    padded = scenario.name != "chain"  # dag slots can be padding: masked out of decisions and loss
 
-    def loss_fn(params, feats, placements):
+    def loss_fn(params, feats, placements, mask):
         logits = nnx.merge(graphdef, params)(feats)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, placements.astype(jnp.int32)).mean()
+        return cross_entropy(logits, placements, mask)
 
     def step(carry: OnlineState, xs):
         key, states = xs
-        feats = features(states, stats, num_inputs(droo_cfg.model.inputs, system))
+        feats = features(states, stats, n_in)
         logits = nnx.merge(graphdef, carry.params)(feats)
-        best, best_lat = decide(logits, stage_costs(states), k_cands, droo_cfg.quantizer)
-        improved = jnp.mean(jnp.any(best != jnp.argmax(logits, axis=-1), axis=-1))
+        mask = scenario.real_mask(states) if padded else None
+        score = lambda x: scenario.objective(values, states, x).value  # noqa: E731
+        best, best_value = decide(logits, score, k_cands, droo_cfg.quantizer, mask)
+        first = jnp.argmax(logits, axis=-1)
+        first = first if mask is None else jnp.where(mask, first, 0)
+        improved = jnp.mean(jnp.any((best != first).reshape(best.shape[0], -1), axis=-1))
         slots = (carry.stored + jnp.arange(feats.shape[0])) % mem_size
         mem_f = carry.memory_features.at[slots].set(feats)
         mem_p = carry.memory_placements.at[slots].set(best)
+        mem_m = None if mask is None else carry.memory_masks.at[slots].set(mask)
         stored = carry.stored + feats.shape[0]
         idx = jax.random.randint(key, (droo_cfg.batch_size,), 0, jnp.minimum(stored, mem_size))
-        loss, grads = jax.value_and_grad(loss_fn)(carry.params, mem_f[idx], mem_p[idx])
+        loss, grads = jax.value_and_grad(loss_fn)(carry.params, mem_f[idx], mem_p[idx],
+                                                  None if mem_m is None else mem_m[idx])
         updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params)
         params = optax.apply_updates(carry.params, updates)
-        return OnlineState(params, opt_state, mem_f, mem_p, stored), (loss, jnp.mean(best_lat), improved)
+        carry = OnlineState(params, opt_state, mem_f, mem_p, mem_m, stored)
+        return carry, (loss, jnp.mean(best_value), improved)
 
     return optimizer, step
 
@@ -211,7 +234,7 @@ def _init(key: jax.Array, system: SystemConfig, model_cfg: ModelConfig):
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _run_segment(graphdef, droo_cfg: DROOConfig, system: SystemConfig, stats: FeatureStats,
-                 key_loop: jax.Array, carry: OnlineState, chunk_ids: jax.Array, seg_states: SystemState):
+                 key_loop: jax.Array, carry: OnlineState, chunk_ids: jax.Array, seg_states):
     """The online loop over chunks `chunk_ids` (states (chunks, train_every, ...)); chunk i uses
     key fold_in(key_loop, i), so the result does not depend on how the stream is cut in segments."""
     _, step = make_online_step(graphdef, stats, droo_cfg, system)
@@ -219,35 +242,37 @@ def _run_segment(graphdef, droo_cfg: DROOConfig, system: SystemConfig, stats: Fe
     return jax.lax.scan(step, carry, (keys, seg_states))
 
 
-def _slice_states(states: SystemState, start: int, stop: int) -> SystemState:
-    return SystemState(*(np.asarray(v)[start:stop] for v in states))
+def _slice_states(states, start: int, stop: int):
+    return type(states)(*(np.asarray(v)[start:stop] for v in states))
 
 
-def _stats_of(states: SystemState, batch_size: int = 8192) -> FeatureStats:
+def _stats_of(states, system, batch_size: int = 8192) -> FeatureStats:
     raw_fn = jax.jit(raw_features)
     n = states.cycles.shape[0]
     raw = np.concatenate([np.asarray(raw_fn(_slice_states(states, i, i + batch_size)))
                           for i in range(0, n, batch_size)])
-    return compute_stats(raw)
+    return compute_stats(raw, keep=raw_columns(system))
 
 
-def train_droo(key: jax.Array, states: SystemState, cfg: SystemConfig, droo_cfg: DROOConfig = DROOConfig(),
+def train_droo(key: jax.Array, states, cfg, droo_cfg: DROOConfig = DROOConfig(),
                *, segment_chunks: int = 500,
                progress: bool = True) -> tuple[nnx.Module, FeatureStats, dict]:
     """Train DROO online over the stream `states` (n states, numpy or JAX; labels are never used).
 
     Returns (DNN, feature stats, info) where info holds `train_states` (states used: a multiple of
-    train_every) and per-chunk `loss`, `chosen_latency_s`, `improved` (share of states where the
+    train_every) and per-chunk `loss`, `chosen_objective` (J; the chain's: latency in seconds), `improved`
+    (share of states where the
     chosen candidate is not candidate 1). Deterministic in (key, states, configs).
     """
-    droo_cfg.validate(cfg.tasks)
+    scenario = scenarios.of(cfg)
+    droo_cfg.validate(scenario.decisions)
     every = droo_cfg.train_every
     chunks = states.cycles.shape[0] // every
     if chunks < 1:
         raise ConfigError(f"droo needs at least train_every={every} training states, "
                           f"got {states.cycles.shape[0]}")
     used = chunks * every
-    stats = _stats_of(_slice_states(states, 0, used))
+    stats = _stats_of(_slice_states(states, 0, used), cfg)
     key_init, key_loop = jax.random.split(key)
     in_features = num_inputs(droo_cfg.model.inputs, cfg)
     graphdef, params = _init(key_init, cfg, droo_cfg.model)
@@ -255,15 +280,17 @@ def train_droo(key: jax.Array, states: SystemState, cfg: SystemConfig, droo_cfg:
     carry = OnlineState(
         params=params, opt_state=optimizer.init(params),
         memory_features=jnp.zeros((droo_cfg.memory_size, in_features), jnp.float32),
-        memory_placements=jnp.zeros((droo_cfg.memory_size, cfg.tasks), jnp.int8),
+        memory_placements=jnp.zeros((droo_cfg.memory_size, *scenario.decision_shape), jnp.int8),
+        memory_masks=(None if scenario.name == "chain"
+                      else jnp.zeros((droo_cfg.memory_size, *scenario.decision_shape), bool)),
         stored=jnp.int32(0))
 
-    history = {"loss": [], "chosen_latency_s": [], "improved": []}
+    history = {"loss": [], "chosen_objective": [], "improved": []}
     bar = _progress_bar(chunks, progress)
     for start in range(0, chunks, segment_chunks):
         stop = min(start + segment_chunks, chunks)
         seg = _slice_states(states, start * every, stop * every)
-        seg = SystemState(*(v.reshape(stop - start, every, *v.shape[1:]) for v in seg))
+        seg = type(seg)(*(v.reshape(stop - start, every, *v.shape[1:]) for v in seg))
         carry, (loss, lat, improved) = _run_segment(graphdef, droo_cfg, cfg, stats, key_loop, carry,
                                                     jnp.arange(start, stop, dtype=jnp.uint32), seg)
         for name, values in zip(history, (loss, lat, improved), strict=True):
@@ -336,13 +363,13 @@ def train_droo_cli(data: str | os.PathLike, out: str | os.PathLike, *, seed: int
         if done is not None:
             return done
         ds = dataset_lib.load(data, max_states=train_states)
-        cfg = SystemConfig.from_dict(manifest["system"])
+        cfg = dataset_lib.scenario_of(manifest).cfg
         model, stats, info = train_droo(jax.random.key(seed), ds.states, cfg, droo_cfg, progress=progress)
         tail = max(1, len(info["loss"]) // 10)
         meta = {"seed": seed, "train_states": info["train_states"], "data": os.path.abspath(data),
                 "step": len(info["loss"]),
                 "final": {"loss": float(info["loss"][-tail:].mean()),
-                          "chosen_latency_s": float(info["chosen_latency_s"][-tail:].mean()),
+                          "chosen_objective": float(info["chosen_objective"][-tail:].mean()),
                           "improved": float(info["improved"][-tail:].mean())}}
         save_droo(out, model, stats, cfg, droo_cfg, meta, identity=identity)
         return run_status(out)

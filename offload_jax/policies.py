@@ -139,14 +139,18 @@ def model_policy(model: nnx.Module, stats: FeatureStats, name: str = "model") ->
     return Policy(name, fn, count_params(model))
 
 
-def droo_policy(model: nnx.Module, stats: FeatureStats, num_candidates: int, quantizer: str = "nested",
-                name: str = "droo") -> Policy:
-    """DROO's decision rule: the DNN's K quantized candidates, the best by the cost model (`droo.decide`)."""
+def droo_policy(model: nnx.Module, stats: FeatureStats, scenario, num_candidates: int,
+                quantizer: str = "nested", name: str = "droo") -> Policy:
+    """DROO's decision rule: the DNN's K quantized candidates, the best by the scenario's objective
+    (`droo.decide`)."""
     logits = logits_fn(model, stats)
+    values = scenario.params
 
     def fn(key, state):
         del key
-        return _check_out(droo.decide(logits(state), stage_costs(state), num_candidates, quantizer)[0], state)
+        mask = None if scenario.name == "chain" else scenario.real_mask(state)
+        score = lambda x: scenario.objective(values, state, x).value  # noqa: E731
+        return droo.decide(logits(state), score, num_candidates, quantizer, mask)[0].astype(jnp.int8)
 
     return Policy(name, fn, count_params(model))
 
@@ -164,7 +168,8 @@ def run_policy(run: Any, name: str) -> Policy:
     """The decision policy of a loaded run (`runs.LoadedRun`): DROO runs decide as DROO does."""
     if run.meta.get("kind") == "droo":
         droo_cfg = droo.config_of(run.meta)
-        return droo_policy(run.model, run.stats, droo_cfg.num_candidates(run.system.tasks),
+        scenario = run.scenario
+        return droo_policy(run.model, run.stats, scenario, droo_cfg.num_candidates(scenario.decisions),
                            droo_cfg.quantizer, name=name)
     return model_policy(run.model, run.stats, name=name)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import cli, config, droo, metrics, policies
+from offload_jax import cli, config, droo, metrics, policies, scenarios
 from offload_jax.config import ConfigError
 from offload_jax.scenarios.chain import cost, solvers, system
 
@@ -77,7 +77,8 @@ def test_decide_picks_the_cheapest_candidate():
     states = _states(TRAIN + N)
     costs = jax.jit(cost.stage_costs)(states)
     logits = jnp.asarray(np.random.default_rng(2).normal(scale=2.0, size=(N, CFG.tasks, 3)), jnp.float32)
-    best, best_lat = jax.jit(droo.decide, static_argnums=2)(logits, costs, CFG.tasks)
+    score = lambda x: cost.path_latency(costs, x)  # noqa: E731
+    best, best_lat = jax.jit(lambda z: droo.decide(z, score, CFG.tasks))(logits)
     cands = np.asarray(jax.jit(droo.quantize, static_argnums=1)(jax.nn.softmax(logits), CFG.tasks))
     first, step, last = (np.asarray(a) for a in costs)
     for i in range(N):  # slow reference: score each candidate in float32 (SPEC order), first min wins
@@ -115,7 +116,7 @@ def _ratio(pol, states):
 @functools.cache
 def _trained_policy():
     model, stats, _ = _trained()
-    pol = policies.droo_policy(model, stats, CFG.tasks)
+    pol = policies.droo_policy(model, stats, scenarios.of(CFG), CFG.tasks)
     return pol, np.asarray(jax.jit(pol.fn)(None, _states(TRAIN)))
 
 
@@ -126,7 +127,8 @@ def test_droo_trained_briefly_beats_random_and_its_untrained_self():
     trained = float(_ratio_of(test, _trained_policy()[1]))
     # The DNN train_droo started from (same key split, same jitted initializer).
     graphdef, params = droo._init(jax.random.split(jax.random.key(11))[0], CFG, SMALL.model)
-    untrained = _ratio(policies.droo_policy(nnx.merge(graphdef, params), stats, CFG.tasks), test)
+    untrained_policy = policies.droo_policy(nnx.merge(graphdef, params), stats, scenarios.of(CFG), CFG.tasks)
+    untrained = _ratio(untrained_policy, test)
     rand = _ratio(policies.make_policy("random"), test)
     print(f"mean latency ratio: trained {trained:.3f}, untrained {untrained:.3f}, random {rand:.3f}")
     assert trained < rand, (trained, rand)
@@ -153,7 +155,7 @@ def test_partial_chunk_is_dropped_and_bad_configs_refused():
     with pytest.raises(ConfigError, match="at least train_every"):
         droo.train_droo(jax.random.key(0), _states(0, 5), CFG, SMALL, progress=False)
     with pytest.raises(ConfigError, match="candidates"):
-        droo.DROOConfig(candidates=5).validate(tasks=4)
+        droo.DROOConfig(candidates=5).validate(decisions=4)
     with pytest.raises(ConfigError, match="memory_size"):
         droo.DROOConfig(memory_size=5, train_every=10).validate()
     with pytest.raises(ConfigError, match="unknown droo key"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, features, models, policies
+from offload_jax import config, features, models, policies, scenarios
 from offload_jax.config import ConfigError
 from offload_jax.scenarios.chain import cost, system
 
@@ -47,6 +47,7 @@ class _Run:
     def __init__(self, kind="student", seed=0, droo_cfg=None):
         self.model, self.stats = _model_and_stats(seed)
         self.system = CFG
+        self.scenario = scenarios.of(CFG)
         self.model_cfg = SMALL_MODEL
         self.meta = {"kind": kind}
         if droo_cfg is not None:
