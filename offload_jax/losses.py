@@ -80,7 +80,8 @@ def sampled_objective_loss(logits: jax.Array, key: jax.Array, objective: Callabl
                            mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Score-function surrogate of E[J(x)] / J*, x drawn from softmax(logits) decision by decision.
 
-    `objective(x)` maps placements (n, *D) to J (n,). Returns (surrogate, mean sampled J / J*): the
+    `objective(x)` maps placements (n, samples, *D) to J (n, samples) (a state's samples valued
+    together: its tables are built once). Returns (surrogate, mean sampled J / J*): the
     surrogate's gradient is the leave-one-out REINFORCE estimate of the gradient of E[J / J*]
     (its value is not that expectation; the second output is, for logs). Masked decisions (padding)
     take part in no log-probability: their site changes nothing.
@@ -88,7 +89,7 @@ def sampled_objective_loss(logits: jax.Array, key: jax.Array, objective: Callabl
     if samples < 2:
         raise ValueError(f"samples must be >= 2 (a leave-one-out baseline), got {samples}")
     x = jax.random.categorical(key, logits, axis=-1, shape=(samples, *logits.shape[:-1])).astype(jnp.int8)
-    ratio = jax.vmap(objective)(x) / optimal  # (samples, n)
+    ratio = jnp.swapaxes(objective(jnp.swapaxes(x, 0, 1)), 0, 1) / optimal  # (samples, n)
     baseline = (jnp.sum(ratio, axis=0, keepdims=True) - ratio) / (samples - 1)
     advantage = jax.lax.stop_gradient(ratio - baseline)
     log_p = jax.nn.log_softmax(logits, axis=-1)

@@ -4,7 +4,10 @@ helpers that turn a model into a pure parameter dict and back.
 * `PlacementMLP`: features (n, F) -> logits (n, *decision_shape, 3); the chain's networks, the dag's
   student.
 * `GraphTransformer`: dag features -> logits (n, U, T, 3) by attention over the U*T sub-task slots,
-  biased by the task graph (predecessor / successor / same user); the dag's teacher.
+  biased by the task graph (predecessor / successor / same user).
+* `GraphMLP`: dag features -> logits (n, U, T, 3) by message passing along the task graph, then an
+  MLP on the slots' embeddings and the flat features: the dag's default teacher (its parameters sit in
+  the MLP, read once per state; a transformer spends its parameters once per slot, ~10x the work).
 `build(model_cfg, system)` makes the one a `ModelConfig` names for a system (SystemConfig or DagConfig).
 """
 
@@ -112,20 +115,12 @@ class GraphTransformer(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         u, t = self.users, self.tasks
-        layout = dag_feature_layout(u, t)
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         n = x.shape[0]
-        slots = x[:, slice(*layout["slots"])].reshape(n, u, t, len(DAG_SLOT_FEATURES))
-        users = x[:, slice(*layout["users"])].reshape(n, u, 1, len(DAG_USER_FEATURES))
-        shared = x[:, slice(*layout["shared"])].reshape(n, 1, 1, len(DAG_SHARED_FEATURES))
-        tokens = jnp.concatenate([slots, jnp.broadcast_to(users, (n, u, t, users.shape[-1])),
-                                  jnp.broadcast_to(shared, (n, u, t, shared.shape[-1]))], axis=-1)
-        h = (self.embed(tokens) + self.slot_embedding[...][None, None]
+        tokens, adj = _dag_tokens(x, u, t)  # adj[., u, i, j]: i -> j
+        h = (self.embed(tokens).reshape(n, u, t, -1) + self.slot_embedding[...][None, None]
              + self.user_embedding[...][None, :, None]).reshape(n, u * t, -1)
-        rows, cols = np.triu_indices(t, 1)
-        upper = x[:, slice(*layout["adjacency"])].reshape(n, u, -1)
-        adj = jnp.zeros((n, u, t, t), x.dtype).at[:, :, rows, cols].set(upper)  # adj[., u, i, j]: i -> j
         pred = jnp.zeros((n, u * t, u * t), x.dtype)
         block = jnp.swapaxes(adj, -1, -2)  # [., u, j, i]: token j(of u) has predecessor i
         for v in range(u):
@@ -138,13 +133,70 @@ class GraphTransformer(nnx.Module):
         return self.head(self.norm(h)).reshape(*lead, u, t, NUM_SITES)
 
 
+def _dag_tokens(x: jax.Array, users: int, tasks: int) -> tuple[jax.Array, jax.Array]:
+    """Split dag features (n, F) into slot tokens (n, U*T, slot + user + shared features) and the task
+    graph (n, U, T, T) 0/1 (adj[., u, i, j]: i -> j; read unnormalized: `features.raw_columns`)."""
+    layout = dag_feature_layout(users, tasks)
+    n = x.shape[0]
+    slots = x[:, slice(*layout["slots"])].reshape(n, users, tasks, len(DAG_SLOT_FEATURES))
+    per_user = x[:, slice(*layout["users"])].reshape(n, users, 1, len(DAG_USER_FEATURES))
+    shared = x[:, slice(*layout["shared"])].reshape(n, 1, 1, len(DAG_SHARED_FEATURES))
+    tokens = jnp.concatenate([slots, jnp.broadcast_to(per_user, (n, users, tasks, per_user.shape[-1])),
+                              jnp.broadcast_to(shared, (n, users, tasks, shared.shape[-1]))], axis=-1)
+    rows, cols = np.triu_indices(tasks, 1)
+    upper = x[:, slice(*layout["adjacency"])].reshape(n, users, -1)
+    adj = jnp.zeros((n, users, tasks, tasks), x.dtype).at[:, :, rows, cols].set(upper)
+    return tokens.reshape(n, users * tasks, -1), adj
+
+
+class GraphMLP(nnx.Module):
+    """dag features (n, F) -> logits (n, U, T, 3): message passing, then an MLP.
+
+    Each slot's token (its features, its user's and the shared ones) is embedded at `graph_width`;
+    `graph_layers` rounds each add to a slot act(W_self h + W_pred mean(h over its predecessors) +
+    W_succ mean(h over its successors)) (LayerNorm'd), so a slot sees the graph around it (transfers,
+    chains, joins). The slots' embeddings, flattened, and the flat features go through MLP layers of
+    the widths `hidden` to the (U, T, 3) logits.
+    """
+
+    def __init__(self, users: int, tasks: int, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        cfg.validate()
+        self.users, self.tasks = users, tasks
+        width = cfg.graph_width
+        token_in = len(DAG_SLOT_FEATURES) + len(DAG_USER_FEATURES) + len(DAG_SHARED_FEATURES)
+        self.activation = _ACTIVATIONS[cfg.activation]
+        self.embed = nnx.Linear(token_in, width, rngs=rngs)
+        self.rounds = nnx.List([nnx.Linear(3 * width, width, rngs=rngs) for _ in range(cfg.graph_layers)])
+        self.round_norms = nnx.List([nnx.LayerNorm(width, rngs=rngs) for _ in range(cfg.graph_layers)])
+        flat_in = users * tasks * width + dag_feature_layout(users, tasks)["shared"][1]
+        self.head = PlacementMLP(flat_in, (users, tasks), cfg, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])
+        tokens, adj = _dag_tokens(x, self.users, self.tasks)
+        n, u, t = x.shape[0], self.users, self.tasks
+        h = self.embed(tokens)  # (n, U*T, d)
+        # mean over predecessors / successors, within each user's graph
+        pred = jnp.swapaxes(adj, -1, -2)  # [., u, j, i]: i is a predecessor of j
+        pred = pred / jnp.maximum(pred.sum(-1, keepdims=True), 1.0)
+        succ = adj / jnp.maximum(adj.sum(-1, keepdims=True), 1.0)
+        for layer, norm in zip(self.rounds, self.round_norms, strict=True):
+            hu = h.reshape(n, u, t, -1)
+            from_pred = jnp.einsum("nuji,nuid->nujd", pred, hu).reshape(n, u * t, -1)
+            from_succ = jnp.einsum("nuji,nuid->nujd", succ, hu).reshape(n, u * t, -1)
+            h = h + self.activation(norm(layer(jnp.concatenate([h, from_pred, from_succ], axis=-1))))
+        return self.head(jnp.concatenate([h.reshape(n, -1), x], axis=-1)).reshape(*lead, u, t, NUM_SITES)
+
+
 def build(model_cfg: ModelConfig, system, *, rngs: nnx.Rngs) -> nnx.Module:
     """The network `model_cfg` names for the system `system` (SystemConfig or DagConfig)."""
     model_cfg.validate()
-    if model_cfg.arch == "graph":
+    if model_cfg.arch != "mlp":
         if not hasattr(system, "users"):
-            raise ValueError("a graph model needs a dag system (arch 'graph' reads the task graph)")
-        return GraphTransformer(system.users, system.tasks, model_cfg, rngs=rngs)
+            raise ValueError(f"arch {model_cfg.arch!r} reads a task graph: it needs a dag system")
+        network = GraphTransformer if model_cfg.arch == "graph" else GraphMLP
+        return network(system.users, system.tasks, model_cfg, rngs=rngs)
     return PlacementMLP(num_inputs(model_cfg.inputs, system), decision_shape(system), model_cfg, rngs=rngs)
 
 
@@ -172,7 +224,7 @@ def params_of(model: nnx.Module) -> dict:
 
 def input_count(model: nnx.Module) -> int:
     """How many features (the first ones of `features.raw_features`) the model reads."""
-    if isinstance(model, GraphTransformer):
+    if isinstance(model, (GraphTransformer, GraphMLP)):
         return dag_feature_layout(model.users, model.tasks)["shared"][1]
     return (model.layers[0] if len(model.layers) else model.head).in_features
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from offload_jax import config, losses
+from offload_jax import config, losses, scenarios
 from offload_jax.scenarios.chain import cost, solvers, system
 
 
@@ -145,7 +145,7 @@ def test_sampled_objective_term_estimates_the_exact_expectation_and_its_gradient
     its score-function gradient points where the exact gradient does."""
     states, costs, _, optimal = _labelled(jax.random.key(16))
     logits = jnp.asarray(_logits(17, 5, 4, scale=1.0), jnp.float32)
-    value = lambda x: cost.path_latency(costs, x)  # noqa: E731
+    value = lambda x: scenarios.of(CFG).objective(None, states, x).value  # noqa: E731 (x: (n, samples, T))
     exact = float(losses.latency_loss(logits, costs, optimal))
     _, sampled = losses.sampled_objective_loss(logits, jax.random.key(0), value, optimal, samples=4000)
     np.testing.assert_allclose(float(sampled), exact, rtol=0.03)

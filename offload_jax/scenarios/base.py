@@ -116,7 +116,8 @@ class Scenario(abc.ABC):
 
     @abc.abstractmethod
     def objective(self, params: Any, state: Any, x: jax.Array) -> Objective:
-        """The objective of placements x (n, *decision_shape) of states (n, ...)."""
+        """The objective of placements x (n, *extra, *decision_shape) of states (n, ...): values
+        (n, *extra) (`extra`: several placements per state, e.g. samples, valued together)."""
 
     def expected_objective(self, params: Any, state: Any, probs: jax.Array) -> jax.Array | None:
         """(n,) the exact expected J when each decision takes site s with probability probs[..., s],

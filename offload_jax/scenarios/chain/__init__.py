@@ -128,8 +128,12 @@ class ChainScenario(Scenario):
         return system.sample_with(key, self.static, params, indices)
 
     def objective(self, params, state, x) -> Objective:
-        latency = cost.latency(state, x)
-        return Objective(value=latency, latency=latency, energy=None)
+        costs = cost.stage_costs(state)
+        latency = cost.path_latency
+        for _ in range(x.ndim - 2):  # placements per state beyond one: the states' costs broadcast
+            latency = jax.vmap(latency, in_axes=(None, 1), out_axes=1)
+        value = latency(costs, x)
+        return Objective(value=value, latency=value, energy=None)
 
     def expected_objective(self, params, state, probs):
         return cost.expected_latency(cost.stage_costs(state), probs)

@@ -283,5 +283,6 @@ def objective(params: DagParams, state: DagState, x: jax.Array) -> tuple[jax.Arr
 
 
 def batch_objective(params: DagParams, state: DagState, x: jax.Array):
-    """`objective` for a batch of states (n, ...) and their placements (n, U, T)."""
+    """`objective` for a batch of states (n, ...) and their placements (n, *extra, U, T) (each state's
+    tables built once for all its placements)."""
     return jax.vmap(objective, in_axes=(None, 0, 0))(params, state, x)
