@@ -102,13 +102,25 @@ def _add_generate(sub) -> None:
                         "enumerate, 4096 bnb, 256 dag enumerate; per device); changes neither states nor "
                         "bytes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no summary")
+    g = p.add_argument_group(
+        "several processes", "one JAX job (jax.distributed) of P processes, e.g. one per host, each running "
+        "this command with its own --process-id, all writing into one --out that they share; the files are "
+        "those of a 1-process run, byte for byte. Give all three flags or none.")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="where process 0 runs the coordinator (a free port on its host)")
+    g.add_argument("--num-processes", type=int, default=None, metavar="P", help="number of processes P")
+    g.add_argument("--process-id", type=int, default=None, metavar="I", help="this process: 0 .. P-1")
+    g.add_argument("--timeout", type=int, default=None, metavar="SECONDS",
+                   help="how long the processes wait for one another to connect, for process 0 to open the "
+                        "job, and for a silent (lost) process before the run fails (default 60)")
     p.set_defaults(handler=_cmd_generate)
 
 
 def _cmd_generate(args) -> int:
-    from offload_jax import dataset, scenarios
+    from offload_jax import dataset, processes, scenarios
     from offload_jax.config import parse_overrides
 
+    processes.initialize(args.coordinator, args.num_processes, args.process_id, args.timeout)
     overrides = parse_overrides(args.set)
     if args.tasks is not None:
         overrides["tasks"] = args.tasks

@@ -11,11 +11,23 @@ Layout of DIR:
 * `job.json`: the command's identity (everything that decides the bytes, including the shard size)
   and, per finished shard, its sha256 and label statistics. It is what makes a run resumable and
   what refuses a different command into the same DIR. Not part of the SPEC format.
+* `job-process-<I>.json` (only while several processes write, see below): process I's records of the
+  shards it wrote, in the form of `job.json`'s.
 * `manifest.json`: the SPEC manifest, written last, so a DIR with a manifest is complete.
 
 State i uses the key `fold_in(key(seed), i)` (`Scenario.sample`), so the states do not depend
 on the batch size or the number of devices; the batch is split over all local devices with a
 one-axis `Mesh` ("batch").
+
+Several processes (`offload_jax.processes`, one JAX job of P processes running the same call, DIR on a
+file system they share): shard i belongs to process i mod P, which labels it on its own local devices
+with the batches a 1-process run on such a host uses, so the bytes do not depend on P. Process 0 holds
+DIR's lock for all; it opens the job (creates or checks `job.json`, moves the records that killed
+processes left in `job-process-*.json` into it) before the others start, records its shards in
+`job.json`, and once every process has said it is done, moves their records into `job.json`, checks
+their shards' checksums and writes the manifest. The others check that `job.json` is their command's
+and record their shards in their own `job-process-<I>.json`. So a killed process's rerun, with any P,
+resumes the same dataset, and a finished DIR is the 1-process run's byte for byte.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -38,12 +51,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 import offload_jax
-from offload_jax import atomic, locking, scenarios
+from offload_jax import atomic, locking, processes, scenarios
 from offload_jax.config import ConfigError
 from offload_jax.scenarios.base import NUM_SITES, SITES, Scenario
 
 MANIFEST_FILE = "manifest.json"
 JOB_FILE = "job.json"
+PEER_JOB_FILE = "job-process-{}.json"  # process I > 0's shard records while several processes write
+_PEER_JOB_RE = re.compile(r"job-process-\d+\.json")
 # Keys of every manifest; a scenario adds its own (`Scenario.manifest_keys`).
 COMMON_KEYS = ("format", "num_states", "seed", "solver", "system", "shards", "versions")
 MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits of the seed: larger seeds would collide
@@ -109,7 +124,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _mesh() -> Mesh:
-    return Mesh(np.array(jax.devices()), ("batch",))
+    """This process's devices (with several processes each labels its own shards; none share arrays)."""
+    return Mesh(np.array(jax.local_devices()), ("batch",))
 
 
 # --------------------------------------------------------------------------- writing
@@ -207,6 +223,17 @@ def _describe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]
     return out
 
 
+def _read_job(job_path: str) -> dict[str, Any]:
+    try:
+        with open(job_path) as f:
+            job = json.load(f)
+        if not isinstance(job["job"], dict) or not isinstance(job["shards"], dict):
+            raise TypeError("job and shards must be objects")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"cannot read {job_path} ({exc}); use a new --out") from None
+    return job
+
+
 def _open_job(out_dir: str, identity: dict[str, Any]) -> dict[str, Any]:
     """Reopen DIR (created, and locked, by the caller) for this job; refuse a DIR that holds anything else."""
     job_path = os.path.join(out_dir, JOB_FILE)
@@ -219,20 +246,44 @@ def _open_job(out_dir: str, identity: dict[str, Any]) -> dict[str, Any]:
         job = {"job": identity, "shards": {}}
         _atomic_write_json(job_path, job)
         return job
-    try:
-        with open(job_path) as f:
-            job = json.load(f)
-        old_identity, shards = job["job"], job["shards"]
-        if not isinstance(old_identity, dict) or not isinstance(shards, dict):
-            raise TypeError("job and shards must be objects")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DatasetError(f"cannot read {job_path} ({exc}); use a new --out") from None
-    diffs = _describe_differences(old_identity, identity)
+    job = _read_job(job_path)
+    diffs = _describe_differences(job["job"], identity)
     if diffs:
         raise DatasetError(
             f"refusing to write into {out_dir}: it holds a different dataset job; "
             + "; ".join(diffs) + ". Use another --out, or rerun the original command to finish it.")
     return job
+
+
+def _merge_peer_records(out_dir: str, job: dict[str, Any]) -> None:
+    """Move the shard records in DIR's `job-process-*.json` into `job` and `job.json` (a record there is
+    newer than `job.json`'s), then remove those files. An unreadable one is dropped: its shards fail
+    their check and are written again."""
+    names = sorted(f for f in os.listdir(out_dir) if _PEER_JOB_RE.fullmatch(f))
+    if not names:
+        return
+    for name in names:
+        peer = _read_json_or_none(os.path.join(out_dir, name))
+        if isinstance(peer, dict) and peer.get("job") == job["job"] and isinstance(peer.get("shards"), dict):
+            job["shards"].update(peer["shards"])
+    _atomic_write_json(os.path.join(out_dir, JOB_FILE), job)
+    for name in names:
+        os.remove(os.path.join(out_dir, name))
+
+
+def _owned(plan, group: processes.Group) -> list[int]:
+    """The shards of process `group.index`: shard i belongs to process i mod P."""
+    return list(range(group.index, len(plan), group.count))
+
+
+def _unfinished(out_dir: str, shard_records: dict[str, dict], plan, shards: list[int]) -> list[int]:
+    """Those of `shards` without a record whose size and sha256 their file matches."""
+    def finished(i):
+        rec = shard_records.get(shard_name(i))
+        return (rec is not None and rec.get("num_states") == plan[i][1] - plan[i][0]
+                and _file_sha256(os.path.join(out_dir, shard_name(i))) == rec.get("sha256"))
+
+    return [i for i in shards if not finished(i)]
 
 
 def _manifest(identity: dict[str, Any], plan, shard_records: dict[str, dict]) -> dict[str, Any]:
@@ -256,57 +307,95 @@ def generate(out_dir, cfg, num_states: int, seed: int, solver: str | None = None
     the file. `batch_size` caps the states per device call (default per solver, times the device count);
     it changes neither the states nor the bytes. With `progress`, shows a progress bar on stderr
     and prints the label summary on stdout.
+
+    In a job of several processes (`processes.initialize`) every process makes this same call and
+    writes its share of the shards (module docstring); each returns the manifest. A failure in one
+    stops the others with ProcessGroupError naming it.
     """
-    scenario = scenarios.of(cfg)
-    solver = solver or scenario.solvers[0]
-    _check_request(scenario, num_states, seed, solver, shard_size, batch_size)
-    out_dir = os.fspath(out_dir)
-    identity = {"format": scenario.format, **scenario.manifest_keys(), "num_states": int(num_states),
-                "seed": int(seed), "solver": solver, "system": scenario.cfg.to_dict(),
-                "shard_size": int(shard_size), "versions": _versions()}
-    with locking.hold(out_dir, "generate"):
-        return _generate_locked(out_dir, identity, scenario, batch_size, progress)
+    group = processes.Group("generate")
+    with group.reporting():
+        scenario = scenarios.of(cfg)
+        solver = solver or scenario.solvers[0]
+        _check_request(scenario, num_states, seed, solver, shard_size, batch_size)
+        out_dir = os.fspath(out_dir)
+        identity = {"format": scenario.format, **scenario.manifest_keys(), "num_states": int(num_states),
+                    "seed": int(seed), "solver": solver, "system": scenario.cfg.to_dict(),
+                    "shard_size": int(shard_size), "versions": _versions()}
+        if group.index > 0:
+            return _generate_peer(out_dir, identity, scenario, batch_size, progress, group)
+        with locking.hold(out_dir, "generate"):
+            return _generate_locked(out_dir, identity, scenario, batch_size, progress, group)
 
 
 def _generate_locked(out_dir: str, identity: dict[str, Any], scenario: Scenario, batch_size: int | None,
-                     progress: bool) -> dict:
-    """`generate` once it holds DIR's lock."""
-    num_states, seed, solver = identity["num_states"], identity["seed"], identity["solver"]
-    shard_size = identity["shard_size"]
+                     progress: bool, group: processes.Group) -> dict:
+    """`generate` on process 0 (the only one of a 1-process run) once it holds DIR's lock."""
     job = _open_job(out_dir, identity)
+    _merge_peer_records(out_dir, job)  # those of processes killed in an earlier run
+    group.publish("open")
     job_path = os.path.join(out_dir, JOB_FILE)
-    plan = _shard_plan(num_states, shard_size)
+    plan = _shard_plan(identity["num_states"], identity["shard_size"])
 
-    # Keep shards whose bytes match the checksum recorded when they were written.
-    records: dict[str, dict] = {}
-    todo = []
-    for i, (start, end) in enumerate(plan):
-        name = shard_name(i)
-        rec = job["shards"].get(name)
-        if (rec is not None and rec.get("num_states") == end - start
-                and _file_sha256(os.path.join(out_dir, name)) == rec.get("sha256")):
-            records[name] = rec
-        else:
-            todo.append(i)
-    if len(records) != len(job["shards"]):
-        job = {"job": identity, "shards": dict(records)}
+    # Keep this process's shards whose bytes match the checksum recorded when they were written.
+    todo = _unfinished(out_dir, job["shards"], plan, _owned(plan, group))
+    stale = [shard_name(i) for i in todo if shard_name(i) in job["shards"]]
+    if stale:
+        for name in stale:
+            del job["shards"][name]
         _atomic_write_json(job_path, job)
 
     if todo:
-        _label_and_write(out_dir, scenario, seed, solver, plan, todo, batch_size, progress, job, job_path)
+        _label_and_write(out_dir, scenario, identity, plan, todo, batch_size, progress, job, job_path, group)
+    if group.count > 1:
+        for peer in range(1, group.count):
+            group.wait(f"done/{peer}")
+        _merge_peer_records(out_dir, job)
+        others = sorted(set(range(len(plan))) - set(_owned(plan, group)))
+        bad = _unfinished(out_dir, job["shards"], plan, others)
+        if bad:
+            path = os.path.join(out_dir, shard_name(bad[0]))
+            raise DatasetError(f"shard {path}, written by process {bad[0] % group.count}, is missing or "
+                               "differs from its record: --out must be a directory all processes share")
 
     manifest = _manifest(identity, plan, job["shards"])
     manifest_path = os.path.join(out_dir, MANIFEST_FILE)
     if todo or _read_json_or_none(manifest_path) != manifest:
         _atomic_write_json(manifest_path, manifest)
+    group.publish("finished")
     if progress:
         print(format_summary(_job_summary(job, plan)), flush=True)
     return manifest
 
 
-def _label_and_write(out_dir, scenario: Scenario, seed, solver, plan, todo, batch_size, progress, job,
-                     job_path):
-    """Compute shards `todo` and write them; writing shard k overlaps computing shard k+1."""
+def _generate_peer(out_dir: str, identity: dict[str, Any], scenario: Scenario, batch_size: int | None,
+                   progress: bool, group: processes.Group) -> dict:
+    """`generate` on process I > 0: once process 0 has opened the job, write this process's shards,
+    recording them in `job-process-<I>.json`; return when process 0 has written the manifest."""
+    group.wait("open", late=f"process 0 did not open the job in {out_dir}")
+    job_path = os.path.join(out_dir, JOB_FILE)
+    if not os.path.exists(job_path):
+        raise DatasetError(f"{job_path} is missing on process {group.index}'s host, though process 0 has "
+                           f"written it: --out must be one directory that all processes share")
+    job = _read_job(job_path)
+    diffs = _describe_differences(job["job"], identity)
+    if diffs:
+        raise DatasetError(f"process {group.index} runs another command than process 0: " + "; ".join(diffs))
+    plan = _shard_plan(identity["num_states"], identity["shard_size"])
+    todo = _unfinished(out_dir, job["shards"], plan, _owned(plan, group))
+    if todo:
+        records_path = os.path.join(out_dir, PEER_JOB_FILE.format(group.index))
+        _label_and_write(out_dir, scenario, identity, plan, todo, batch_size, progress,
+                         {"job": identity, "shards": {}}, records_path, group)
+    group.publish(f"done/{group.index}")
+    group.wait("finished")
+    return read_manifest(out_dir)
+
+
+def _label_and_write(out_dir, scenario: Scenario, identity, plan, todo, batch_size, progress, job, job_path,
+                     group: processes.Group):
+    """Compute shards `todo` (of this process's) and write them, recording each in `job` and `job_path`;
+    writing shard k overlaps computing shard k+1."""
+    seed, solver = identity["seed"], identity["solver"]
     mesh = _mesh()
     n_dev = mesh.devices.size
     labeler = scenario.labeler(solver, mesh)
@@ -316,7 +405,8 @@ def _label_and_write(out_dir, scenario: Scenario, seed, solver, plan, todo, batc
     max_batch = (batch_size or scenario.default_batch[solver] * n_dev)
     dtypes = {**scenario.state_shapes(), **scenario.result_shapes()}
     state_names = tuple(scenario.state_shapes())
-    done_states = sum(plan[i][1] - plan[i][0] for i in range(len(plan)) if i not in set(todo))
+    mine = _owned(plan, group)
+    done_states = sum(plan[i][1] - plan[i][0] for i in mine if i not in set(todo))
 
     def write_task(i, arrays, counts, ratio_sums):
         name = shard_name(i)
@@ -354,8 +444,9 @@ def _label_and_write(out_dir, scenario: Scenario, seed, solver, plan, todo, batc
             bar.update(n)
         return arrays, counts, ratio_sums
 
-    bar = tqdm(total=plan[-1][1], initial=done_states, unit="states", unit_scale=True,
-               file=sys.stderr, disable=not progress, desc="generate")
+    bar = tqdm(total=sum(plan[i][1] - plan[i][0] for i in mine), initial=done_states, unit="states",
+               unit_scale=True, file=sys.stderr, disable=not progress,
+               desc="generate" if group.count == 1 else f"generate (process {group.index} of {group.count})")
     pending_writes: list[concurrent.futures.Future] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:
         try:
@@ -365,6 +456,7 @@ def _label_and_write(out_dir, scenario: Scenario, seed, solver, plan, todo, batc
             for nxt in [*todo[1:], None]:
                 current, ahead = ahead, (dispatch(nxt) if nxt is not None else None)
                 arrays, counts, ratio_sums = collect(*current)
+                group.check()  # stop if another process has failed
                 # Bound memory: at most one shard waiting for the writer besides the one being written.
                 while len(pending_writes) >= 2:
                     pending_writes.pop(0).result()
