@@ -210,9 +210,9 @@ class ModelConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {"hidden": list(self.hidden), "activation": self.activation, "norm": self.norm,
-                "inputs": self.inputs, "arch": self.arch, "heads": self.heads, "graph_width": self.graph_width,
-                "graph_layers": self.graph_layers}
+        out = dataclasses.asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
