@@ -96,7 +96,7 @@ def test_exhaustive_search_finds_the_reference_label(seed, users, padding, w_ene
 
 
 def test_exhaustive_search_value_is_the_objective_of_its_label_bit_for_bit():
-    cfg = DagConfig(tasks=5, users=2, topology="layered", w_energy=0.5).validate()
+    cfg = DagConfig(tasks=3, users=2, topology="layered", w_energy=0.5).validate()
     states = dag_state.sample(jax.random.key(3), cfg.static(), cfg.params(), 32)
     labels, j = jax.jit(search.solve_enumerate)(cfg.params(), states)
     j2 = jax.jit(schedule.batch_objective)(cfg.params(), states, labels)[0]
@@ -134,7 +134,7 @@ def test_chain_graph_reproduces_the_chain_latency():
         np.testing.assert_allclose(np.asarray(lat[:, 0]), np.asarray(chain_lat), rtol=RTOL)
 
 
-@pytest.mark.parametrize("users,tasks", [(1, 6), (2, 3)])
+@pytest.mark.parametrize("users,tasks", [pytest.param(1, 6, marks=pytest.mark.slow), (2, 3)])
 def test_local_search_result_is_a_local_optimum_and_beats_greedy(users, tasks):
     cfg = DagConfig(tasks=tasks, users=users, w_energy=0.5).validate()
     states = dag_state.sample(jax.random.key(1), cfg.static(), cfg.params(), 16)
