@@ -6,7 +6,7 @@ learned policies close over their parameters (split from the NNX module) and fea
 so `jax.jit(policy)` is self-contained. Only `random` uses the key.
 
 `make_policy(name, ...)` builds any of `POLICY_NAMES`; `packed(policy, cfg)` wraps one to take the
-packed float32 vectors of `system.pack` (what the decision benchmark times).
+packed float32 vectors of `Scenario.pack` (what the decision benchmark times).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from offload_jax import droo
+from offload_jax import droo, scenarios
 from offload_jax.config import ConfigError, SystemConfig
 from offload_jax.features import FeatureStats, features, num_features
 from offload_jax.models import count_params, input_count
 from offload_jax.scenarios.chain import solvers
 from offload_jax.scenarios.chain.cost import CLOUD, EDGE, LOCAL, NUM_SITES, stage_costs
-from offload_jax.scenarios.chain.system import SystemState, unpack
+from offload_jax.scenarios.chain.system import SystemState
 
 FIXED_SITE_POLICIES = {"local": LOCAL, "edge": EDGE, "cloud": CLOUD}
 # Policies that need nothing but the state (no trained run).
@@ -196,8 +196,10 @@ def make_policy(name: str, *, cfg: SystemConfig | None = None,
 def packed(policy: PolicyFn, cfg: SystemConfig) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """`policy` taking packed float32 vectors (n, packed_size) instead of a SystemState."""
 
+    scenario = scenarios.of(cfg)
+
     def fn(key, vec):
-        return policy(key, unpack(vec, cfg))
+        return policy(key, scenario.unpack(vec))
 
     return fn
 
