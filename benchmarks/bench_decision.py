@@ -29,7 +29,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from offload_jax import atomic, config, export, export_runtime, features, policies, timing
+from offload_jax import atomic, config, export, export_runtime, features, policies, scenarios, timing
 from offload_jax import runs as run_dirs
 from offload_jax.droo import DROOConfig
 from offload_jax.scenarios.chain import system
@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", type=int, default=10)
     ap.add_argument("--calls", type=int, default=2000, help="timed batch-1 calls per policy (>= 2000)")
     ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--policies", default="all", help="comma-separated subset of " + ",".join(
-        policies.POLICY_NAMES))
+    ap.add_argument("--policies", default="all",
+                    help="comma-separated subset of the chain's policies (baselines and learned), or 'all'")
     ap.add_argument("--rounds", type=int, default=400,
                     help="interleaved timing rounds (short blocks: this VM's speed drifts within seconds)")
     ap.add_argument("--jax-defaults", action="store_true",
@@ -82,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         timing.configure_for_latency()  # before the first JAX computation of the process
     batch1_options = {} if args.jax_defaults else timing.BATCH1_COMPILER_OPTIONS
 
-    names = policies.parse_policy_names(args.policies, policies.POLICY_NAMES)
     if args.runs:
         runs = {n: run_dirs.load_run(Path(args.runs) / "runs" / n) for n in policies.LEARNED_NAMES}
         cfg = runs["student_kd"].system
@@ -91,18 +90,20 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config.SystemConfig(tasks=args.tasks).validate()
         runs = random_runs(cfg)
         weights = "freshly initialized (decision time does not depend on the values)"
-    fns = {n: policies.make_policy(n, cfg=cfg, runs=runs).fn for n in names}
+    scenario = scenarios.of(cfg)
+    names = policies.parse_policy_names(args.policies, scenario, learned=True)
+    pols = {n: policies.make_policy(n, scenario=scenario, runs=runs) for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         student = runs["student_kd"]
         path = Path(tmp) / "student.npz"
         arrays = export.student_arrays(student.model, student.stats, student.model_cfg, student.system)
         np.savez(path, **arrays)
         numpy_student = export_runtime.StudentPolicy(path)
-    result = timing.decision_benchmark(fns, cfg, calls=args.calls, batch=args.batch,
+    result = timing.decision_benchmark(pols, scenario, calls=args.calls, batch=args.batch,
                                        numpy_student=numpy_student, rounds=args.rounds,
                                        batch1_options=batch1_options, block=args.block)
     result["weights"] = weights
-    result["params"] = {n: policies.make_policy(n, cfg=cfg, runs=runs).params for n in names}
+    result["params"] = {n: p.params for n, p in pols.items()}
     atomic.write_json(args.json, result)
     ident = result["identity"]["p50_us"]
     print(f"device: {result['device']}\nsettings: {result['settings']}\n1-min load average (start, end): "

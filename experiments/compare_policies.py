@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -100,21 +99,15 @@ def _read_report(base: Path) -> dict:
                           f"expected; run `offload-jax quickstart --out DIR`): {exc}") from None
 
 
-def _subset(ds, n: int):
-    """The first n states of a dataset, as something `evaluate_policies` accepts."""
-    from offload_jax.scenarios.chain.system import SystemState
-
-    return types.SimpleNamespace(states=SystemState(*(np.asarray(v)[:n] for v in ds.states)),
-                                 label=np.asarray(ds.label)[:n], latency=np.asarray(ds.latency)[:n])
-
-
 def base_policies(base: Path, cfg: SystemConfig) -> dict:
-    """Every policy of POLICY_NAMES, learned ones from the base's runs. Built once: the jitted
-    evaluation of a policy object is compiled once and reused on every sweep point."""
-    from offload_jax import policies
+    """Every policy of the chain (`policies.policy_names`), learned ones from the base's runs. Built
+    once: the jitted evaluation of a policy object is compiled once and reused on every sweep point."""
+    from offload_jax import policies, scenarios
 
     runs = {name: run_dirs.load_run(base / "runs" / name) for name in policies.LEARNED_NAMES}
-    return {name: policies.make_policy(name, cfg=cfg, runs=runs) for name in policies.POLICY_NAMES}
+    scenario = scenarios.of(cfg)
+    return {name: policies.make_policy(name, scenario=scenario, runs=runs)
+            for name in policies.policy_names(scenario)}
 
 
 def evaluate_point(pols: dict, cfg: SystemConfig, data_dir: Path, num_states: int, enumerate_states: int,
@@ -132,7 +125,8 @@ def evaluate_point(pols: dict, cfg: SystemConfig, data_dir: Path, num_states: in
     out = evaluate.evaluate_policies(ds, {n: p for n, p in pols.items() if n not in slow}, key,
                                      progress=progress)
     if slow:
-        out.update(evaluate.evaluate_policies(_subset(ds, enumerate_states), slow, key, progress=progress))
+        first = dataset.load(data_dir, max_states=enumerate_states)
+        out.update(evaluate.evaluate_policies(first, slow, key, progress=progress))
     return {"results": {n: out[n] for n in pols},
             "optimal_latency_mean_s": float(np.mean(np.asarray(ds.latency, np.float64))),
             "dataset": str(data_dir)}
@@ -158,7 +152,7 @@ def pinned_sweep(pols: dict, base_cfg: SystemConfig, key: str, values, data_root
 
 def _tasks_sweep(out: Path, base: Path, base_report: dict, budget: Budget, tiny: bool,
                  progress: bool) -> dict:
-    from offload_jax import policies, quickstart
+    from offload_jax import quickstart
 
     reports, dirs, configs = [], [], []
     for t in budget.t_values:
@@ -175,7 +169,7 @@ def _tasks_sweep(out: Path, base: Path, base_report: dict, budget: Budget, tiny:
         reports.append(json.loads(done.read_text()))
         dirs.append(str(run_dir))
         configs.append(_config_json(qcfg))
-    names = policies.POLICY_NAMES
+    names = list(reports[0]["policies"])  # every policy, in the quickstart's order
     return {"x": list(budget.t_values), "runs": dirs, "configs": configs,
             "latency_ratio_mean": {n: [r["policies"][n]["latency_ratio_mean"] for r in reports]
                                    for n in names},

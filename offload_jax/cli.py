@@ -166,13 +166,14 @@ def _cmd_train_droo(args) -> int:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score trained runs and baseline policies on a dataset",
-                       description="Accuracy, exact match and latency ratio to the optimum of each run and "
-                                   "named baseline policy on DIR; prints a markdown table, writes JSON.")
+                       description="Objective, latency and energy ratios to the optimum, accuracy and exact "
+                                   "match of each run and named baseline policy on DIR (chain or dag); "
+                                   "prints a markdown table, writes JSON.")
     p.add_argument("--data", required=True, metavar="DIR", help="labeled dataset directory")
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN", help="run directories (named by basename)")
     p.add_argument("--policies", default="", metavar="NAMES",
-                   help="comma-separated baselines: local,edge,cloud,random,greedy,optimal_dp,"
-                        "optimal_enumerate (or 'all')")
+                   help="comma-separated baseline policies of the dataset's scenario, or 'all' for every "
+                        "one (an unknown name lists them)")
     p.add_argument("--json", type=_output_file, default=None, metavar="PATH",
                    help="write the results here (atomically)")
     p.add_argument("--seed", type=int, default=0, help="key of the random policy")
@@ -182,10 +183,9 @@ def _add_evaluate(sub) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from offload_jax import evaluate, policies  # noqa: PLC0415
+    from offload_jax import evaluate  # noqa: PLC0415
 
-    names = policies.parse_policy_names(args.policies) if args.policies else []
-    report = evaluate.evaluate_cli(args.data, args.runs, names, args.json, seed=args.seed,
+    report = evaluate.evaluate_cli(args.data, args.runs, args.policies, args.json, seed=args.seed,
                                    batch_size=args.batch_size, max_states=args.max_states)
     print(evaluate.markdown_table(report["runs"]))
     return 0

@@ -1,14 +1,17 @@
-"""Run policies over a labeled dataset and score them with the cost model (`metrics.summary`).
+"""Run policies over a labeled dataset and score them with the dataset's scenario (`metrics.scores`).
 
-`evaluate_policies` returns per policy: `accuracy` (mean per-sub-task accuracy), `per_task_accuracy`,
-`exact_match`, `latency_ratio_mean` (mean of per-state latency / optimal latency),
-`latency_ratio_of_means`, `latency_mean_s`, `params` (None for non-learned policies) and
-`num_states`. `evaluate_cli` is the `offload-jax evaluate` command: runs from their directories,
-baselines by name, a markdown table and the issue-3 JSON `{"runs": {NAME: {...}}}`.
+`evaluate_policies` returns per policy: `objective_ratio_mean` (mean of per-state J / optimal J),
+`latency_ratio_mean` and, where the scenario has energy (dag), `energy_ratio_mean` (means of
+per-state ratios of totals over users to the label's), `latency_ratio_of_means`, `latency_mean_s`
+(and `energy_mean_j`), `accuracy` and `per_task_accuracy` (over the decisions that matter: padding
+slots excluded), `exact_match`, `params` (None for non-learned policies) and `num_states`.
+`evaluate_cli` is the `offload-jax evaluate` command: runs from their directories, baselines by name,
+a markdown table and the JSON `{"runs": {NAME: {...}}}`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,45 +21,59 @@ import jax
 import numpy as np
 
 from offload_jax import atomic, metrics
-from offload_jax.config import ConfigError, SystemConfig
-from offload_jax.policies import Policy, check_run_matches, make_policy, run_policy
-from offload_jax.scenarios.chain.cost import path_latency, stage_costs
-from offload_jax.scenarios.chain.system import SystemState
+from offload_jax.config import ConfigError
+from offload_jax.policies import Policy, check_run_matches, make_policy, parse_policy_names, run_policy
+from offload_jax.scenarios.base import Objective, Scenario
 
 JSON_FORMAT = "offload-jax-evaluation/1"
-_MEAN_METRICS = ("accuracy", "per_task_accuracy", "exact_match", "latency_ratio_mean")
+# Batch means combined over batches weighted by the batch's states (the accuracies: by its decisions
+# that matter).
+_STATE_MEANS = ("objective_ratio_mean", "latency_ratio_mean", "energy_ratio_mean", "exact_match")
+# Latency and energy of every state and user, summed in float64: exact for float32 values of a few
+# decades, so the sums do not depend on the batching.
+_TOTALS = ("latency_s", "energy_j")
 
 
-@jax.jit
-def _summary(state: SystemState, pred: jax.Array, label: jax.Array, optimal: jax.Array) -> dict:
-    costs = stage_costs(state)
-    return {**metrics.summary(costs, pred, label, optimal), "latency_s": path_latency(costs, pred)}
+@functools.partial(jax.jit, static_argnums=0)
+def _scores(scenario: Scenario, params, state, pred, label, optimal: Objective) -> dict:
+    mask = scenario.real_mask(state)
+    out = metrics.scores(pred, label, mask, scenario.objective(params, state, pred), optimal)
+    return {**out, "real": mask.sum(), "real_per_task": mask.sum(axis=0)}
 
 
-def _batch(state: SystemState, start: int, stop: int) -> SystemState:
-    return SystemState(*(np.asarray(v)[start:stop] for v in state))
+def _slice(tree, start: int, stop: int):
+    return jax.tree.map(lambda v: np.asarray(v)[start:stop], tree)
+
+
+def _float64_sum(values) -> float:
+    return float(np.sum(np.asarray(values), dtype=np.float64))
 
 
 def evaluate_policies(dataset: Any, policies: Mapping[str, Policy], key: jax.Array,
                       batch_size: int = 8192, progress: bool = False) -> dict[str, dict[str, Any]]:
-    """{name: metrics} of every policy on `dataset` (anything with `.states`, `.label`, `.latency`).
+    """{name: metrics} of every policy on `dataset` (a `dataset.Dataset`: its scenario scores them).
 
-    Batches are jitted; each metric is the state-weighted mean over batches of `metrics.summary`;
-    `latency_ratio_of_means` is the float64 sum of the policy's per-state latencies over that of the
-    dataset's optimal latencies (so an optimal policy scores exactly 1, whatever the batching).
-    Batch b of a policy gets key `fold_in(key, b)` (only `random` uses it).
+    Batches of jittable policies are jitted; host drivers (`Policy.host`) are called per batch as they
+    are. A ratio or share is the weighted mean over batches of `metrics.scores` (weights: the batch's
+    states, or its decisions that matter for the accuracies); `latency_ratio_of_means` is the float64
+    sum of the policy's per-state latencies (totals over users) over that of the labels (so an
+    optimal policy scores exactly 1, whatever the batching). Batch b of a policy gets key
+    `fold_in(key, b)` (only `random` uses it).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    label, optimal = np.asarray(dataset.label), np.asarray(dataset.latency, np.float32)
+    scenario = dataset.scenario
+    params = scenario.params
+    label = np.asarray(dataset.label)
+    optimal = Objective(value=np.asarray(dataset.objective), latency=np.asarray(dataset.latency, np.float32),
+                        energy=dataset.values.get("energy"))
     n = label.shape[0]
     if n == 0:
         raise ConfigError("the dataset holds no states")
     out = {}
     for name, policy in policies.items():
-        decide = jax.jit(policy.fn)
-        sums: dict[str, np.ndarray] = {}
-        latency_sum_s = 0.0
+        decide = policy.fn if policy.host else jax.jit(policy.fn)
+        sums: dict[str, Any] = {}
         batches = range(0, n, batch_size)
         if progress:
             from tqdm.auto import tqdm  # noqa: PLC0415
@@ -64,31 +81,48 @@ def evaluate_policies(dataset: Any, policies: Mapping[str, Policy], key: jax.Arr
             batches = tqdm(batches, desc=f"evaluate {name}", unit="batch", leave=False)
         for b, start in enumerate(batches):
             stop = min(start + batch_size, n)
-            state = _batch(dataset.states, start, stop)
+            state = _slice(dataset.states, start, stop)
             pred = decide(jax.random.fold_in(key, b), state)
-            summary = _summary(state, pred, label[start:stop], optimal[start:stop])
-            for m in _MEAN_METRICS:
-                sums[m] = sums.get(m, 0.0) + np.asarray(summary[m], np.float64) * (stop - start)
-            latency_sum_s += float(np.sum(np.asarray(summary["latency_s"]), dtype=np.float64))
-        result: dict[str, Any] = {m: sums[m] / n for m in _MEAN_METRICS}
-        result["latency_ratio_of_means"] = latency_sum_s / float(np.sum(optimal, dtype=np.float64))
-        result["latency_mean_s"] = latency_sum_s / n
-        result = {k: (v.tolist() if v.ndim else float(v)) if isinstance(v, np.ndarray) else v
-                  for k, v in result.items()}
-        result["params"] = policy.params
-        result["num_states"] = n
-        out[name] = result
+            s = _scores(scenario, params, state, pred, label[start:stop], _slice(optimal, start, stop))
+            real, real_per_task = float(s["real"]), np.asarray(s["real_per_task"], np.float64)
+            per_task = np.where(real_per_task > 0, np.asarray(s["per_task_accuracy"], np.float64), 0.0)
+            weighted = {**{m: np.float64(s[m]) * (stop - start) for m in _STATE_MEANS if m in s},
+                        **{m: _float64_sum(s[m]) for m in _TOTALS if m in s},
+                        "accuracy": np.float64(s["accuracy"]) * real, "real": real,
+                        "per_task_accuracy": per_task * real_per_task, "real_per_task": real_per_task}
+            sums = {m: sums.get(m, 0.0) + v for m, v in weighted.items()}
+        out[name] = _result(sums, _float64_sum(optimal.latency), n, policy.params)
     return out
 
 
+def _result(sums: dict[str, Any], optimal_latency_s: float, n: int, params: int | None) -> dict:
+    means = {m: float(sums[m] / n) for m in _STATE_MEANS if m in sums}
+    exact = means.pop("exact_match")
+    real = sums["real_per_task"] > 0  # a slot that is padding in every state has no accuracy (None)
+    per_task = (sums["per_task_accuracy"] / np.where(real, sums["real_per_task"], 1.0)).astype(object)
+    per_task[~real] = None
+    result = {**means, "accuracy": float(sums["accuracy"] / sums["real"]),
+              "per_task_accuracy": per_task.tolist(), "exact_match": exact,
+              "latency_ratio_of_means": float(sums["latency_s"] / optimal_latency_s),
+              "latency_mean_s": float(sums["latency_s"] / n)}
+    if "energy_j" in sums:
+        result["energy_mean_j"] = float(sums["energy_j"] / n)
+    return {**result, "params": params, "num_states": n}
+
+
 def markdown_table(results: Mapping[str, Mapping[str, Any]]) -> str:
-    """One row per policy: params, accuracy, exact match, the two latency ratios."""
-    lines = ["| policy | params | accuracy | exact match | latency ratio (mean) | latency ratio of means |",
-             "|---|---:|---:|---:|---:|---:|"]
+    """One row per policy: params, accuracy, exact match, the latency ratios; where the scenario has
+    energy (dag), also the objective and energy ratios (the chain's objective is its latency)."""
+    energy = any("energy_ratio_mean" in r for r in results.values())
+    extra = ["objective ratio (mean)", "energy ratio (mean)"] if energy else []
+    head = ["policy", "params", "accuracy", "exact match", *extra, "latency ratio (mean)",
+            "latency ratio of means"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for name, r in results.items():
         params = "-" if r.get("params") is None else f"{r['params']:,}"
-        lines.append(f"| {name} | {params} | {r['accuracy']:.4f} | {r['exact_match']:.4f} "
-                     f"| {r['latency_ratio_mean']:.4f} | {r['latency_ratio_of_means']:.4f} |")
+        keys = ["accuracy", "exact_match", *(["objective_ratio_mean", "energy_ratio_mean"] if energy else []),
+                "latency_ratio_mean", "latency_ratio_of_means"]
+        lines.append(f"| {name} | {params} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
     return "\n".join(lines)
 
 
@@ -97,8 +131,8 @@ def run_name(run_dir: str | os.PathLike) -> str:
     return Path(os.path.abspath(run_dir)).name
 
 
-def load_run_policies(run_dirs: Sequence[str | os.PathLike], cfg: SystemConfig) -> dict[str, Policy]:
-    """{basename: policy} for run directories, refusing runs trained for another T / sub-carriers."""
+def load_run_policies(run_dirs: Sequence[str | os.PathLike], scenario: Scenario) -> dict[str, Policy]:
+    """{basename: policy} for run directories, refusing runs trained for another scenario or shapes."""
     from offload_jax.runs import load_run  # noqa: PLC0415 (orbax is heavy)
 
     out: dict[str, Policy] = {}
@@ -107,29 +141,31 @@ def load_run_policies(run_dirs: Sequence[str | os.PathLike], cfg: SystemConfig) 
         if name in out:
             raise ConfigError(f"--runs: two runs share the name {name!r}; give them distinct directory names")
         run = load_run(run_dir)
-        check_run_matches(run, cfg, f"run {str(run_dir)!r}")
+        check_run_matches(run, scenario, f"run {str(run_dir)!r}")
         out[name] = run_policy(run, name)
     return out
 
 
-def evaluate_cli(data: str | os.PathLike, runs: Sequence[str], policy_names: Sequence[str],
+def evaluate_cli(data: str | os.PathLike, runs: Sequence[str], policies: str,
                  json_path: str | os.PathLike | None, *, seed: int = 0, batch_size: int = 8192,
                  max_states: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """`offload-jax evaluate`: evaluate runs and named baselines on a dataset; write JSON; return it."""
+    """`offload-jax evaluate`: evaluate runs and the baselines named in `policies` (comma-separated
+    names of the dataset's scenario, 'all', or '' for none) on a dataset; write JSON; return it."""
     from offload_jax import dataset as dataset_lib  # noqa: PLC0415
 
     ds = dataset_lib.load(data, max_states=max_states)
-    cfg = SystemConfig.from_dict(ds.manifest["system"])
-    pols = {name: make_policy(name, cfg=cfg) for name in policy_names}
-    for name, pol in load_run_policies(runs, cfg).items():
+    scenario = ds.scenario
+    names = parse_policy_names(policies, scenario) if policies else []
+    pols = {name: make_policy(name, scenario=scenario) for name in names}
+    for name, pol in load_run_policies(runs, scenario).items():
         if name in pols:
             raise ConfigError(f"run name {name!r} clashes with a --policies name; rename the run directory")
         pols[name] = pol
     if not pols:
         raise ConfigError("nothing to evaluate: give --runs RUN [RUN ...] and/or --policies NAMES")
     results = evaluate_policies(ds, pols, jax.random.key(seed), batch_size=batch_size, progress=progress)
-    report = {"format": JSON_FORMAT, "dataset": str(data), "tasks": cfg.tasks,
-              "num_states": int(ds.label.shape[0]), "seed": seed, "runs": results}
+    report = {"format": JSON_FORMAT, "dataset": str(data), "scenario": scenario.name,
+              **scenario.manifest_keys(), "num_states": int(ds.label.shape[0]), "seed": seed, "runs": results}
     if json_path is not None:
         atomic.write_json(json_path, report)
     return report

@@ -1,7 +1,9 @@
 """Decision quality metrics, shared by training, evaluation, sweeps and experiments.
 
-All are jittable and take a batch: placements `pred` and `label` (n, T) in {0,1,2},
-the states' stage cost tables and their optimal latency (n,).
+All are jittable and take a batch: placements `pred` and `label` (n, *decision_shape) in {0,1,2}
+((n, T) chain, (n, U, T) dag) and, where a scenario has padding slots, `mask` (same shape, bool):
+the decisions that matter (`Scenario.real_mask`); None means every decision matters. Per-state
+values are totals over users: seconds of latency, joules of device energy.
 """
 
 from __future__ import annotations
@@ -9,32 +11,65 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from offload_jax.scenarios.base import Objective
 from offload_jax.scenarios.chain.cost import StageCosts, path_latency
 
 
-def per_task_accuracy(pred: jax.Array, label: jax.Array) -> jax.Array:
-    """(T,) share of states whose sub-task t is placed as in the optimal label."""
-    return jnp.mean(pred == label, axis=0)
+def per_task_accuracy(pred: jax.Array, label: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """(*decision_shape,) share of states whose decision d is as in the optimal label, among the states
+    where d matters (NaN where it matters in none)."""
+    if mask is None:
+        return jnp.mean(pred == label, axis=0)
+    return jnp.sum((pred == label) & mask, axis=0) / jnp.sum(mask, axis=0)
 
 
-def accuracy(pred: jax.Array, label: jax.Array) -> jax.Array:
-    """Mean per-sub-task accuracy (the paper's multi-label accuracy)."""
-    return jnp.mean(pred == label)
+def accuracy(pred: jax.Array, label: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Share of the decisions that matter placed as in the optimal label (the paper's multi-label
+    accuracy)."""
+    if mask is None:
+        return jnp.mean(pred == label)
+    return jnp.sum((pred == label) & mask) / jnp.sum(mask)
 
 
-def exact_match(pred: jax.Array, label: jax.Array) -> jax.Array:
-    """Share of states whose whole placement equals the optimal one."""
-    return jnp.mean(jnp.all(pred == label, axis=-1))
+def exact_match(pred: jax.Array, label: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Share of states whose every decision that matters equals the optimal label's."""
+    same = pred == label if mask is None else (pred == label) | ~mask
+    return jnp.mean(jnp.all(same.reshape(same.shape[0], -1), axis=1))
 
 
-def latency_ratios(costs: StageCosts, pred: jax.Array, optimal_latency: jax.Array) -> jax.Array:
-    """(n,) latency of `pred` divided by the optimal latency, per state (>= 1 up to rounding)."""
-    return path_latency(costs, pred) / optimal_latency
+def _per_state(a: jax.Array) -> jax.Array:
+    """(n,) total over users of per-state, per-user values ((n,) or (n, U))."""
+    return a if a.ndim == 1 else jnp.sum(a.reshape(a.shape[0], -1), axis=1)
+
+
+def scores(pred: jax.Array, label: jax.Array, mask: jax.Array | None, value: Objective,
+           optimal: Objective) -> dict[str, jax.Array]:
+    """The metrics of placements `pred` whose objective is `value`, against the optimal `label` whose
+    objective is `optimal` (`Scenario.objective`'s fields, per state). Means of per-state ratios:
+    `objective_ratio_mean` (J / optimal J), `latency_ratio_mean` and, where the scenario has energy,
+    `energy_ratio_mean` (totals over users); `accuracy`, `per_task_accuracy`, `exact_match` over the
+    decisions that matter; and `latency_s`, `energy_j`: `value`'s latency and energy as they are
+    (per state, and per user where the scenario has users), for sums over states."""
+    latency, optimal_latency = _per_state(value.latency), _per_state(optimal.latency)
+    out = {
+        "objective_ratio_mean": jnp.mean(value.value / optimal.value),
+        "latency_ratio_mean": jnp.mean(latency / optimal_latency),
+        "accuracy": accuracy(pred, label, mask),
+        "per_task_accuracy": per_task_accuracy(pred, label, mask),
+        "exact_match": exact_match(pred, label, mask),
+        "latency_s": value.latency,
+    }
+    if value.energy is not None:
+        out["energy_ratio_mean"] = jnp.mean(_per_state(value.energy) / _per_state(optimal.energy))
+        out["energy_j"] = value.energy
+    return out
 
 
 def summary(costs: StageCosts, pred: jax.Array, label: jax.Array,
             optimal_latency: jax.Array) -> dict[str, jax.Array]:
-    """The metrics every table reports, as scalars (plus `per_task_accuracy`, (T,))."""
+    """The chain's metrics from its stage cost tables (training's held-out evaluation), as scalars
+    (plus `per_task_accuracy`, (T,)): accuracy, exact match, latency ratio (mean of per-state
+    ratios, and of means), mean latency in seconds."""
     lat = path_latency(costs, pred)
     return {
         "accuracy": accuracy(pred, label),

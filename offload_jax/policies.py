@@ -1,17 +1,21 @@
 """Every decision maker behind one signature.
 
-A policy maps `(key, state)` -> placements: `state` is a `SystemState` batch (leading axis n), the
-result is (n, T) int8 in {0, 1, 2}. Every policy is a pure, jittable function of its arguments;
-learned policies close over their parameters (split from the NNX module) and feature statistics,
-so `jax.jit(policy)` is self-contained. Only `random` uses the key.
+A policy maps `(key, state)` -> placements: `state` is a batch of the scenario's states (leading axis
+n), the result is (n, *decision_shape) int8 in {0, 1, 2} (0 local, 1 edge, 2 cloud). Only `random`
+uses the key. The baselines are the scenario's (`Scenario.baselines`, their one home), run with the
+scenario's configured values; learned policies close over their parameters (split from the NNX
+module) and feature statistics. Every policy is a pure, jittable function of its arguments, except a
+host driver (`Policy.host`, e.g. dag's `optimal`: an exact search that grows its memory on overflow),
+which is called as it is.
 
-`make_policy(name, ...)` builds any of `POLICY_NAMES`; `packed(policy, cfg)` wraps one to take the
-packed float32 vectors of `system.pack` (what the decision benchmark times).
+`make_policy(name, scenario=...)` builds any of `policy_names(scenario)`; `packed(policy, scenario)`
+wraps one to take the packed float32 vectors of `Scenario.pack` (what the decision benchmark times).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,89 +24,63 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from offload_jax import droo
-from offload_jax.config import ConfigError, SystemConfig
-from offload_jax.features import FeatureStats, features, num_features
+from offload_jax import droo, scenarios
+from offload_jax.config import ConfigError
+from offload_jax.features import FeatureStats, features
 from offload_jax.models import count_params, input_count
-from offload_jax.scenarios.chain import solvers
-from offload_jax.scenarios.chain.cost import CLOUD, EDGE, LOCAL, NUM_SITES, stage_costs
-from offload_jax.scenarios.chain.system import SystemState, unpack
+from offload_jax.scenarios.base import Scenario
 
-FIXED_SITE_POLICIES = {"local": LOCAL, "edge": EDGE, "cloud": CLOUD}
-# Policies that need nothing but the state (no trained run).
-BASELINE_NAMES = ("local", "edge", "cloud", "random", "greedy", "optimal_dp", "optimal_enumerate")
 # Policies backed by a trained run (`runs.load_run`); a run of kind "droo" decides as DROO does.
 LEARNED_NAMES = ("teacher", "student_kd", "student_ce", "droo")
-POLICY_NAMES = BASELINE_NAMES + LEARNED_NAMES
 
-PolicyFn = Callable[[jax.Array, SystemState], jax.Array]
+PolicyFn = Callable[[jax.Array, Any], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Policy:
-    """A named decision function; `params` counts trainable parameters (None for non-learned ones)."""
+    """A named decision function. `params` counts trainable parameters (None for non-learned ones);
+    `host`: a host driver that cannot be jitted (evaluation and timing call it as it is)."""
 
     name: str
     fn: PolicyFn
     params: int | None = None
+    host: bool = False
 
-    def __call__(self, key: jax.Array, state: SystemState) -> jax.Array:
+    def __call__(self, key: jax.Array, state: Any) -> jax.Array:
         return self.fn(key, state)
 
 
-def _check_out(x: jax.Array, state: SystemState) -> jax.Array:
-    chex.assert_shape(x, state.cycles.shape)
+def baseline_names(scenario: Scenario) -> tuple[str, ...]:
+    """The policies of `scenario` that need no trained run."""
+    return tuple(scenario.baselines())
+
+
+def policy_names(scenario: Scenario) -> tuple[str, ...]:
+    """Every policy name of `scenario`: its baselines, then the learned ones."""
+    return (*baseline_names(scenario), *LEARNED_NAMES)
+
+
+def _check_out(x: jax.Array, state: Any) -> jax.Array:
+    chex.assert_shape(x, state.cycles.shape)  # cycles has the decision's shape in every scenario
     return x.astype(jnp.int8)
 
 
-def fixed_site(site: int) -> PolicyFn:
-    """Every sub-task on one site."""
+@functools.lru_cache(maxsize=64)  # one function per (scenario, name): its jitted programs are reused
+def _baseline_policy(scenario: Scenario, name: str) -> Policy:
+    """Baseline `name` of `scenario`, deciding with the scenario's configured values (`scenario.params`)."""
+    baseline, values = scenario.baselines()[name], scenario.params
+    if getattr(baseline, "host", False):
+        return Policy(name, lambda key, state: _check_out(baseline(values, key, state), state), host=True)
 
     def fn(key, state):
-        del key
-        return jnp.full(state.cycles.shape, site, dtype=jnp.int8)
+        # Opaque values, as in sampling: XLA folding constants into the arithmetic would round the
+        # objective differently from one program (batch size) to another.
+        return _check_out(baseline(jax.lax.optimization_barrier(values), key, state), state)
 
-    return fn
-
-
-def random_policy(key: jax.Array, state: SystemState) -> jax.Array:
-    """Each sub-task on a site drawn uniformly and independently from `key`."""
-    return jax.random.randint(key, state.cycles.shape, 0, NUM_SITES, dtype=jnp.int32).astype(jnp.int8)
+    return Policy(name, fn)
 
 
-def greedy_policy(key: jax.Array, state: SystemState) -> jax.Array:
-    """Myopic: from local, sub-task t takes the site minimizing move(data_bits[t], prev -> s) + compute.
-
-    That quantity is `costs.first[s]` for t = 0 and `costs.step[t-1, prev, s]` for t >= 1; the final
-    return hop is ignored; ties go to the lowest label (`argmin` returns the first minimum).
-    """
-    del key
-    costs = stage_costs(state)
-    x0 = jnp.argmin(costs.first, axis=-1)
-
-    def step(prev, table):  # table (n, 3, 3): row prev, column next site
-        row = jnp.take_along_axis(table, prev[:, None, None], axis=1)[:, 0, :]
-        nxt = jnp.argmin(row, axis=-1)
-        return nxt, nxt
-
-    _, rest = jax.lax.scan(step, x0, jnp.moveaxis(costs.step, 1, 0))
-    x = jnp.concatenate([x0[:, None], jnp.moveaxis(rest, 0, 1)], axis=1)
-    return _check_out(x, state)
-
-
-def optimal_dp(key: jax.Array, state: SystemState) -> jax.Array:
-    """The exact optimum by the chain DP (the SPEC label)."""
-    del key
-    return _check_out(solvers.solve_dp(stage_costs(state))[0], state)
-
-
-def optimal_enumerate(key: jax.Array, state: SystemState) -> jax.Array:
-    """The exact optimum by exhaustive search over 3^T placements (the SPEC label)."""
-    del key
-    return _check_out(solvers.solve_enumerate(stage_costs(state))[0], state)
-
-
-def logits_fn(model: nnx.Module, stats: FeatureStats) -> Callable[[SystemState], jax.Array]:
+def logits_fn(model: nnx.Module, stats: FeatureStats) -> Callable[[Any], jax.Array]:
     """state -> (n, T, 3) logits, closing over the model's split parameters (no NNX state in the jit)."""
     graphdef, params = nnx.split(model)
     stats = FeatureStats(jnp.asarray(stats.mean), jnp.asarray(stats.std))
@@ -129,12 +107,16 @@ def argmax_sites(logits: jax.Array) -> jax.Array:
 
 
 def model_policy(model: nnx.Module, stats: FeatureStats, name: str = "model") -> Policy:
-    """Learned policy: per-sub-task argmax of the model's logits (ties to the lowest label)."""
+    """Learned policy: per-decision argmax of the model's logits (ties to the lowest label); dag padding
+    slots (cycles 0) on 0, as the labels have them."""
     logits = logits_fn(model, stats)
 
     def fn(key, state):
         del key
-        return _check_out(argmax_sites(logits(state)), state)
+        x = argmax_sites(logits(state))
+        if x.ndim == 3:  # dag (n, U, T): padding slots exist
+            x = jnp.where(state.cycles > 0, x, jnp.int8(0))
+        return _check_out(x, state)
 
     return Policy(name, fn, count_params(model))
 
@@ -155,13 +137,16 @@ def droo_policy(model: nnx.Module, stats: FeatureStats, scenario, num_candidates
     return Policy(name, fn, count_params(model))
 
 
-def check_run_matches(run: Any, cfg: SystemConfig, what: str) -> None:
-    """Refuse a run trained for another number of sub-tasks / sub-carriers than `cfg`."""
-    if (run.system.tasks, run.system.subcarriers) != (cfg.tasks, cfg.subcarriers) or int(
-            run.stats.mean.shape[0]) != num_features(cfg):
-        raise ConfigError(
-            f"{what}: run has tasks={run.system.tasks}, subcarriers={run.system.subcarriers}, "
-            f"but the data has tasks={cfg.tasks}, subcarriers={cfg.subcarriers}")
+def _describe(scenario: Scenario) -> str:
+    return ", ".join([f"scenario={scenario.name}", *(f"{k}={v}" for k, v in scenario.sizes().items())])
+
+
+def check_run_matches(run: Any, scenario: Scenario, what: str) -> None:
+    """Refuse a run trained for another scenario or other state shapes (T, U, sub-carriers) than
+    `scenario`'s; the error names both sides. The run's scenario is the one its system belongs to."""
+    trained = scenarios.of(run.system)
+    if trained.name != scenario.name or trained.state_shapes() != scenario.state_shapes():
+        raise ConfigError(f"{what}: run has {_describe(trained)}, but the data has {_describe(scenario)}")
 
 
 def run_policy(run: Any, name: str) -> Policy:
@@ -174,46 +159,41 @@ def run_policy(run: Any, name: str) -> Policy:
     return model_policy(run.model, run.stats, name=name)
 
 
-def make_policy(name: str, *, cfg: SystemConfig | None = None,
-                runs: Mapping[str, Any] | None = None) -> Policy:
-    """Policy `name` (one of POLICY_NAMES). Learned ones take their run from `runs[name]`.
-
-    If `cfg` is given, a run trained for another T or number of sub-carriers is refused.
-    """
-    if name in FIXED_SITE_POLICIES:
-        return Policy(name, fixed_site(FIXED_SITE_POLICIES[name]))
-    simple = {"random": random_policy, "greedy": greedy_policy, "optimal_dp": optimal_dp,
-              "optimal_enumerate": optimal_enumerate}
-    if name in simple:
-        return Policy(name, simple[name])
+def make_policy(name: str, *, scenario: Scenario, runs: Mapping[str, Any] | None = None) -> Policy:
+    """Policy `name` (one of `policy_names(scenario)`). Learned ones take their run from `runs[name]`;
+    a run trained for another scenario or other shapes than `scenario`'s is refused."""
+    if name in scenario.baselines():
+        return _baseline_policy(scenario, name)
     if name not in LEARNED_NAMES:
-        raise ConfigError(f"unknown policy {name!r}; allowed: {', '.join(POLICY_NAMES)}")
+        raise ConfigError(f"unknown policy {name!r} for scenario {scenario.name!r}; allowed: "
+                          f"{', '.join(policy_names(scenario))}")
     if not runs or name not in runs:
         raise ConfigError(f"policy {name!r} needs a trained run (runs[{name!r}])")
     run = runs[name]
-    if cfg is not None:
-        check_run_matches(run, cfg, f"policy {name!r}")
+    check_run_matches(run, scenario, f"policy {name!r}")
     if name == "droo" and run.meta.get("kind") != "droo":
         raise ConfigError(f"policy 'droo' needs a run of kind 'droo', got {run.meta.get('kind')!r}")
     return run_policy(run, name)
 
 
-def packed(policy: PolicyFn, cfg: SystemConfig) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """`policy` taking packed float32 vectors (n, packed_size) instead of a SystemState."""
+def packed(policy: PolicyFn, scenario: Scenario) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """`policy` taking packed float32 vectors (n, scenario.packed_size) instead of states."""
 
     def fn(key, vec):
-        return policy(key, unpack(vec, cfg))
+        return policy(key, scenario.unpack(vec))
 
     return fn
 
 
-def parse_policy_names(text: str, allowed: tuple[str, ...] = BASELINE_NAMES) -> list[str]:
-    """Comma-separated policy names (or 'all' for every allowed one), checked against `allowed`."""
+def parse_policy_names(text: str, scenario: Scenario, *, learned: bool = False) -> list[str]:
+    """Comma-separated policy names of `scenario` (or 'all' for every one): its baselines, and with
+    `learned` the learned ones too. A name the scenario lacks is refused, listing the allowed ones."""
+    allowed = policy_names(scenario) if learned else baseline_names(scenario)
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == ["all"]:
         return list(allowed)
     bad = [n for n in names if n not in allowed]
     if bad or not names:
-        raise ConfigError(
-            f"--policies: unknown or unsupported {bad or text!r}; allowed: {', '.join(allowed)}")
+        raise ConfigError(f"--policies: unknown or unsupported {bad or text!r} for scenario "
+                          f"{scenario.name!r}; allowed: {', '.join(allowed)}")
     return names

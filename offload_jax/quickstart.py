@@ -136,15 +136,17 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
 
     stage("evaluate")
     runs = {name: run_dirs.load_run(runs_dir / name) for name in policies.LEARNED_NAMES}
-    pols = {name: policies.make_policy(name, cfg=cfg, runs=runs) for name in policies.POLICY_NAMES}
     eval_ds = dataset.load(eval_dir)
+    scenario = eval_ds.scenario
+    pols = {name: policies.make_policy(name, scenario=scenario, runs=runs)
+            for name in policies.policy_names(scenario)}
     quality = evaluate.evaluate_policies(eval_ds, pols, jax.random.key(qcfg.seed), progress=progress)
     done("evaluate")
 
     stage("decision latency")
     student_file = export.export_run(runs_dir / "student_kd", out / "student_kd.npz")
     numpy_student = export_runtime.load(student_file)
-    speed = timing.decision_benchmark({n: p.fn for n, p in pols.items()}, cfg, calls=qcfg.calls,
+    speed = timing.decision_benchmark(pols, scenario, calls=qcfg.calls,
                                       numpy_student=numpy_student, seed=qcfg.seed, progress=progress)
     done("decision latency")
 

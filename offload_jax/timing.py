@@ -1,14 +1,15 @@
 """Decision latency: how long a policy takes to decide, measured the same way for every policy.
 
 The timed input is one state packed into a single float32 vector already on the
-device (`system.pack`): what an end device holds after measuring. Every JAX policy is
+device (`Scenario.pack`): what an end device holds after measuring. Every JAX policy is
 AOT-compiled (`jax.jit(...).lower(...).compile()`), warmed up, then called many times,
 each call timed alone until its result is ready: with synchronous dispatch (the CPU with
 `LATENCY_SETTINGS`) a call returns when its program has run, which the benchmark checks
 before timing (`returns_when_done`); otherwise each call ends with `block_until_ready()`.
 Every program (the identity too) takes the
 random key as its raw bits (uint32), then the vector. A compiled identity function on the
-same input gives the overhead floor. The exported numpy student is timed on the same
+same input gives the overhead floor. The exported numpy student, and every host driver (a policy
+that cannot be jitted, `Policy.host`: dag's exact search), are timed as Python callables on the same
 vector as a numpy array. The callables are timed in interleaved rounds (identity,
 policy 1, policy 2, ..., numpy student, then again), so that a change of machine
 load during the run moves every policy alike and the ratios hold.
@@ -25,12 +26,12 @@ import time
 from collections.abc import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from offload_jax.config import SystemConfig
-from offload_jax.policies import PolicyFn, packed
-from offload_jax.scenarios.chain.system import pack, sample
+from offload_jax.policies import Policy, PolicyFn, packed
+from offload_jax.scenarios.base import Scenario
 
 # JAX settings of a decision-latency process, the same for every policy. JAX's CPU client
 # runs a program it deems expensive (one with a dot, or over ~1000 elements: every learned
@@ -141,15 +142,16 @@ def _raw_key(fn: Callable, impl) -> Callable:
     return lambda key_data, vec: fn(jax.random.wrap_key_data(key_data, impl=impl), vec)
 
 
-def compile_packed(policy: PolicyFn, cfg: SystemConfig, key: jax.Array, vec: jax.Array,
+def compile_packed(policy: PolicyFn, scenario: Scenario, key: jax.Array, vec: jax.Array,
                    batch1_options: Mapping[str, object] = BATCH1_COMPILER_OPTIONS):
-    """AOT-compiled `policy` on packed input: one vector (P,) -> (T,) (compiled with `batch1_options`),
-    or a batch (n, P) -> (n, T) (XLA's defaults).
+    """AOT-compiled `policy` (jittable) on packed input (`scenario.pack`): one vector (P,) ->
+    (*decision_shape) (compiled with `batch1_options`), or a batch (n, P) -> (n, *decision_shape)
+    (XLA's defaults).
 
     The program takes the key as its raw bits, `jax.random.key_data(key)` (what a device keeps
     of its random state), then the packed vector(s).
     """
-    fn, impl = packed(policy, cfg), jax.random.key_impl(key)
+    fn, impl = packed(policy, scenario), jax.random.key_impl(key)
     key_data = jax.random.key_data(key)
     if vec.ndim == 1:
         one = _raw_key(lambda k, v: fn(k, v[None])[0], impl)
@@ -157,12 +159,22 @@ def compile_packed(policy: PolicyFn, cfg: SystemConfig, key: jax.Array, vec: jax
     return jax.jit(_raw_key(fn, impl)).lower(key_data, vec).compile()
 
 
-def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, calls: int = 2000,
+def host_packed(policy: Policy, scenario: Scenario, key: jax.Array, vec: jax.Array) -> Callable[[], object]:
+    """A call of host driver `policy` on packed input, timed as a Python callable: it unpacks `vec`
+    (one vector (P,), or a batch (n, P)) with a compiled `scenario.unpack`, decides, and returns
+    when the decision is ready."""
+    batch = vec[None] if vec.ndim == 1 else vec
+    unpack = jax.jit(scenario.unpack).lower(batch).compile()
+    return lambda: jax.block_until_ready(policy.fn(key, unpack(batch)))
+
+
+def decision_benchmark(policies: Mapping[str, Policy], scenario: Scenario, *, calls: int = 2000,
                        batch: int = 1024, batch_reps: int = 20, numpy_student=None, seed: int = 0,
                        rounds: int = 400, batch1_options: Mapping[str, object] = BATCH1_COMPILER_OPTIONS,
                        block: bool = False, progress: bool = True) -> dict:
     """Batch-1 latency (p50/p99 over `calls` calls) and batch throughput of every policy, in one run.
 
+    States are `scenario`'s (sampled with its configured values), packed (`scenario.pack`).
     `numpy_student` (optional): an `export_runtime.StudentPolicy`, timed on the same vector.
     `rounds`: many short blocks (400 of 5 calls by default), because this VM's speed changes every
     few tens of ms: with 40 blocks of 50 calls, the p50s of the three fixed sites (the same program)
@@ -171,37 +183,45 @@ def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, c
     `rounds` rounds; the batch-1 programs (identity included) are compiled with `batch1_options`.
     A timed call ends when the program returns if `returns_when_done` (synchronous dispatch), with
     `block_until_ready()` otherwise or if `block` (as the benchmark timed every call before).
+    Host drivers (`Policy.host`) are timed as Python callables (`host_packed`), on the same vector.
     Call `configure_for_latency()` first, at the start of the process.
-    Returns {"device", "tasks", "batch", "settings", "load_avg_1min": [start, end], "rounds",
-    "identity": {...}, "policies": {name: {p50_us, p99_us, mean_us, calls, batch_states_per_s,
-    p50_over_identity}}, "numpy_student": {...}}.
+    Returns {"device", "scenario", "decision_shape", "tasks", "batch", "settings", "load_avg_1min":
+    [start, end], "rounds", "identity": {...}, "policies": {name: {p50_us, p99_us, mean_us, calls,
+    batch_states_per_s, p50_over_identity, timed_as}}, "numpy_student": {...}}; `timed_as` is
+    "compiled program" or "host driver (Python callable)".
     """
     load_start = os.getloadavg()[0]
     key = jax.random.key(seed)
-    states = sample(jax.random.fold_in(key, 1), cfg, batch)
-    batch_vec = jax.device_put(pack(states))
+    states = scenario.sample(jax.random.fold_in(key, 1), scenario.params, jnp.arange(batch, dtype=jnp.uint32))
+    batch_vec = jax.device_put(scenario.pack(states))
     vec = jax.device_put(batch_vec[0])
     jax.block_until_ready((batch_vec, vec))
 
     key_data = jax.random.key_data(key)
     lowered_identity = jax.jit(lambda k, vec: vec).lower(key_data, vec)
     ones = {"identity": lowered_identity.compile(dict(batch1_options) or None)}
-    bar = tqdm(policies.items(), desc="compile policies", disable=not progress, unit="policy")
+    compiled = {name: policy for name, policy in policies.items() if not policy.host}
+    bar = tqdm(compiled.items(), desc="compile policies", disable=not progress, unit="policy")
     for name, policy in bar:
         bar.set_postfix_str(name)
-        ones[name] = compile_packed(policy, cfg, key, vec, batch1_options)
+        ones[name] = compile_packed(policy.fn, scenario, key, vec, batch1_options)
     sync = not block and returns_when_done(ones, key_data, vec)
     batch1 = {name: (functools.partial(one, key_data, vec) if sync
                      else (lambda one=one: one(key_data, vec).block_until_ready()))
               for name, one in ones.items()}
+    # Host drivers and the numpy student read a copy the process owns, as on a device without JAX:
+    # numpy reading a read-only view of a JAX buffer (np.asarray of a jax.Array) measured ~1.5x
+    # slower per call here.
+    host_vec, host_batch = np.array(vec, dtype=np.float32), np.array(batch_vec, dtype=np.float32)
+    for name, policy in policies.items():
+        if policy.host:
+            batch1[name] = host_packed(policy, scenario, key, host_vec)
     if numpy_student is not None:
-        # A copy the process owns, as on a device without JAX: numpy reading a read-only view of a
-        # JAX buffer (np.asarray of a jax.Array) measured ~1.5x slower per call here.
-        host_vec = np.array(vec, dtype=np.float32)
         batch1["numpy_student"] = lambda: numpy_student(host_vec)
     seconds = interleaved_seconds(batch1, calls, rounds, progress=progress)
     identity = latency_stats(seconds["identity"])
-    result = {"device": device_description(), "tasks": cfg.tasks, "batch": batch,
+    result = {"device": device_description(), "scenario": scenario.name,
+              "decision_shape": list(scenario.decision_shape), "tasks": scenario.cfg.tasks, "batch": batch,
               "settings": {**settings(batch1_options),
                            "timed_call": "returns when done" if sync else "block_until_ready"},
               "rounds": rounds, "identity": identity, "policies": {}}
@@ -210,15 +230,18 @@ def decision_benchmark(policies: Mapping[str, PolicyFn], cfg: SystemConfig, *, c
     for name, policy in bar:
         bar.set_postfix_str(name)
         stats = latency_stats(seconds[name])
-        many = compile_packed(policy, cfg, key, batch_vec)
-        batch_s = per_call_seconds(lambda many=many: many(key_data, batch_vec).block_until_ready(),
-                                   batch_reps, warmup=2)
+        if policy.host:
+            many = host_packed(policy, scenario, key, host_batch)
+        else:
+            program = compile_packed(policy.fn, scenario, key, batch_vec)
+            many = lambda program=program: program(key_data, batch_vec).block_until_ready()
+        batch_s = per_call_seconds(many, batch_reps, warmup=2)
         stats["batch_states_per_s"] = float(batch / np.median(batch_s))
         stats["p50_over_identity"] = stats["p50_us"] / identity["p50_us"]
+        stats["timed_as"] = "host driver (Python callable)" if policy.host else "compiled program"
         result["policies"][name] = stats
     if numpy_student is not None:
         stats = latency_stats(seconds["numpy_student"])
-        host_batch = np.array(batch_vec, dtype=np.float32)
         batch_s = per_call_seconds(lambda: numpy_student(host_batch), batch_reps, warmup=2)
         stats["batch_states_per_s"] = float(batch / np.median(batch_s))
         result["numpy_student"] = stats

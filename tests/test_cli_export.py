@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import cli, config, export_runtime, features, models, policies, runs
+from offload_jax import cli, config, export_runtime, features, models, policies, runs, scenarios
 from offload_jax.scenarios.chain import system
 
 
@@ -23,7 +23,7 @@ def test_export_cli_round_trip(tmp_path):
     run = runs.load_run(run_dir)
     test_states = system.sample(jax.random.key(1), cfg, 1000)
     want = np.asarray(policies.model_policy(run.model, run.stats).fn(None, test_states))
-    got = runtime(np.asarray(system.pack(test_states)))
+    got = runtime(np.asarray(scenarios.of(cfg).pack(test_states)))
     assert np.mean(got == want) > 0.999
 
 

@@ -129,7 +129,7 @@ def test_droo_trained_briefly_beats_random_and_its_untrained_self():
     graphdef, params = droo._init(jax.random.split(jax.random.key(11))[0], CFG, SMALL.model)
     untrained_policy = policies.droo_policy(nnx.merge(graphdef, params), stats, scenarios.of(CFG), CFG.tasks)
     untrained = _ratio(untrained_policy, test)
-    rand = _ratio(policies.make_policy("random"), test)
+    rand = _ratio(policies.make_policy("random", scenario=scenarios.of(CFG)), test)
     print(f"mean latency ratio: trained {trained:.3f}, untrained {untrained:.3f}, random {rand:.3f}")
     assert trained < rand, (trained, rand)
     assert trained < untrained, (trained, untrained)
@@ -170,7 +170,7 @@ def test_save_load_and_policy_from_run(tmp_path):
     droo.save_droo(tmp_path / "d", model, stats, CFG, SMALL, {"train_states": info["train_states"]})
     run = run_dirs.load_run(tmp_path / "d")
     assert run.meta["kind"] == "droo" and droo.config_of(run.meta) == SMALL
-    from_run = policies.make_policy("droo", cfg=CFG, runs={"droo": run})
+    from_run = policies.make_policy("droo", scenario=scenarios.of(CFG), runs={"droo": run})
     direct, direct_pred = _trained_policy()
     np.testing.assert_array_equal(jax.jit(from_run.fn)(None, _states(TRAIN)), direct_pred)
     assert from_run.params == direct.params > 0

@@ -3,16 +3,22 @@
 import json
 import os
 
+import dag_reference as ref
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import cli, config, evaluate, features, metrics, models, policies, runs
+from offload_jax import cli, config, evaluate, features, metrics, models, policies, runs, scenarios
+from offload_jax.scenarios.base import Objective
 from offload_jax.scenarios.chain import cost
+from offload_jax.scenarios.dag.config import DagConfig
+
+ALIBABA = "/work/shared/data/alibaba_dags.json"
 
 # Same system, pool and batch size N as tests/test_policies.py (compiled programs are reused).
 CFG = config.SystemConfig(tasks=4, subcarriers=3)
+SCENARIO = scenarios.of(CFG)
 N = 256
 
 
@@ -38,7 +44,8 @@ def test_evaluate_policies_metrics_and_batching(dataset_dir):
 
     data = dataset.load(dataset_dir)
     stats = features.compute_stats(jax.jit(features.raw_features)(data.states))
-    pols = {name: policies.make_policy(name) for name in ("optimal_dp", "local", "greedy", "random")}
+    pols = {name: policies.make_policy(name, scenario=SCENARIO)
+            for name in ("optimal_dp", "local", "greedy", "random")}
     student = _model()
     pols["student"] = policies.model_policy(student, stats)
     whole = evaluate.evaluate_policies(data, pols, jax.random.key(0), batch_size=N)
@@ -47,6 +54,9 @@ def test_evaluate_policies_metrics_and_batching(dataset_dir):
     assert opt["latency_ratio_mean"] == pytest.approx(1.0, abs=1e-6)
     assert opt["latency_ratio_of_means"] == pytest.approx(1.0, abs=1e-6)
     assert opt["accuracy"] == 1.0 and opt["exact_match"] == 1.0 and opt["params"] is None
+    for r in whole.values():  # the chain's objective is its latency; it has no energy
+        assert r["objective_ratio_mean"] == r["latency_ratio_mean"]
+        assert "energy_ratio_mean" not in r and "energy_mean_j" not in r
     assert whole["student"]["params"] == models.count_params(student) > 0
     keys = ("accuracy", "exact_match", "latency_ratio_mean", "latency_ratio_of_means", "latency_mean_s")
     costs = jax.jit(cost.stage_costs)(data.states)
@@ -78,6 +88,12 @@ def test_markdown_table():
     assert lines[0].startswith("| policy | params |") and len(lines) == 4
     assert lines[2] == "| local | - | 0.5000 | 0.2500 | 1.5000 | 1.2500 |"
     assert "| s | 12,345 |" in lines[3]
+    # With energy (dag), the objective and energy ratios too.
+    dag_row = {**row, "objective_ratio_mean": 1.125, "energy_ratio_mean": 2.0, "params": None}
+    lines = evaluate.markdown_table({"greedy": dag_row}).splitlines()
+    assert lines[0] == ("| policy | params | accuracy | exact match | objective ratio (mean) "
+                        "| energy ratio (mean) | latency ratio (mean) | latency ratio of means |")
+    assert lines[2] == "| greedy | - | 0.5000 | 0.2500 | 1.1250 | 2.0000 | 1.5000 | 1.2500 |"
 
 
 def test_evaluate_cli_json(dataset_dir, tmp_path, capsys):
@@ -122,3 +138,162 @@ def test_evaluate_cli_errors(dataset_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["evaluate", "--data", str(tmp_path / "nodata"), "--policies", "local"])
     assert exc.value.code == 2 and "nodata" in capsys.readouterr().err
+
+
+def test_scores_count_only_the_decisions_that_matter():
+    """metrics.scores against numpy, with padding slots (mask False), one of them padding everywhere."""
+    rng = np.random.default_rng(0)
+    n, users, tasks = 64, 2, 4
+    mask = rng.random((n, users, tasks)) < 0.7
+    mask[:, 1, 3] = False
+    label = np.where(mask, rng.integers(0, 3, mask.shape), 0).astype(np.int8)
+    pred = np.where(rng.random(mask.shape) < 0.6, label, rng.integers(0, 3, mask.shape)).astype(np.int8)
+    value, optimal = (Objective(*(rng.uniform(1.0, 2.0, shape).astype(np.float32)
+                                  for shape in ((n,), (n, users), (n, users)))) for _ in range(2))
+    got = jax.jit(metrics.scores)(pred, label, mask, value, optimal)
+    same = pred == label
+    lat, en = value.latency.sum(1, dtype=np.float64), value.energy.sum(1, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # 0 / 0 where a slot is never real
+        per_task = (same & mask).sum(0) / mask.sum(0)
+    want = {"objective_ratio_mean": np.mean(value.value / optimal.value.astype(np.float64)),
+            "latency_ratio_mean": np.mean(lat / optimal.latency.sum(1, dtype=np.float64)),
+            "energy_ratio_mean": np.mean(en / optimal.energy.sum(1, dtype=np.float64)),
+            "accuracy": same[mask].mean(), "exact_match": np.mean(np.all(same | ~mask, axis=(1, 2))),
+            "per_task_accuracy": per_task, "latency_s": value.latency, "energy_j": value.energy}
+    assert set(got) == set(want)
+    for key, v in want.items():
+        np.testing.assert_allclose(got[key], v, rtol=1e-6, err_msg=key)  # NaN where never real
+    assert np.isnan(got["per_task_accuracy"][1, 3]) and 0.0 < float(got["exact_match"]) < 1.0
+    chain = jax.jit(metrics.scores)(pred[:, 0], label[:, 0], None, Objective(value.value, value.value, None),
+                                    Objective(optimal.value, optimal.value, None))
+    assert "energy_ratio_mean" not in chain and float(chain["accuracy"]) == np.mean(same[:, 0])
+
+
+# ------------------------------------------------------------------------------------------ dag scenario
+
+# The system and shard size of tests/test_scenarios.py's dag dataset, and its batch of 16 states for the
+# baselines: the compiled labeling programs and the exact search (~25 s to compile) are shared.
+DAG = DagConfig(tasks=4, users=2, subcarriers=3, w_energy=0.5)
+DAG_N, DAG_SHARD, DAG_BATCH = 400, 100, 16
+DAG_BASELINES = ("local", "edge", "cloud", "random", "greedy", "local_search", "optimal")
+WEIGHTS = ("w_latency", "w_energy", "kappa", "p_tx", "p_rx")
+
+
+@pytest.fixture(scope="module")
+def dag_dir(tmp_path_factory):
+    from offload_jax import dataset
+
+    out = tmp_path_factory.mktemp("dag") / "data"
+    dataset.generate(out, DAG, DAG_N, seed=11, shard_size=DAG_SHARD, progress=False)
+    return out
+
+
+def _decisions(policy, states, key, batch):
+    """A policy's placements, batch by batch with the keys `evaluate_policies` gives them."""
+    decide = policy.fn if policy.host else jax.jit(policy.fn)
+    n = states.cycles.shape[0]
+    return np.concatenate([np.asarray(decide(jax.random.fold_in(key, b),
+                                             jax.tree.map(lambda v, s=s: v[s:s + batch], states)))
+                           for b, s in enumerate(range(0, n, batch))])
+
+
+def _reference_metrics(ds, pred, cfg) -> dict:
+    """The metrics of placements `pred` on `ds` from the slow float64 reference of the SPEC schedule."""
+    arrays = {k: np.asarray(v) for k, v in ds.states._asdict().items()}
+    w = {k: getattr(cfg, k) for k in WEIGHTS}
+    j, lat, en = (np.asarray(v, np.float64) for v in zip(
+        *(ref.objective(ref.sample(arrays, i), pred[i], w) for i in range(len(pred))), strict=True))
+    lat, en = lat.sum(1), en.sum(1)
+    opt_lat, opt_en = ds.latency.sum(1, dtype=np.float64), ds.values["energy"].sum(1, dtype=np.float64)
+    real, same = arrays["cycles"] > 0, pred == ds.label
+    return {"objective_ratio_mean": np.mean(j / ds.objective), "latency_ratio_mean": np.mean(lat / opt_lat),
+            "energy_ratio_mean": np.mean(en / opt_en), "latency_ratio_of_means": lat.sum() / opt_lat.sum(),
+            "latency_mean_s": lat.mean(), "energy_mean_j": en.mean(), "accuracy": same[real].mean(),
+            "exact_match": np.mean(np.all(same | ~real, axis=(1, 2))),
+            "per_task_accuracy": (same & real).sum(0) / real.sum(0)}
+
+
+@pytest.fixture(scope="module")
+def dag_results(dag_dir):
+    from offload_jax import dataset
+
+    ds = dataset.load(dag_dir)
+    pols = {name: policies.make_policy(name, scenario=ds.scenario) for name in DAG_BASELINES}
+    return ds, pols, evaluate.evaluate_policies(ds, pols, jax.random.key(0), batch_size=DAG_BATCH)
+
+
+def test_every_dag_baseline_against_the_reference(dag_results):
+    ds, pols, results = dag_results
+    assert list(results) == list(DAG_BASELINES) and pols["optimal"].host
+    # The exact search returns the labels, whose values every program computes bit for bit.
+    for key in ("objective_ratio_mean", "latency_ratio_mean", "energy_ratio_mean", "latency_ratio_of_means",
+                "accuracy", "exact_match"):
+        assert results["optimal"][key] == 1.0, key
+    assert results["optimal"]["per_task_accuracy"] == np.ones((2, 4)).tolist()
+    for name, r in results.items():
+        pred = _decisions(pols[name], ds.states, jax.random.key(0), DAG_BATCH)
+        for key, want in _reference_metrics(ds, pred, DAG).items():
+            np.testing.assert_allclose(r[key], want, rtol=1e-5, err_msg=f"{name}: {key}")
+        assert r["objective_ratio_mean"] >= 1.0 and r["params"] is None and r["num_states"] == DAG_N, name
+    ratio = {name: r["objective_ratio_mean"] for name, r in results.items()}
+    assert ratio["optimal"] < ratio["local_search"] <= ratio["greedy"] < min(ratio["local"], ratio["random"])
+    with pytest.raises(config.ConfigError, match="batch_size"):
+        evaluate.evaluate_policies(ds, pols, jax.random.key(0), batch_size=0)
+
+
+def test_evaluate_cli_on_dag_data(dag_dir, dag_results, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    argv = ["evaluate", "--data", str(dag_dir), "--policies", "all", "--json", str(out),
+            "--batch-size", str(DAG_BATCH)]
+    assert cli.main(argv) == 0
+    report = json.loads(out.read_text())
+    sizes = (report["scenario"], report["users"], report["tasks"], report["num_states"])
+    assert sizes == ("dag", 2, 4, DAG_N)
+    assert list(report["runs"]) == list(DAG_BASELINES)
+    for name, r in report["runs"].items():
+        for key in ("objective_ratio_mean", "latency_ratio_mean", "energy_ratio_mean", "accuracy",
+                    "exact_match", "latency_ratio_of_means", "per_task_accuracy", "params", "num_states"):
+            assert key in r, (name, key)
+    assert report["runs"] == dag_results[2]  # the library's numbers, through JSON
+    assert "| optimal | - | 1.0000 | 1.0000 | 1.0000 | 1.0000 | 1.0000 | 1.0000 |" in capsys.readouterr().out
+
+
+def test_evaluate_cli_on_dag_data_refuses_other_names_and_chain_runs(dag_dir, dataset_dir, tmp_path, capsys):
+    from offload_jax import dataset
+
+    def error(argv):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["evaluate", "--data", str(dag_dir), *argv])
+        assert exc.value.code == 2
+        return capsys.readouterr().err
+
+    assert error(["--policies", "greedy,optimal_dp"]) == (
+        "offload-jax evaluate: error: --policies: unknown or unsupported ['optimal_dp'] for scenario 'dag'; "
+        "allowed: local, edge, cloud, random, greedy, local_search, optimal\n")
+    chain = dataset.load(dataset_dir)
+    stats = features.compute_stats(jax.jit(features.raw_features)(chain.states))
+    runs.save_run(tmp_path / "chain_student", _model(), stats, SMALL_MODEL, CFG, {"kind": "student"})
+    err = error(["--runs", str(tmp_path / "chain_student")])
+    assert err.count("\n") == 1 and ("run has scenario=chain, tasks=4, subcarriers=3, but the data has "
+                                     "scenario=dag, users=2, tasks=4, subcarriers=3") in err
+
+
+@pytest.mark.slow  # its own programs (file graphs): 2-4 min of compiles on 2 shared cores
+def test_dag_padding_slots_are_not_scored(tmp_path):
+    """On graphs with fewer sub-tasks than slots, accuracy counts the real sub-tasks only."""
+    from offload_jax import dataset
+
+    cfg = DagConfig(tasks=4, users=2, subcarriers=3, topology="file", topology_file=ALIBABA, w_energy=0.5)
+    dataset.generate(tmp_path / "d", cfg, 200, seed=1, progress=False)
+    ds = dataset.load(tmp_path / "d")
+    real = np.asarray(ds.states.cycles) > 0
+    assert not real.all()
+    pols = {name: policies.make_policy(name, scenario=ds.scenario) for name in DAG_BASELINES}
+    results = evaluate.evaluate_policies(ds, pols, jax.random.key(0), batch_size=64)
+    for key in ("objective_ratio_mean", "accuracy", "exact_match"):
+        assert results["optimal"][key] == 1.0, key
+    for name, r in results.items():
+        want = _reference_metrics(ds, _decisions(pols[name], ds.states, jax.random.key(0), 64), cfg)
+        for key, value in want.items():
+            got = np.asarray(r[key], dtype=np.float64)  # None (never real) -> NaN
+            np.testing.assert_allclose(got, value, rtol=1e-5, err_msg=f"{name}: {key}")

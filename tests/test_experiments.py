@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, dataset, evaluate, features, fit, models, policies, runs, splits
+from offload_jax import config, dataset, evaluate, features, fit, models, policies, runs, scenarios, splits
 from offload_jax.scenarios.chain import cost
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -108,7 +108,7 @@ def test_distill_ablation_refuses_bad_flags(scripts, tiny_run, tmp_path, capsys)
 def test_pinned_sweep_scores_every_policy(scripts, tmp_path):
     compare, _ = scripts
     names = ("local", "greedy", "optimal_dp", "optimal_enumerate")
-    pols = {n: policies.make_policy(n) for n in names}
+    pols = {n: policies.make_policy(n, scenario=scenarios.of(CFG)) for n in names}
     sweep = compare.pinned_sweep(pols, CFG, "backhaul_rate_range", (5e6, 1e8), tmp_path, "bh",
                                  num_states=200, enumerate_states=40, seed0=7)
     assert sweep["x"] == [5e6, 1e8] and sweep["enumerate_states"] == 40
@@ -140,7 +140,8 @@ def test_compare_policies_tiny_end_to_end(scripts, tmp_path):
     assert not (out / "T4").exists()
     for tag, key in (("snr", "mean_snr_db_range"), ("backhaul", "backhaul_rate_range")):
         sweep = report["sweeps"][tag]
-        assert sweep["key"] == key and list(sweep["latency_ratio_mean"]) == list(policies.POLICY_NAMES)
+        assert sweep["key"] == key
+        assert list(sweep["latency_ratio_mean"]) == list(policies.policy_names(scenarios.of(CFG)))
         for name, ratios in sweep["latency_ratio_mean"].items():
             assert len(ratios) == len(sweep["x"]) and min(ratios) >= 1.0 - 1e-6, name
         np.testing.assert_allclose(sweep["latency_ratio_mean"]["optimal_dp"], 1.0, atol=1e-6)

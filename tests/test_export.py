@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, export, export_runtime, features, models
+from offload_jax import config, export, export_runtime, features, models, scenarios
 from offload_jax.scenarios.chain import system
 
 
@@ -49,7 +49,7 @@ def test_numpy_student_equals_jax_student(model_cfg, num_states):
     model, stats = _student(cfg, model_cfg)
     runtime = _runtime(model, stats, model_cfg, cfg)
     states = system.sample(jax.random.key(123), cfg, num_states)
-    packed = np.asarray(system.pack(states))
+    packed = np.asarray(scenarios.of(cfg).pack(states))
     n_in = features.num_inputs(model_cfg.inputs, cfg)
 
     np.testing.assert_allclose(runtime.raw_features(packed), np.asarray(features.raw_features(states, n_in)),
@@ -84,7 +84,7 @@ def test_raw_features_any_size(tasks, subcarriers):
     model = models.PlacementMLP(features.num_features(cfg), (tasks,), model_cfg, rngs=nnx.Rngs(0))
     runtime = _runtime(model, features.compute_stats(features.raw_features(states)), model_cfg, cfg)
     assert runtime.num_features == features.num_features(cfg)
-    np.testing.assert_allclose(runtime.raw_features(np.asarray(system.pack(states))),
+    np.testing.assert_allclose(runtime.raw_features(np.asarray(scenarios.of(cfg).pack(states))),
                                np.asarray(features.raw_features(states)), rtol=1e-5, atol=1e-5)
 
 
@@ -117,15 +117,16 @@ def test_runtime_imports_no_jax():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_packed_layout_matches_system_pack():
+def test_packed_layout_matches_scenario_pack():
     cfg = config.SystemConfig(tasks=6, subcarriers=5)
+    scenario = scenarios.of(cfg)
     runtime = _runtime(*_student(cfg, config.STUDENT_MODEL), config.STUDENT_MODEL, cfg)
-    assert runtime.packed_size == system.packed_size(cfg)
+    assert runtime.packed_size == scenario.packed_size
     states = jax.tree.map(lambda a: a[:3], system.sample(jax.random.key(5), cfg, 2_000))
-    packed = np.asarray(system.pack(states))
+    packed = np.asarray(scenario.pack(states))
     np.testing.assert_array_equal(packed[:, runtime.slices["cloud_delay"]][:, 0],
                                   np.asarray(states.cloud_delay))
-    assert jnp.all(system.unpack(jnp.asarray(packed), cfg).subcarrier_free == states.subcarrier_free)
+    assert jnp.all(scenario.unpack(jnp.asarray(packed)).subcarrier_free == states.subcarrier_free)
 
 
 def test_single_state_path_decides_as_the_batch_path():
@@ -134,7 +135,7 @@ def test_single_state_path_decides_as_the_batch_path():
     model, stats = _student(cfg, config.STUDENT_MODEL, seed=3)
     runtime = _runtime(model, stats, config.STUDENT_MODEL, cfg)
     assert runtime._one is not None  # the fast path is the one under test
-    packed = np.asarray(system.pack(system.sample(jax.random.key(9), cfg, 500)))
+    packed = np.asarray(scenarios.of(cfg).pack(system.sample(jax.random.key(9), cfg, 500)))
     batch = runtime(packed)
     one_by_one = np.stack([runtime(v) for v in packed])
     np.testing.assert_array_equal(one_by_one, batch)

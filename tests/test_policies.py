@@ -16,7 +16,10 @@ from offload_jax.scenarios.chain import cost, system
 # The policy, DROO and evaluation tests share this system and batches of N states, so the
 # compiled programs (keyed by function and shape) are reused within one pytest process.
 CFG = config.SystemConfig(tasks=4, subcarriers=3)
+SCENARIO = scenarios.of(CFG)
 N = 256
+CHAIN_BASELINES = ["local", "edge", "cloud", "random", "greedy", "optimal_dp", "optimal_enumerate"]
+DAG_BASELINES = ["local", "edge", "cloud", "random", "greedy", "local_search", "optimal"]
 
 
 @functools.cache
@@ -60,13 +63,18 @@ def _all_policies():
 
     runs = {name: _Run(seed=i) for i, name in enumerate(("teacher", "student_kd", "student_ce"))}
     runs["droo"] = _Run(kind="droo", seed=7, droo_cfg=droo.DROOConfig())
-    return {name: policies.make_policy(name, cfg=CFG, runs=runs) for name in policies.POLICY_NAMES}
+    return {name: policies.make_policy(name, scenario=SCENARIO, runs=runs)
+            for name in policies.policy_names(SCENARIO)}
+
+
+def _baseline(name, scenario=SCENARIO):
+    return policies.make_policy(name, scenario=scenario)
 
 
 def test_every_policy_returns_valid_placements():
     states = _states()
     pols = _all_policies()
-    assert tuple(pols) == policies.POLICY_NAMES
+    assert list(pols) == [*CHAIN_BASELINES, *policies.LEARNED_NAMES]
     for name, pol in pols.items():
         x = jax.jit(pol.fn)(jax.random.key(1), states)
         assert x.shape == (N, CFG.tasks) and x.dtype == jnp.int8, name
@@ -78,6 +86,7 @@ def test_every_policy_returns_valid_placements():
             assert pol.params > 0
         else:
             assert pol.params is None
+        assert not pol.host
 
 
 @jax.jit
@@ -97,9 +106,12 @@ def test_optimal_policies_equal_dataset_labels(tmp_path):
     dataset.generate(tmp_path / "ds", CFG, N, seed=3, solver="enumerate", progress=False)
     ds = dataset.load(tmp_path / "ds")
     for name in ("optimal_dp", "optimal_enumerate"):
-        x = jax.jit(policies.make_policy(name).fn)(jax.random.key(0), ds.states)
+        x = jax.jit(_baseline(name).fn)(jax.random.key(0), ds.states)
         np.testing.assert_array_equal(np.asarray(x), ds.label, err_msg=name)
     np.testing.assert_array_equal(_brute_force(ds.states), ds.label)
+
+
+HAND = scenarios.of(config.SystemConfig(tasks=3, subcarriers=1))
 
 
 def _hand_state(cycles, data_bits, f, rate_up, rate_down, backhaul, tau):
@@ -122,13 +134,13 @@ def test_greedy_on_a_hand_built_state():
     #                         cloud 1e5/1e6 + 0.1 + 1e8/1e10 = 0.21                   -> edge
     # t=2 from edge, D=5e6:   local 5e6/2e6 + 4e10/1e9 = 42.5;  edge 0 + 4e10/4e9 = 10;
     #                         cloud 5e6/1e6 + 0.1 + 4e10/1e10 = 9.1                   -> cloud
-    x = jax.jit(policies.greedy_policy)(None, state)
+    x = jax.jit(_baseline("greedy", HAND).fn)(None, state)
     np.testing.assert_array_equal(np.asarray(x), [[1, 1, 2]])
     # Its latency adds the return hop it ignored: 1e6*(1/1e6 + 1/2e6) + 0.1 = 1.6, total 12.225 s.
     np.testing.assert_allclose(jax.jit(cost.latency)(state, x), [1.5 + 0.025 + 9.1 + 1.6], rtol=1e-6)
     # Myopia costs: going to the cloud at t=1 (0.21) keeps the 5e6 bits off the backhaul:
     # (edge, cloud, cloud) = 1.5 + 0.21 + (0 + 4e10/1e10) + 1.6 = 7.31 s, which is the optimum.
-    best = jax.jit(policies.optimal_dp)(None, state)
+    best = jax.jit(_baseline("optimal_dp", HAND).fn)(None, state)
     np.testing.assert_array_equal(np.asarray(best), [[1, 2, 2]])
     np.testing.assert_allclose(jax.jit(cost.latency)(state, best), [7.31], rtol=1e-6)
 
@@ -137,7 +149,7 @@ def test_greedy_ties_go_to_the_lowest_label():
     # No data, no work: local and edge cost 0 at every step, the cloud costs tau -> all local.
     state = _hand_state(cycles=[0.0, 0.0, 0.0], data_bits=[0.0] * 4, f=(1e9, 2e9, 3e9),
                         rate_up=1e6, rate_down=1e6, backhaul=1e6, tau=0.1)
-    np.testing.assert_array_equal(np.asarray(jax.jit(policies.greedy_policy)(None, state)), [[0, 0, 0]])
+    np.testing.assert_array_equal(np.asarray(jax.jit(_baseline("greedy", HAND).fn)(None, state)), [[0, 0, 0]])
 
 
 def _greedy_reference(s):
@@ -157,7 +169,7 @@ def _greedy_reference(s):
 
 def test_greedy_matches_slow_reference():
     states = _states(N)
-    x = np.asarray(jax.jit(policies.greedy_policy)(None, states))
+    x = np.asarray(jax.jit(_baseline("greedy").fn)(None, states))
     for i in range(N):
         s = {k: v[i] for k, v in states._asdict().items()}
         ref, last_costs = _greedy_reference(s)
@@ -169,14 +181,14 @@ def test_greedy_matches_slow_reference():
 def test_fixed_site_policies():
     states = _states()
     for name, site in (("local", 0), ("edge", 1), ("cloud", 2)):
-        x = policies.make_policy(name)(None, states)
+        x = _baseline(name)(None, states)
         assert x.dtype == jnp.int8
         np.testing.assert_array_equal(np.asarray(x), np.full((N, CFG.tasks), site, np.int8))
 
 
 def test_random_is_deterministic_per_key_and_uniform():
     states = _states()
-    pol = jax.jit(policies.make_policy("random").fn)
+    pol = jax.jit(_baseline("random").fn)
     a, b = np.asarray(pol(jax.random.key(0), states)), np.asarray(pol(jax.random.key(0), states))
     c = np.asarray(pol(jax.random.key(1), states))
     np.testing.assert_array_equal(a, b)
@@ -197,23 +209,40 @@ def test_learned_policy_is_argmax_of_logits():
 
 def test_packed_policy_equals_direct():
     states = _states()
-    vec = jax.jit(system.pack)(states)
+    vec = jax.jit(SCENARIO.pack)(states)
     for name in ("greedy", "random"):
-        pol = policies.make_policy(name)
-        np.testing.assert_array_equal(jax.jit(policies.packed(pol, CFG))(jax.random.key(1), vec),
+        pol = _baseline(name)
+        np.testing.assert_array_equal(jax.jit(policies.packed(pol, SCENARIO))(jax.random.key(1), vec),
                                       jax.jit(pol.fn)(jax.random.key(1), states))
 
 
 def test_make_policy_errors():
-    with pytest.raises(ConfigError, match="unknown policy 'best'"):
-        policies.make_policy("best")
+    dag = scenarios.make("dag", {"tasks": 4, "users": 2, "subcarriers": 3})
+    with pytest.raises(ConfigError, match="unknown policy 'best' for scenario 'chain'; allowed: local, edge"):
+        policies.make_policy("best", scenario=SCENARIO)
+    with pytest.raises(ConfigError, match="unknown policy 'optimal_dp' for scenario 'dag'; allowed: local, "
+                                          "edge, cloud, random, greedy, local_search, optimal, teacher"):
+        policies.make_policy("optimal_dp", scenario=dag)
     with pytest.raises(ConfigError, match="needs a trained run"):
-        policies.make_policy("teacher")
-    with pytest.raises(ConfigError, match="run has tasks=4, subcarriers=3, but the data has tasks=5"):
-        policies.make_policy("teacher", cfg=config.SystemConfig(tasks=5, subcarriers=3),
+        policies.make_policy("teacher", scenario=SCENARIO)
+    with pytest.raises(ConfigError, match="policy 'teacher': run has scenario=chain, tasks=4, subcarriers=3, "
+                                          "but the data has scenario=chain, tasks=5, subcarriers=3"):
+        policies.make_policy("teacher", scenario=scenarios.make("chain", {"tasks": 5, "subcarriers": 3}),
                              runs={"teacher": _Run()})
+    with pytest.raises(ConfigError, match="run has scenario=chain, tasks=4, subcarriers=3, "
+                                          "but the data has scenario=dag, users=2, tasks=4, subcarriers=3"):
+        policies.make_policy("teacher", scenario=dag, runs={"teacher": _Run()})
     with pytest.raises(ConfigError, match="kind 'droo'"):
-        policies.make_policy("droo", runs={"droo": _Run()})
+        policies.make_policy("droo", scenario=SCENARIO, runs={"droo": _Run()})
     with pytest.raises(ConfigError, match="allowed"):
-        policies.parse_policy_names("local,teacher")
-    assert policies.parse_policy_names("all") == list(policies.BASELINE_NAMES)
+        policies.parse_policy_names("local,teacher", SCENARIO)
+    assert policies.parse_policy_names("all", SCENARIO) == CHAIN_BASELINES
+    assert policies.parse_policy_names("all", SCENARIO, learned=True) == [*CHAIN_BASELINES,
+                                                                         *policies.LEARNED_NAMES]
+    assert policies.parse_policy_names("all", dag) == DAG_BASELINES
+    assert policies.parse_policy_names(" greedy,optimal ", dag) == ["greedy", "optimal"]
+    with pytest.raises(ConfigError, match=r"--policies: unknown or unsupported \['optimal_dp'\] for scenario "
+                                          "'dag'; allowed: local, edge, cloud, random, greedy, local_search, "
+                                          "optimal$"):
+        policies.parse_policy_names("greedy,optimal_dp", dag)
+    assert policies.make_policy("optimal", scenario=dag).host

@@ -2,7 +2,7 @@
 
 import json
 
-from offload_jax import cli, policies
+from offload_jax import cli, policies, scenarios
 
 
 def test_quickstart_tiny_end_to_end(tmp_path, capsys):
@@ -10,7 +10,7 @@ def test_quickstart_tiny_end_to_end(tmp_path, capsys):
     assert cli.main(["quickstart", "--out", str(out), "--tiny", "--no-progress"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["tasks"] == 4
-    assert list(report["policies"]) == list(policies.POLICY_NAMES)
+    assert list(report["policies"]) == list(policies.policy_names(scenarios.make("chain")))
     for name, p in report["policies"].items():
         assert p["latency_ratio_mean"] >= 1.0 - 1e-6, name
         assert p["decision_us_p50"] > 0, name

@@ -31,6 +31,11 @@ def test_interface_shapes_objective_and_baselines(scenario):
     for name, (shape, dtype) in scenario.state_shapes().items():
         assert getattr(state, name).shape == (16, *shape) and getattr(state, name).dtype == dtype, name
     assert scenario.result_shapes()["label"][0] == scenario.decision_shape
+    back = scenario.unpack(scenario.pack(state))  # packed vectors hold states exactly
+    assert scenario.pack(state).shape == (16, scenario.packed_size)
+    for name in state._fields:
+        assert getattr(back, name).dtype == getattr(state, name).dtype, name
+        np.testing.assert_array_equal(np.asarray(getattr(back, name)), np.asarray(getattr(state, name)))
     local = scenario.fixed(0, 16)
     obj = scenario.objective(params, state, local)
     assert obj.value.shape == (16,) and np.all(np.isfinite(np.asarray(obj.value)))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from reference import spec_rates
 
+from offload_jax import scenarios
 from offload_jax.config import SystemConfig
 from offload_jax.scenarios import sampling
 from offload_jax.scenarios.chain import system
@@ -183,10 +184,11 @@ def test_all_none_free_fallback_picks_one_carrier_uniformly():
 def test_pack_unpack_round_trip_is_exact():
     cfg = ODD
     state = _state(cfg, N, 0)
-    vec = system.pack(state)
-    assert vec.shape == (N, system.packed_size(cfg)) and vec.dtype == jnp.float32
-    assert system.packed_size(cfg) == 4 + 5 + 1 + 1 + 1 + 1 + 5 + 5 + 1 + 1 + 1 + 1
-    back = system.unpack(vec, cfg)
+    scenario = scenarios.of(cfg)
+    vec = scenario.pack(state)
+    assert vec.shape == (N, scenario.packed_size) and vec.dtype == jnp.float32
+    assert scenario.packed_size == 4 + 5 + 1 + 1 + 1 + 1 + 5 + 5 + 1 + 1 + 1 + 1
+    back = scenario.unpack(vec)
     for name in system.STATE_FIELDS:
         a, b = np.asarray(getattr(state, name)), np.asarray(getattr(back, name))
         assert a.dtype == b.dtype and a.shape == b.shape, name

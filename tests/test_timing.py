@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, export, export_runtime, features, models, policies, timing
+from offload_jax import config, export, export_runtime, features, models, policies, scenarios, timing
 from offload_jax import runs as run_dirs
 from offload_jax.droo import DROOConfig
 from offload_jax.scenarios.chain import system
 
 CFG = config.SystemConfig(tasks=4, subcarriers=3)
+SCENARIO = scenarios.of(CFG)
+# tests/test_scenarios.py's dag system: its sampler at 16 states is compiled once.
+DAG = scenarios.make("dag", {"tasks": 4, "users": 2, "subcarriers": 3, "w_energy": 0.5})
 SMALL = config.ModelConfig(hidden=(16, 16), activation="gelu", norm="layer")
 
 
@@ -40,17 +43,27 @@ def states():
     return system.sample(jax.random.key(1), CFG, 64)
 
 
-@pytest.mark.parametrize("name", policies.POLICY_NAMES)
+@pytest.mark.parametrize("name", policies.policy_names(SCENARIO))
 def test_compiled_batch1_packed_policy_decides_as_the_policy(name, runs, states):
     """The timed program (packed vector, batch 1, BATCH1_COMPILER_OPTIONS) == the policy on states."""
-    policy = jax.jit(policies.make_policy(name, cfg=CFG, runs=runs).fn)
+    policy = jax.jit(policies.make_policy(name, scenario=SCENARIO, runs=runs).fn)
+    _check_batch1_program(SCENARIO, policy, name, states)
+
+
+@pytest.mark.parametrize("name", ["local", "greedy"])
+def test_compiled_batch1_packed_dag_policy_decides_as_the_policy(name):
+    states = DAG.sample(jax.random.key(1), DAG.params, jnp.arange(16, dtype=jnp.uint32))
+    _check_batch1_program(DAG, jax.jit(policies.make_policy(name, scenario=DAG).fn), name, states)
+
+
+def _check_batch1_program(scenario, policy, name, states):
     key = jax.random.key(3)
-    vecs = system.pack(states)
-    one = timing.compile_packed(policy, CFG, key, vecs[0])
+    vecs = scenario.pack(states)
+    one = timing.compile_packed(policy, scenario, key, vecs[0])
     batch = np.asarray(policy(key, states))
-    for i in range(0, 64, 9):
+    for i in range(0, states.cycles.shape[0], 9):
         got = np.asarray(one(jax.random.key_data(key), vecs[i]))
-        assert got.dtype == np.int8 and got.shape == (CFG.tasks,)
+        assert got.dtype == np.int8 and got.shape == scenario.decision_shape
         if name == "random":  # its draws depend on the batch shape: compare with a batch of one state
             np.testing.assert_array_equal(got, np.asarray(policy(key, jax.tree.map(lambda a, i=i: a[i:i + 1],
                                                                                    states)))[0])
@@ -95,17 +108,55 @@ def test_decision_benchmark_smoke(runs):
     st = runs["student_kd"]
     np.savez(buf, **export.student_arrays(st.model, st.stats, st.model_cfg, st.system))
     buf.seek(0)
-    fns = {n: policies.make_policy(n, cfg=CFG, runs=runs).fn for n in ("local", "student_kd")}
-    result = timing.decision_benchmark(fns, CFG, calls=30, batch=16, batch_reps=2, rounds=3,
+    pols = {n: policies.make_policy(n, scenario=SCENARIO, runs=runs) for n in ("local", "student_kd")}
+    result = timing.decision_benchmark(pols, SCENARIO, calls=30, batch=16, batch_reps=2, rounds=3,
                                        numpy_student=export_runtime.StudentPolicy(buf), progress=False)
     assert result["tasks"] == CFG.tasks and result["identity"]["calls"] == 30
+    assert (result["scenario"], result["decision_shape"]) == ("chain", [CFG.tasks])
     assert set(result["policies"]) == {"local", "student_kd"}
+    assert {s["timed_as"] for s in result["policies"].values()} == {"compiled program"}
     for stats in [*result["policies"].values(), result["numpy_student"]]:
         assert stats["calls"] == 30 and 0 < stats["p50_us"] <= stats["p99_us"]
         assert stats["batch_states_per_s"] > 0
     assert result["settings"]["batch1_compiler_options"] == timing.BATCH1_COMPILER_OPTIONS
     assert result["settings"]["timed_call"] in {"returns when done", "block_until_ready"}
     assert len(result["load_avg_1min"]) == 2
+
+
+def _host_greedy():
+    """A host driver standing in for dag's exact search (slow to compile): Python around a compiled
+    program, with numpy output."""
+    greedy = jax.jit(policies.make_policy("greedy", scenario=DAG).fn)
+    return policies.Policy("host_greedy", lambda key, state: np.asarray(greedy(key, state)), host=True)
+
+
+def test_decision_benchmark_times_host_drivers_on_the_packed_vector():
+    pols = {"local": policies.make_policy("local", scenario=DAG), "host_greedy": _host_greedy()}
+    result = timing.decision_benchmark(pols, DAG, calls=20, batch=16, batch_reps=2, rounds=2, progress=False)
+    assert (result["scenario"], result["decision_shape"], result["tasks"]) == ("dag", [2, 4], 4)
+    assert result["policies"]["local"]["timed_as"] == "compiled program"
+    assert result["policies"]["host_greedy"]["timed_as"] == "host driver (Python callable)"
+    for stats in result["policies"].values():
+        assert stats["calls"] == 20 and 0 < stats["p50_us"] <= stats["p99_us"]
+        assert stats["batch_states_per_s"] > 0
+    # The timed call decides from the packed vector as the policy does from the state.
+    states = DAG.sample(jax.random.key(1), DAG.params, jnp.arange(16, dtype=jnp.uint32))
+    vecs = np.asarray(DAG.pack(states))
+    key = jax.random.key(0)
+    want = np.asarray(pols["host_greedy"](key, states))
+    np.testing.assert_array_equal(timing.host_packed(pols["host_greedy"], DAG, key, vecs[3])(), want[3:4])
+    np.testing.assert_array_equal(timing.host_packed(pols["host_greedy"], DAG, key, vecs)(), want)
+
+
+@pytest.mark.slow  # compiles the exact search for 1 and 16 states (~1-2 min on 2 shared cores), times it
+def test_decision_benchmark_times_the_dag_optimum():
+    optimal = policies.make_policy("optimal", scenario=DAG)
+    result = timing.decision_benchmark({"optimal": optimal}, DAG, calls=10, batch=16, batch_reps=2, rounds=2,
+                                       progress=False)
+    assert result["policies"]["optimal"]["timed_as"] == "host driver (Python callable)"
+    states = DAG.sample(jax.random.key(1), DAG.params, jnp.arange(16, dtype=jnp.uint32))
+    one = timing.host_packed(optimal, DAG, jax.random.key(0), np.asarray(DAG.pack(states))[5])()
+    np.testing.assert_array_equal(one, np.asarray(optimal(None, states))[5:6])
 
 
 def test_configure_for_latency_before_and_after_backend_start():

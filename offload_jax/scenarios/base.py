@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,6 +65,7 @@ class Scenario(abc.ABC):
     # Most decisions (sub-task slots per state) each solver accepts, and its default states per call.
     max_decisions: ClassVar[Mapping[str, int]]
     default_batch: ClassVar[Mapping[str, int]]
+    size_keys: ClassVar[tuple[str, ...]]  # the `cfg` keys that fix the state's and the decision's shapes
 
     # ------------------------------------------------------------------ shapes and values
 
@@ -102,6 +104,10 @@ class Scenario(abc.ABC):
     @abc.abstractmethod
     def value_rules(self) -> dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]]:
         """{array: (what its values must be, values -> mask of the good ones)} for dataset reads."""
+
+    def sizes(self) -> dict[str, int]:
+        """{key: value} of `size_keys`: what a trained network's input and output depend on."""
+        return {k: getattr(self.cfg, k) for k in self.size_keys}
 
     def manifest_keys(self) -> dict[str, Any]:
         """The scenario's own manifest keys besides format, num_states, seed, solver, system, shards,
@@ -154,6 +160,26 @@ class Scenario(abc.ABC):
 
     # ------------------------------------------------------------------ shared helpers
 
+    @property
+    def packed_size(self) -> int:
+        """Length of the float32 vector `pack` makes of one state."""
+        return sum(int(np.prod(shape)) for shape, _ in self.state_shapes().values())
+
+    def pack(self, state: Any) -> jax.Array:
+        """States (n, ...) -> (n, packed_size) float32 (the module function `pack`)."""
+        return pack(state)
+
+    def unpack(self, vec: jax.Array) -> Any:
+        """Inverse of `pack`: (n, packed_size) float32 -> states (n, ...). Exact: every field is
+        float32, boolean or a small integer (below 2^24), which float32 holds as it is."""
+        chex.assert_shape(vec, (None, self.packed_size))
+        fields, start = {}, 0
+        for name, (shape, dtype) in self.state_shapes().items():
+            size = int(np.prod(shape))
+            fields[name] = vec[:, start:start + size].reshape((vec.shape[0], *shape)).astype(dtype)
+            start += size
+        return self.state_type(**fields)
+
     def fixed(self, site: int, n: int) -> jax.Array:
         """Every decision of n states on one site."""
         return jnp.full((n, *self.decision_shape), site, jnp.int8)
@@ -168,3 +194,12 @@ class Scenario(abc.ABC):
         ratios = jnp.stack([self.objective(params, state, self.fixed(s, n)).value / value
                             for s in range(NUM_SITES)])
         return counts, jnp.sum(jnp.where(valid[None, :], ratios, 0.0), axis=1)
+
+
+def pack(state: Any) -> jax.Array:
+    """States (n, ...) -> (n, P) float32: one vector per state, its fields flattened in SPEC order (the
+    state NamedTuple's). What an end device holds after measuring: decision benchmarks time every
+    policy from it, so that every policy pays the same input overhead."""
+    n = state.cycles.shape[0]
+    return jnp.concatenate([jnp.reshape(v, (n, -1)).astype(jnp.float32) for v in state], axis=1)
+

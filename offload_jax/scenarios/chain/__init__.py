@@ -88,6 +88,7 @@ class ChainScenario(Scenario):
     # DP is cheap per state and wants large batches; enumeration holds 3^8 latencies per state in
     # flight. Both fit in memory up to solvers.MAX_TASKS (measurements there).
     default_batch: ClassVar[dict[str, int]] = {"dp": 65536, "enumerate": 1024}
+    size_keys: ClassVar[tuple[str, ...]] = ("tasks", "subcarriers")
 
     @property
     def static(self) -> system.ChainStatic:

@@ -15,6 +15,7 @@ import numpy as np
 
 from offload_jax.config import SystemConfig
 from offload_jax.scenarios import sampling
+from offload_jax.scenarios.base import pack  # noqa: F401 (features' import; its one home is scenarios.base)
 
 
 class SystemState(NamedTuple):
@@ -153,10 +154,6 @@ def sample(key: jax.Array, cfg: SystemConfig, n: int) -> SystemState:
     return sample_indices(key, cfg, jnp.arange(n, dtype=jnp.uint32))
 
 
-def num_states(state: SystemState) -> int:
-    return state.cycles.shape[0]
-
-
 def tasks_of(state: SystemState) -> int:
     return state.cycles.shape[-1]
 
@@ -171,30 +168,3 @@ def from_arrays(arrays) -> SystemState:
     if missing:
         raise KeyError(f"state arrays missing fields {missing}")
     return SystemState(**{k: jnp.asarray(arrays[k]) for k in STATE_FIELDS})
-
-
-def packed_size(cfg: SystemConfig) -> int:
-    """Length of the float32 vector `pack` makes of one state."""
-    return sum(int(np.prod(shape)) for shape, _ in state_shapes(cfg).values())
-
-
-def pack(state: SystemState) -> jax.Array:
-    """States (n, ...) -> (n, packed_size) float32: one vector per state, fields in SPEC order.
-
-    This is what an end device holds after measuring; decision benchmarks time
-    policies from this vector so that every policy pays the same input overhead.
-    """
-    n = state.cycles.shape[0]
-    return jnp.concatenate(
-        [jnp.reshape(v, (n, -1)).astype(jnp.float32) for v in state], axis=1)
-
-
-def unpack(vec: jax.Array, cfg: SystemConfig) -> SystemState:
-    """Inverse of `pack` (exact: booleans and small integers survive float32)."""
-    n = vec.shape[0]
-    fields, start = {}, 0
-    for name, (shape, dtype) in state_shapes(cfg).items():
-        size = int(np.prod(shape))
-        fields[name] = vec[:, start:start + size].reshape((n, *shape)).astype(dtype)
-        start += size
-    return SystemState(**fields)

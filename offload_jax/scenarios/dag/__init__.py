@@ -106,6 +106,7 @@ class DagScenario(Scenario):
     # search: placements are numbered in int32 (3^19 < 2^31), and U = 3 x T = 6 is the largest.
     max_decisions: ClassVar[dict[str, int]] = {"bnb": 18, "enumerate": search.MAX_ENUMERATE_DECISIONS}
     default_batch: ClassVar[dict[str, int]] = {"bnb": 4096, "enumerate": 256}
+    size_keys: ClassVar[tuple[str, ...]] = ("users", "tasks", "subcarriers")
 
     @functools.cached_property
     def static(self) -> DagStatic:
