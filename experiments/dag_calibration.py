@@ -16,7 +16,8 @@ Part `settings`: for the configured defaults (`DagConfig()`), the same numbers a
 and U = 2 x T = 4, each with w_energy 0 and 0.5, on layered graphs and on the graphs of a topology file
 (the Alibaba job graphs with at most T sub-tasks, padded to T slots). w_energy is a call-time value too.
 
-Writes OUT/dag_calibration.json (every number, per part; a rerun of one part keeps the other),
+Writes OUT/dag_calibration.json (every number, per part, with latency and energy ratios and standard
+errors; a rerun of one part keeps the other),
 OUT/dag_calibration.md and OUT/calibration.png / OUT/settings.png. Progress goes to stderr.
 """
 
@@ -149,7 +150,7 @@ def measure(bench: Bench, params, n: int, seed: int, batch: int = 1024) -> dict:
     label, real = np.concatenate(labels), np.concatenate(reals)
     j_opt, lat_opt, en_opt = np.concatenate(j_opt), np.concatenate(lat_opt), np.concatenate(en_opt)
     out = {"states": n, "seed": seed, "label_s": round(label_s, 2),
-           "mean_real_tasks": float(real.reshape(n, -1).sum(1).mean() / real.shape[1]),
+           "mean_real_tasks_per_user": float(real.sum() / (n * real.shape[1])),
            "mean_edges": float(np.concatenate(edges).mean()),
            "ccr_median": float(np.median(np.concatenate(ccr))), "shares": _shares(label, real),
            "baselines": {}}
@@ -279,17 +280,16 @@ def markdown(report: dict) -> str:
                  f"edge_bits {_fmt_range(d['edge_bits_range'])}, io_bits {_fmt_range(d['io_bits_range'])}), "
                  f"{settings['states']} states each", "",
                  "`file`: graphs of the topology file with at most T sub-tasks (shares over real "
-                 "sub-tasks; `tasks/T`: mean real sub-tasks over slots).", "",
+                 "sub-tasks; `tasks/user`: mean real sub-tasks per user).", "",
                  f"Machine: {settings['machine']}; load average {settings['load_avg_1min']}; "
                  f"{settings['wall_s']} s.", f"Command: `{settings['command']}`", ""]
         rows = []
         for m in settings["rows"]:
-            rows.append([m["topology"], m["users"], m["tasks"], m["w_energy"], f"{m['mean_real_tasks']:.2f}",
-                         *_share_cells(m), *_ratio_cells(m),
-                         f"{100 * m['baselines']['local_search']['optimal_share']:.0f}%",
-                         f"{m['baselines']['greedy'].get('energy_ratio_mean', float('nan')):.3f}"])
-        head.append(md_table(["graphs", "U", "T", "w_energy", "tasks/T", *[f"{s} %" for s in SITES],
-                              *BASELINES, "ls opt", "greedy E/E*"], rows))
+            rows.append([m["topology"], m["users"], m["tasks"], m["w_energy"],
+                         f"{m['mean_real_tasks_per_user']:.2f}", *_share_cells(m), *_ratio_cells(m),
+                         f"{100 * m['baselines']['local_search']['optimal_share']:.0f}%"])
+        head.append(md_table(["graphs", "U", "T", "w_energy", "tasks/user", *[f"{s} %" for s in SITES],
+                              *BASELINES, "ls opt"], rows))
     return "\n".join(head) + "\n"
 
 
@@ -311,10 +311,11 @@ def plot_sweep(sweep: dict, path: Path) -> None:
     a.set_yticks(y, names)
     a.invert_yaxis()
     a.set_xlabel("optimal labels, % of sub-tasks (dashed: 10% / 90%)")
-    a.legend(loc="lower right", fontsize=8)
-    for name, marker in (("greedy", "o"), ("local_search", "s"), ("random", "x")):
+    a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06 - 1.0 / len(rows)), ncol=3, fontsize=8)
+    for name, marker in (("greedy", "o"), ("local_search", "s")):
         b.plot([m["baselines"][name]["objective_ratio_mean"] for m in rows], y, marker, label=name)
-    b.set_xlabel("mean J / J*")
+    b.axvline(1.0, color="k", lw=0.8)
+    b.set_xlabel("mean J / J* (random and the fixed sites: in the table)")
     b.legend(fontsize=8)
     b.grid(alpha=0.3)
     fig.suptitle(f"dag calibration: T = {sweep['tasks']}, layered, {sweep['states']} states per candidate")
@@ -326,7 +327,7 @@ def plot_settings(settings: dict, path: Path) -> None:
 
     plt = _pyplot()
     rows = settings["rows"]
-    labels = [f"{m['topology'][:4]} U{m['users']}T{m['tasks']} w{m['w_energy']}" for m in rows]
+    labels = [f"{m['topology']} U={m['users']} T={m['tasks']} w_e={m['w_energy']}" for m in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(rows)), 4))
     width = 0.8 / len(BASELINES)
@@ -334,8 +335,12 @@ def plot_settings(settings: dict, path: Path) -> None:
         ax.bar(x + (k - len(BASELINES) / 2 + 0.5) * width,
                [m["baselines"][name]["objective_ratio_mean"] for m in rows], width, label=name)
     ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")
+    ticks = [t for t in (1, 1.1, 1.2, 1.5, 2, 3, 5, 10, 20) if t <= ax.get_ylim()[1]]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
     ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("mean J / J*")
+    ax.set_ylabel("mean J / J* (log scale)")
     ax.legend(fontsize=8, ncol=3)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("dag baselines with the calibrated defaults")
@@ -362,22 +367,18 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads(json_path.read_text()) if json_path.exists() else {}
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
                f"{jax.devices()[0].platform}, jax {jax.__version__}")
-    started = time.perf_counter()
-    load = {"before": load_avg()}
+    command = "python experiments/dag_calibration.py " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
-        if args.part in ("sweep", "all"):
-            report["sweep"] = run_sweep(args)
-        if args.part in ("settings", "all"):
-            report["settings"] = run_settings(args)
+        for part, run in (("sweep", run_sweep), ("settings", run_settings)):
+            if args.part in (part, "all"):
+                started, load = time.perf_counter(), {"before": load_avg()}
+                report[part] = run(args)
+                load["after"] = load_avg()
+                report[part].update(machine=machine, command=command, load_avg_1min=load,
+                                    wall_s=round(time.perf_counter() - started, 1))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    load["after"] = load_avg()
-    command = "python experiments/dag_calibration.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    for part in ("sweep", "settings"):
-        if args.part in (part, "all"):
-            report[part].update(machine=machine, command=command, load_avg_1min=load,
-                                wall_s=round(time.perf_counter() - started, 1))
     atomic.write_json(json_path, report)
     atomic.write_text(out / "dag_calibration.md", markdown(report))
     if "sweep" in report:
