@@ -48,8 +48,9 @@ ALIBABA = "/work/shared/data/alibaba_dags.json"
 BASELINES = ("local", "edge", "cloud", "random", "greedy", "local_search")
 SHAPE_KEYS = ("fat", "density", "jump", "edge_bits_range", "io_bits_range")
 # Candidates of the sweep: the values of SHAPE_KEYS (every key given, so a candidate does not depend on
-# the defaults of the day). Grouped: the previous defaults and the first exploration, per-edge data
-# sizes around a middle setting, device input / result sizes, then the graph's shape.
+# the defaults of the day). Grouped: the previous defaults and the first exploration (per-edge data
+# [4e5, 1e7]), per-edge data sizes around a middle setting, device input / result sizes, then the
+# graph's shape.
 _MID = {"fat": 0.5, "density": 0.5, "jump": 1, "edge_bits_range": (2e5, 6e6), "io_bits_range": (1e5, 4e6)}
 CANDIDATES: tuple[dict, ...] = (
     {"name": "previous", "fat": 0.5, "density": 0.4, "jump": 1, "edge_bits_range": (1e5, 4e6),
@@ -59,7 +60,6 @@ CANDIDATES: tuple[dict, ...] = (
     {**_MID, "name": "mid"},
     {**_MID, "name": "edge_small", "edge_bits_range": (5e4, 2e6)},
     {**_MID, "name": "edge_1e5_4e6", "edge_bits_range": (1e5, 4e6)},
-    {**_MID, "name": "edge_4e5_1e7", "edge_bits_range": (4e5, 1e7)},
     {**_MID, "name": "edge_1e5_1e7", "edge_bits_range": (1e5, 1e7)},
     {**_MID, "name": "edge_large", "edge_bits_range": (1e6, 2e7)},
     {**_MID, "name": "edge_xlarge", "edge_bits_range": (2e6, 4e7)},
