@@ -173,8 +173,8 @@ def test_scores_count_only_the_decisions_that_matter():
 
 # The system and shard size of tests/test_scenarios.py's dag dataset, and its batch of 16 states for the
 # baselines: the compiled labeling programs and the exact search (~25 s to compile) are shared.
-DAG = DagConfig(tasks=4, users=2, subcarriers=3, w_energy=0.5)
-DAG_N, DAG_SHARD, DAG_BATCH = 400, 100, 16
+DAG = DagConfig(tasks=3, users=2, subcarriers=2, w_energy=0.5)
+DAG_N, DAG_SHARD, DAG_BATCH = 300, 100, 16
 DAG_BASELINES = ("local", "edge", "cloud", "random", "greedy", "local_search", "optimal")
 WEIGHTS = ("w_latency", "w_energy", "kappa", "p_tx", "p_rx")
 
@@ -229,7 +229,7 @@ def test_every_dag_baseline_against_the_reference(dag_results):
     for key in ("objective_ratio_mean", "latency_ratio_mean", "energy_ratio_mean", "latency_ratio_of_means",
                 "accuracy", "exact_match"):
         assert results["optimal"][key] == 1.0, key
-    assert results["optimal"]["per_task_accuracy"] == np.ones((2, 4)).tolist()
+    assert results["optimal"]["per_task_accuracy"] == np.ones((2, 3)).tolist()
     for name, r in results.items():
         pred = _decisions(pols[name], ds.states, jax.random.key(0), DAG_BATCH)
         for key, want in _reference_metrics(ds, pred, DAG).items():
@@ -248,7 +248,7 @@ def test_evaluate_cli_on_dag_data(dag_dir, dag_results, tmp_path, capsys):
     assert cli.main(argv) == 0
     report = json.loads(out.read_text())
     sizes = (report["scenario"], report["users"], report["tasks"], report["num_states"])
-    assert sizes == ("dag", 2, 4, DAG_N)
+    assert sizes == ("dag", 2, 3, DAG_N)
     assert list(report["runs"]) == list(DAG_BASELINES)
     for name, r in report["runs"].items():
         for key in ("objective_ratio_mean", "latency_ratio_mean", "energy_ratio_mean", "accuracy",

@@ -192,6 +192,7 @@ def test_dag_dataset_same_bytes_other_batch_size_solver_and_resume(dag_data, tmp
     assert _bytes(tmp_path / "resumed") == _bytes(dag_data)
 
 
+@pytest.mark.slow  # a fresh process compiles the sharded search (~20 s); two processes: test_multiprocess
 def test_dag_dataset_on_four_devices_gives_the_same_bytes(dag_data, tmp_path):
     script = ("import json, sys, jax\n"
               "from offload_jax import dataset\n"

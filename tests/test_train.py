@@ -262,7 +262,7 @@ def test_teacher_inputs_follow_the_teacher_stats():
 
 
 def test_cli_rerun_of_finished_run_and_errors(tmp_path, capsys):
-    from offload_jax import cli
+    from offload_jax import cli, dataset
 
     _fit(tmp_path / "r")
     flags = ["--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "r"), "--model", "student",
@@ -272,6 +272,11 @@ def test_cli_rerun_of_finished_run_and_errors(tmp_path, capsys):
     assert exc.value.code == 2 and "no-data" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         cli.main(["distill", *flags[:2], "--out", str(tmp_path / "x"), "--teacher", str(tmp_path / "nope")])
+    assert exc.value.code == 2 and "no-data" in capsys.readouterr().err  # the data is checked first
+    dataset.generate(tmp_path / "data", CFG, 64, seed=0, progress=False)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["distill", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "x"),
+                  "--teacher", str(tmp_path / "nope"), "--no-progress"])
     assert exc.value.code == 2 and "nope" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         cli.main(["distill", *flags[:2], "--out", str(tmp_path / "x"), "--teacher", str(tmp_path / "r"),
