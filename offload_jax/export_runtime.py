@@ -167,9 +167,11 @@ def dag_packed_slices(users: int, tasks: int, subcarriers: int) -> dict[str, sli
 
 def dag_feature_layout(users: int, tasks: int) -> dict[str, tuple[int, int]]:
     """(start, stop) of each block of the dag feature vector: slot features (U*T x per-slot, slot-major,
-    user-major), the adjacency's upper triangle (per user, row-major), user features, shared features."""
+    user-major), the adjacency's upper triangle (per user, row-major), log(1 + bits) of every edge on that
+    triangle (0 where no edge; same order), user features, shared features."""
     blocks = [("slots", users * tasks * len(DAG_SLOT_FEATURES)),
               ("adjacency", users * tasks * (tasks - 1) // 2),
+              ("edge_bits", users * tasks * (tasks - 1) // 2),
               ("users", users * len(DAG_USER_FEATURES)), ("shared", len(DAG_SHARED_FEATURES))]
     out, start = {}, 0
     for name, size in blocks:
@@ -215,6 +217,9 @@ def dag_feature_recipe(users: int, tasks: int, subcarriers: int) -> tuple[np.nda
             terms.append(([(at("adj", u, t, j), one) for j in range(t + 1, t_n)] or [(zero, one)], False))
     for u in range(users):
         terms += [([(at("adj", u, i, j), one)], False) for i in range(t_n) for j in range(i + 1, t_n)]
+    for u in range(users):
+        terms += [([(at("edge_bits", u, i, j), one), (one, one)], True)
+                  for i in range(t_n) for j in range(i + 1, t_n)]
     for u in range(users):
         terms += [([(at(field, u), one)], True) for field in ("f_local", "rate_up", "rate_down")]
     terms += [([(s["f_edge"].start, one)], True), ([(s["f_cloud"].start, one)], True),
@@ -346,10 +351,19 @@ class StudentPolicy:
         self._pool = np.concatenate([np.zeros(p, np.float32), self._consts])
         self._pool_head = self._pool[:p]
 
+    def _refuse(self, packed) -> None:
+        """A packed state of another system: one error naming both sizes."""
+        sizes = f"users={self.users}, tasks={self.tasks}" if self.scenario == "dag" else f"tasks={self.tasks}"
+        raise ValueError(f"the packed state has {np.shape(packed)[-1]} values, but this student was exported "
+                         f"for scenario {self.scenario}, {sizes}, subcarriers={self.subcarriers} "
+                         f"({self.packed_size} values)")
+
     def _z(self, packed: np.ndarray) -> np.ndarray:
         """(..., P) packed states -> (..., F + 1): the raw features in the order z, then a constant 1."""
         x = packed if type(packed) is np.ndarray and packed.dtype == np.float32 else np.asarray(
             packed, dtype=np.float32)
+        if x.shape[-1] != self.packed_size:
+            self._refuse(x)
         if x.ndim == 1:  # one state: the pool lives in a buffer (no concatenation)
             np.copyto(self._pool_head, x)
             pool = self._pool
@@ -432,6 +446,8 @@ class StudentPolicy:
         Single-state calls reuse buffers: one StudentPolicy must not decide from several threads
         at once (give each thread its own)."""
         if self._one is not None and getattr(packed, "ndim", None) == 1:
+            if packed.shape[0] != self.packed_size:
+                self._refuse(packed)
             return self._decide_one(packed)
         x = self.logits(packed).argmax(axis=-1).astype(np.int8)
         if self.scenario == "dag":

@@ -39,7 +39,7 @@ from offload_jax.scenarios.dag.config import DagConfig
 from offload_jax.scenarios.dag.state import DagState
 
 FEATURES_VERSION = "logs+stage-costs/1"
-DAG_FEATURES_VERSION = "dag-recipe/1"
+DAG_FEATURES_VERSION = "dag-recipe/2"  # 2: log(1 + bits) of every edge
 
 
 class FeatureStats(NamedTuple):
