@@ -12,6 +12,8 @@ is ready (checked before timing; else, and with --block, every call ends with bl
 See offload_jax/timing.py.
 
     python benchmarks/bench_decision.py --json runs/bench_decision.json [--runs DIR]
+    python benchmarks/bench_decision.py --json runs/bench_decision_dag.json --scenario dag --tasks 10 \
+        [--users U]
 
 --runs DIR: a quickstart output (DIR/runs/{teacher,student_kd,student_ce,droo}); without it
 the learned policies use freshly initialized weights of the default sizes (decision time
@@ -26,38 +28,40 @@ import tempfile
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from offload_jax import atomic, config, export, export_runtime, features, policies, scenarios, timing
+from offload_jax import atomic, config, export, export_runtime, features, models, policies, scenarios, timing
 from offload_jax import runs as run_dirs
 from offload_jax.droo import DROOConfig
-from offload_jax.scenarios.chain import system
 
 
-def random_runs(cfg: config.SystemConfig, seed: int = 0) -> dict[str, run_dirs.LoadedRun]:
-    states = system.sample(jax.random.key(seed), cfg, 4096)
+def random_runs(scenario, seed: int = 0) -> dict[str, run_dirs.LoadedRun]:
+    """The learned policies with freshly initialized weights of the scenario's default sizes."""
+    cfg = scenario.cfg
+    states = scenario.sample(jax.random.key(seed), scenario.params, jnp.arange(4096, dtype=jnp.uint32))
     stats = features.compute_stats(features.raw_features(states))
+    name = scenario.name
     runs = {}
-    for i, (name, model_cfg) in enumerate([("teacher", config.TEACHER_MODEL),
-                                           ("student_kd", config.STUDENT_MODEL),
-                                           ("student_ce", config.STUDENT_MODEL),
-                                           ("droo", DROOConfig().model)]):
-        in_features = features.num_inputs(model_cfg.inputs, cfg)
-        model = models_init(in_features, cfg.tasks, model_cfg, seed + i)
-        meta = {"kind": "droo", "droo": DROOConfig().to_dict()} if name == "droo" else {"kind": name}
-        runs[name] = run_dirs.LoadedRun(model=model, stats=stats, model_cfg=model_cfg, system=cfg, meta=meta)
+    for i, (run, model_cfg) in enumerate([("teacher", config.DEFAULT_MODELS[name, "teacher"]),
+                                          ("student_kd", config.DEFAULT_MODELS[name, "student"]),
+                                          ("student_ce", config.DEFAULT_MODELS[name, "student"]),
+                                          ("droo", DROOConfig().model)]):
+        model = models_init(cfg, model_cfg, seed + i)
+        meta = {"kind": "droo", "droo": DROOConfig().to_dict()} if run == "droo" else {"kind": run}
+        runs[run] = run_dirs.LoadedRun(model=model, stats=stats, model_cfg=model_cfg, system=cfg, meta=meta)
     return runs
 
 
-def models_init(in_features, tasks, model_cfg, seed):
-    from offload_jax.models import PlacementMLP
-
-    model = PlacementMLP(in_features, (tasks,), model_cfg, rngs=nnx.Rngs(seed))
-    # Nonzero biases, as after training (XLA would drop an add of constant zeros).
-    for i, layer in enumerate([*model.layers, model.head]):
-        key = jax.random.fold_in(jax.random.key(seed), i)
-        layer.bias[...] = 0.01 * jax.random.normal(key, layer.bias.shape, layer.bias.dtype)
+def models_init(cfg, model_cfg, seed):
+    """A network of `model_cfg` with nonzero biases, as after training (XLA would drop an add of zeros)."""
+    model = models.build(model_cfg, cfg, rngs=nnx.Rngs(seed))
+    params = nnx.state(model, nnx.Param)
+    leaves, treedef = jax.tree.flatten_with_path(params)
+    new = [0.01 * jax.random.normal(jax.random.fold_in(jax.random.key(seed), i), v.shape, v.dtype)
+           if "bias" in jax.tree_util.keystr(path) else v for i, (path, v) in enumerate(leaves)]
+    nnx.update(model, jax.tree.unflatten(treedef, new))
     return model
 
 
@@ -65,11 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", required=True, help="output JSON path")
     ap.add_argument("--runs", help="quickstart output dir holding runs/{teacher,student_kd,student_ce,droo}")
+    ap.add_argument("--scenario", default="chain", choices=sorted(scenarios.SCENARIOS),
+                    help="without --runs: the scenario whose default system is timed")
     ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--users", type=int, default=1, help="dag only: users sharing the edge")
     ap.add_argument("--calls", type=int, default=2000, help="timed batch-1 calls per policy (>= 2000)")
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--policies", default="all",
-                    help="comma-separated subset of the chain's policies (baselines and learned), or 'all'")
+                    help="comma-separated subset of the scenario's policies (baselines, learned) or 'all'")
+    ap.add_argument("--batch-reps", type=int, default=20,
+                    help="timed calls of the batch-throughput measurement")
     ap.add_argument("--rounds", type=int, default=400,
                     help="interleaved timing rounds (short blocks: this VM's speed drifts within seconds)")
     ap.add_argument("--jax-defaults", action="store_true",
@@ -87,8 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = runs["student_kd"].system
         weights = f"trained ({args.runs})"
     else:
-        cfg = config.SystemConfig(tasks=args.tasks).validate()
-        runs = random_runs(cfg)
+        sizes = {"tasks": args.tasks, **({"users": args.users} if args.scenario == "dag" else {})}
+        try:
+            scenario = scenarios.make(args.scenario, sizes)
+        except config.ConfigError as exc:
+            ap.error(str(exc))
+        cfg = scenario.cfg
+        runs = random_runs(scenario)
         weights = "freshly initialized (decision time does not depend on the values)"
     scenario = scenarios.of(cfg)
     names = policies.parse_policy_names(args.policies, scenario, learned=True)
@@ -100,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(path, **arrays)
         numpy_student = export_runtime.StudentPolicy(path)
     result = timing.decision_benchmark(pols, scenario, calls=args.calls, batch=args.batch,
+                                       batch_reps=args.batch_reps,
                                        numpy_student=numpy_student, rounds=args.rounds,
                                        batch1_options=batch1_options, block=args.block)
     result["weights"] = weights
