@@ -2,19 +2,9 @@
 
 import subprocess
 import sys
-import tempfile
 import textwrap
 
-import jax
 import pytest
-
-# One XLA compilation per distinct program for the whole run: the dag tests build the same search and
-# schedule programs (same shapes) from many tests and fresh closures; the persistent cache, in a
-# directory of this run only, turns their repeats into cache hits.
-_CACHE = tempfile.mkdtemp(prefix="offload-jax-test-xla-cache-")
-jax.config.update("jax_compilation_cache_dir", _CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 _HOLDER = textwrap.dedent("""
     import sys, time
