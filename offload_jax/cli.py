@@ -231,10 +231,12 @@ def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: boo
     p.add_argument("--clip-norm", type=float, default=1.0, help="global gradient-norm clipping")
     if sweep:
         p.add_argument("--latency-weight", type=float, default=1.0,
-                       help="weight of the latency-aware term E[latency]/optimal in the 'latency' variant")
+                       help="weight of the objective-aware term (chain: E[latency]/optimal, exact; dag: "
+                            "E[J]/J*, sampled) in the 'latency' variant")
     else:
         p.add_argument("--latency-weight", type=float, default=0.0,
-                       help="weight of the latency-aware term E[latency]/optimal (default 0: off)")
+                       help="weight of the objective-aware term (chain: E[latency]/optimal, exact; dag: "
+                            "E[J]/J* over sampled placements; default 0: off)")
     p.add_argument("--holdout", type=int, default=None, metavar="N",
                    help="held-out states at the end of --data (default min(5%%, 50000))")
     p.add_argument("--val-data", default=None, metavar="DIR", help="held-out dataset instead of --holdout")
@@ -323,8 +325,9 @@ def _cmd_train(args) -> int:
 def _add_distill(sub) -> None:
     p = sub.add_parser("distill", help="distill a teacher run into a student",
                        description="Train a student on alpha * CE(labels) + (1 - alpha) * T^2 * "
-                                   "KL(teacher/T || student/T) [+ latency term]; teacher logits are computed "
-                                   "inside the jitted step.")
+                                   "KL(teacher/T || student/T) [+ objective-aware term: the chain's exact "
+                                   "expected latency, the dag's sampled expected J]; the teacher's logits on "
+                                   "the training split are computed once, before the first step.")
     _add_training_flags(p, model_default="student", steps_default=20_000)
     _add_run_flags(p)
     p.add_argument("--teacher", required=True, metavar="RUN", help="trained teacher run directory")
@@ -397,8 +400,10 @@ def _add_quickstart(sub) -> None:
                                    "learning baselines, evaluate every policy, benchmark decision latency; "
                                    "writes DIR/report.json, DIR/report.md and PNG plots. Resumable.")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--scenario", default="chain", metavar="NAME",
+                   help="chain (the paper's reproduction, default) or dag (T=10 layered task graphs)")
     p.add_argument("--tiny", action="store_true",
-                   help="a seconds-long setting (T=4, tiny data) for smoke tests")
+                   help="a seconds-long setting (tiny graphs and data) for smoke tests")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--train-states", type=int, default=None, metavar="N")
     p.add_argument("--teacher-steps", type=int, default=None, metavar="N")
@@ -412,7 +417,9 @@ def _cmd_quickstart(args) -> int:
 
     from offload_jax import quickstart  # noqa: PLC0415
 
-    qcfg = quickstart.TINY if args.tiny else quickstart.QuickstartConfig()
+    if (args.scenario, args.tiny) not in quickstart.PRESETS:
+        raise ConfigError(f"--scenario must be one of chain, dag, got {args.scenario!r}")
+    qcfg = quickstart.PRESETS[args.scenario, args.tiny]
     overrides = {k: v for k, v in (("seed", args.seed), ("train_states", args.train_states),
                                    ("teacher_steps", args.teacher_steps),
                                    ("student_steps", args.student_steps)) if v is not None}

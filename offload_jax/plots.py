@@ -83,3 +83,27 @@ def line_chart(x: list, series: Mapping[str, list[float]], path: str | os.PathLi
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     return save_png(fig, path, dpi=dpi)
+
+
+def quality_time_plane(points: Mapping[str, tuple[float, float]], path: str | os.PathLike, *, xlabel: str,
+                       ylabel: str, title: str, dpi: int = 120, top: float = 2.0) -> Path:
+    """One labeled point per name at (time, quality), time on a log axis; the dashed line marks the
+    optimum's quality (1). Where learning wins: points low and to the left. Qualities above `top` are
+    drawn on the top edge as triangles, their value in the label (the interesting region stays readable)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    ceiling = min(top, max(y for _, y in points.values()) * 1.02)
+    for name, (x, y) in points.items():
+        clipped = y > ceiling
+        ax.scatter([x], [min(y, ceiling)], s=30, marker="^" if clipped else "o")
+        label = f"{name} ({y:.2f}, off scale)" if clipped else name
+        ax.annotate(label, (x, min(y, ceiling)), textcoords="offset points",
+                    xytext=(4, -10 if clipped else 4), fontsize=8)
+    ax.axhline(1.0, color="gray", ls="--", lw=1)
+    ax.set_ylim(min(0.98, min(y for _, y in points.values()) - 0.02), ceiling + 0.02)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return save_png(fig, path, dpi=dpi)

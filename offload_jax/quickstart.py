@@ -1,9 +1,13 @@
-"""`offload-jax quickstart`: the whole method on a small default, in one command.
+"""`offload-jax quickstart`: the whole method on a small default, in one command, for either scenario.
 
-generate (train + eval datasets) -> train the teacher -> distill the student (KD) ->
-train the same student on labels only -> train DROO -> evaluate every policy on the
-eval dataset -> export the student to numpy -> benchmark decision latency ->
-DIR/report.json, DIR/report.md and PNG plots directly in DIR.
+generate (train + eval datasets) -> train the teacher -> distill the student (KD + the objective-aware
+term) -> train the same student on labels only -> train DROO -> evaluate every policy on the eval
+dataset -> export the student to numpy -> benchmark decision latency -> DIR/report.json,
+DIR/report.md and PNG plots directly in DIR.
+
+`--scenario chain` (the default) is the paper's reproduction; `--scenario dag` the task-graph scenario
+(T = 10, U = 1, layered graphs drawn per state, latency only), where exact search is expensive and
+the quality-time plane (`quality_vs_time.png`) says where learning wins.
 
 Every stage resumes: rerunning the same command after an interruption redoes only
 what is missing (datasets and runs are resumable; the report is rewritten).
@@ -20,21 +24,17 @@ from pathlib import Path
 import jax
 
 from offload_jax import __version__
-from offload_jax.config import (
-    DROO_MODEL,
-    STUDENT_MODEL,
-    TEACHER_MODEL,
-    ConfigError,
-    SystemConfig,
-    TrainConfig,
-)
+from offload_jax.config import DEFAULT_MODELS, DROO_MODEL, ConfigError, ModelConfig, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class QuickstartConfig:
-    """Sizes of the quickstart. The defaults take about 6 minutes on an idle 2-core CPU (364 s measured)."""
+    """Sizes of the quickstart. The chain's defaults take about 6 minutes on an idle 2-core CPU (364 s
+    measured); `DAG` gives the dag scenario's."""
 
+    scenario: str = "chain"
     tasks: int = 10
+    users: int = 1  # dag only
     train_states: int = 200_000  # the last `holdout` of them are the training's held-out split
     holdout: int = 10_000
     eval_states: int = 20_000  # a separate dataset (another seed): what every policy is scored on
@@ -44,29 +44,71 @@ class QuickstartConfig:
     batch_size: int = 1024
     alpha: float = 0.5
     temperature: float = 2.0
-    # The latency-aware term helps the student most (benchmarks/RESULTS.md, "Learning"); student_ce
-    # stays on labels alone, the paper's plain imitation baseline.
-    latency_weight: float = 0.5
+    # Weights of the objective-aware term (chain: exact expected latency; dag: sampled expected J) for the
+    # distilled student and for the teacher; None: the scenario's (OBJECTIVE_WEIGHTS). It helps the chain's
+    # student most (benchmarks/RESULTS.md, "Learning"), and on the dag both networks (RESULTS.md, "dag:
+    # learning"). student_ce stays on labels alone, the paper's plain imitation baseline.
+    latency_weight: float | None = None
+    teacher_latency_weight: float | None = None
     droo_memory: int = 1024
     calls: int = 2000  # timed batch-1 calls per policy
-    teacher_model: object = TEACHER_MODEL
-    student_model: object = STUDENT_MODEL
-    droo_model: object = DROO_MODEL
+    timing_batch: int = 1024  # states per call of the batch-throughput measurement
+    batch_reps: int = 20  # its timed calls per policy
+    teacher_model: ModelConfig | None = None  # None: the scenario's default (config.DEFAULT_MODELS)
+    student_model: ModelConfig | None = None
+    droo_model: ModelConfig = DROO_MODEL
+    # ((key, value), ...): system keys on top of the scenario's defaults (e.g. (("w_energy", 0.5),));
+    # the experiments run the same pipeline on other systems with it
+    system_overrides: tuple[tuple[str, object], ...] = ()
 
     def validate(self) -> QuickstartConfig:
-        for name in ("tasks", "train_states", "eval_states", "teacher_steps", "student_steps",
-                     "batch_size", "calls", "holdout"):
+        from offload_jax import scenarios  # noqa: PLC0415
+
+        if self.scenario not in scenarios.SCENARIOS:
+            raise ConfigError(f"scenario must be one of {list(scenarios.SCENARIOS)}, got {self.scenario!r}")
+        for name in ("tasks", "users", "train_states", "eval_states", "teacher_steps", "student_steps",
+                     "batch_size", "calls", "holdout", "timing_batch", "batch_reps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.scenario == "chain" and self.users != 1:
+            raise ConfigError(f"users is a dag key: the chain has one user, got users={self.users}")
         if self.holdout >= self.train_states:
             raise ConfigError(f"holdout ({self.holdout}) must be < train_states ({self.train_states})")
         return self
 
+    def system(self):
+        """The scenario with its default system at these sizes."""
+        from offload_jax import scenarios  # noqa: PLC0415
 
-# A setting small enough for the test suite (seconds of training, not minutes).
+        sizes = {"tasks": self.tasks}
+        if self.scenario == "dag":
+            sizes["users"] = self.users
+        return scenarios.make(self.scenario, {**dict(self.system_overrides), **sizes})
+
+    def objective_weight(self, role: str) -> float:
+        """The weight of the objective-aware term for the "teacher" or the distilled "student"."""
+        chosen = self.teacher_latency_weight if role == "teacher" else self.latency_weight
+        return OBJECTIVE_WEIGHTS[self.scenario, role] if chosen is None else chosen
+
+    def model(self, role: str) -> ModelConfig:
+        """The teacher's or the student's network: the configured one, or the scenario's default."""
+        chosen = self.teacher_model if role == "teacher" else self.student_model
+        return chosen or DEFAULT_MODELS[self.scenario, role]
+
+
+# (scenario, role) -> weight of the objective-aware term when the config leaves it None.
+OBJECTIVE_WEIGHTS = {("chain", "teacher"): 0.0, ("chain", "student"): 0.5,
+                     ("dag", "teacher"): 1.5, ("dag", "student"): 1.0}
+# The dag quickstart: T = 10, U = 1, layered graphs drawn per state, w_energy = 0.
+DAG = QuickstartConfig(scenario="dag", train_states=100_000, holdout=5_000, eval_states=5_000,
+                       teacher_steps=3_000, student_steps=12_000, batch_size=512, calls=1000)
+# Settings small enough for the test suite (seconds of training, not minutes).
 TINY = QuickstartConfig(tasks=4, train_states=3_000, holdout=500, eval_states=500, teacher_steps=60,
                         student_steps=200, batch_size=256, calls=50, droo_memory=256)
+TINY_DAG = dataclasses.replace(TINY, scenario="dag", tasks=3, users=2, eval_states=200, calls=30)
+PRESETS = {("chain", False): QuickstartConfig(), ("chain", True): TINY, ("dag", False): DAG,
+           ("dag", True): TINY_DAG}
 
 
 def _log(msg: str) -> None:
@@ -88,7 +130,8 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
         _log(f"decision latency measured with this process's JAX settings: {exc}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = SystemConfig(tasks=qcfg.tasks).validate()
+    system = qcfg.system()
+    cfg = system.cfg
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -110,21 +153,24 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
     base = TrainConfig(batch_size=qcfg.batch_size, seed=qcfg.seed, eval_every=0)
 
     stage("teacher")
-    fit.fit(runs_dir / "teacher", data, qcfg.teacher_model,
-              dataclasses.replace(base, steps=qcfg.teacher_steps), kind="teacher", progress=progress)
+    fit.fit(runs_dir / "teacher", data, qcfg.model("teacher"),
+            dataclasses.replace(base, steps=qcfg.teacher_steps,
+                                latency_weight=qcfg.objective_weight("teacher")),
+            kind="teacher", progress=progress)
     done("teacher")
     teacher = run_dirs.load_run(runs_dir / "teacher")
 
     stage("student_kd")
     kd_cfg = dataclasses.replace(base, steps=qcfg.student_steps, alpha=qcfg.alpha,
-                                 temperature=qcfg.temperature, latency_weight=qcfg.latency_weight)
-    fit.fit(runs_dir / "student_kd", data, qcfg.student_model, kd_cfg, kind="distill", teacher=teacher,
-              teacher_dir=str(runs_dir / "teacher"), progress=progress)
+                                 temperature=qcfg.temperature,
+                                 latency_weight=qcfg.objective_weight("student"))
+    fit.fit(runs_dir / "student_kd", data, qcfg.model("student"), kd_cfg, kind="distill", teacher=teacher,
+            teacher_dir=str(runs_dir / "teacher"), progress=progress)
     done("student_kd")
 
     stage("student_ce")
-    fit.fit(runs_dir / "student_ce", data, qcfg.student_model,
-              dataclasses.replace(base, steps=qcfg.student_steps), kind="student", progress=progress)
+    fit.fit(runs_dir / "student_ce", data, qcfg.model("student"),
+            dataclasses.replace(base, steps=qcfg.student_steps), kind="student", progress=progress)
     done("student_ce")
     del data
 
@@ -146,33 +192,27 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
     stage("decision latency")
     student_file = export.export_run(runs_dir / "student_kd", out / "student_kd.npz")
     numpy_student = export_runtime.load(student_file)
-    speed = timing.decision_benchmark(pols, scenario, calls=qcfg.calls,
+    speed = timing.decision_benchmark(pols, scenario, calls=qcfg.calls, batch=qcfg.timing_batch,
+                                      batch_reps=qcfg.batch_reps,
                                       numpy_student=numpy_student, seed=qcfg.seed, progress=progress)
     done("decision latency")
 
-    report = _report(qcfg, cfg, quality, speed, runs, seconds, time.perf_counter() - t_all)
+    report = _report(qcfg, system, quality, speed, runs, seconds, time.perf_counter() - t_all)
     _write_outputs(out, report)
     return report
 
 
-def _report(qcfg, cfg, quality, speed, runs, seconds, total_s) -> dict:
+def _report(qcfg, system, quality, speed, runs, seconds, total_s) -> dict:
     pol = {}
     for name, q in quality.items():
         s = speed["policies"][name]
-        pol[name] = {
-            "latency_ratio_mean": q["latency_ratio_mean"],
-            "latency_ratio_of_means": q["latency_ratio_of_means"],
-            "latency_mean_s": q["latency_mean_s"],
-            "accuracy": q["accuracy"],
-            "exact_match": q["exact_match"],
-            "params": q.get("params"),
-            "decision_us_p50": s["p50_us"],
-            "decision_us_p99": s["p99_us"],
-            "batch_states_per_s": s["batch_states_per_s"],
-        }
+        pol[name] = {**{k: v for k, v in q.items() if k not in ("per_task_accuracy", "num_states")},
+                     "decision_us_p50": s["p50_us"], "decision_us_p99": s["p99_us"],
+                     "batch_states_per_s": s["batch_states_per_s"], "timed_as": s.get("timed_as")}
     ns = speed["numpy_student"]
     return {
-        "tasks": cfg.tasks,
+        "scenario": system.name,
+        **system.sizes(),
         "policies": pol,
         "dataset": "data/eval",
         "train_dataset": "data/train",
@@ -183,51 +223,78 @@ def _report(qcfg, cfg, quality, speed, runs, seconds, total_s) -> dict:
         "timing_settings": speed.get("settings"),
         "config": {k: (v.to_dict() if hasattr(v, "to_dict") else v)
                    for k, v in dataclasses.asdict(qcfg).items()},
-        "runs": {n: {"kind": r.meta.get("kind"), "params": r.meta.get("params")} for n, r in runs.items()},
+        "system": system.cfg.to_dict(),
+        "runs": {n: {"path": f"runs/{n}", "kind": r.meta.get("kind"), "params": r.meta.get("params")}
+                 for n, r in runs.items()},
         "seconds": {**seconds, "total": round(total_s, 1)},
         "versions": {"offload_jax": __version__, "jax": jax.__version__},
     }
 
 
+def _quality_key(report: dict) -> tuple[str, str, str]:
+    """(report key, words, plot file) of the quality every table and plot shows: the chain's latency
+    ratio (its objective is latency), the dag's objective ratio J / J*."""
+    if report.get("scenario", "chain") == "chain":
+        return "latency_ratio_mean", "latency ratio", "latency_ratio.png"
+    return "objective_ratio_mean", "objective ratio", "objective_ratio.png"
+
+
+def _title(report: dict) -> str:
+    sizes = ", ".join(f"{k}={report[k]}" for k in ("users", "tasks") if k in report and
+                      (k != "users" or report.get("scenario") == "dag"))
+    return f"{report.get('scenario', 'chain')} scenario, {sizes.replace('tasks', 'T').replace('users', 'U')}"
+
+
 def report_markdown(report: dict) -> str:
-    lines = [f"# offload-jax quickstart (T={report['tasks']})", "",
+    key, words, plot = _quality_key(report)
+    dag = report.get("scenario") == "dag"
+    extra = " | latency ratio | energy ratio" if dag else ""
+    lines = [f"# offload-jax quickstart ({_title(report)})", "",
              f"Policies scored on `{report['dataset']}` (states never seen in training); decision time is "
-             f"batch-1 p50 of the AOT-compiled policy on {report['device']}. Latency ratio = the policy's "
-             "latency over the optimal one, mean of per-state ratios.", "",
-             "| policy | latency ratio | accuracy | exact match | decision p50 (us) | p99 (us) | params |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             f"batch-1 p50 of the AOT-compiled policy on {report['device']} (host drivers: the Python "
+             f"call). {words.capitalize()} = the policy's {'objective J' if dag else 'latency'} over the "
+             "optimal one, mean of per-state ratios.", "",
+             f"| policy | {words}{extra} | accuracy | exact match | decision p50 (us) | p99 (us) | params |",
+             "|---|---:|" + ("---:|---:|" if dag else "") + "---:|---:|---:|---:|---:|"]
     for name, p in report["policies"].items():
         params = "" if p["params"] is None else f"{p['params']:,}"
-        lines.append(f"| {name} | {p['latency_ratio_mean']:.4f} | {p['accuracy']:.4f} | "
+        cols = f" | {p['latency_ratio_mean']:.4f} | {p['energy_ratio_mean']:.4f}" if dag else ""
+        lines.append(f"| {name} | {p[key]:.4f}{cols} | {p['accuracy']:.4f} | "
                      f"{p['exact_match']:.4f} | {p['decision_us_p50']:.1f} | {p['decision_us_p99']:.1f} | "
                      f"{params} |")
     ns = report["numpy_student"]
     lines += ["", f"Exported numpy student (`{ns['file']}`, features included): p50 "
               f"{ns['decision_us_p50']:.1f} us, p99 {ns['decision_us_p99']:.1f} us. Identity floor "
               f"(compiled no-op on the same input): {report['identity_us_p50']:.1f} us.", "",
-              "![latency ratio](latency_ratio.png)", "", "![decision latency](decision_latency.png)", "",
+              f"![{words}]({plot})", "", "![decision latency](decision_latency.png)", "",
+              "![quality vs time](quality_vs_time.png)", "",
               "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()), ""]
     return "\n".join(lines)
 
 
 def _write_outputs(out: Path, report: dict) -> None:
     from offload_jax import atomic
-    from offload_jax.plots import bar_chart
+    from offload_jax.plots import bar_chart, quality_time_plane
 
     pol = report["policies"]
-    bar_chart({n: p["latency_ratio_mean"] for n, p in pol.items()}, out / "latency_ratio.png",
-              ylabel="latency / optimal (mean of per-state ratios)", reference=1.0,
-              title=f"Decision quality, T={report['tasks']} (lower is better)")
+    key, words, plot = _quality_key(report)
+    quality = {n: p[key] for n, p in pol.items()}
+    bar_chart(quality, out / plot, ylabel=f"{words} (mean of per-state ratios)", reference=1.0,
+              title=f"Decision quality, {_title(report)} (lower is better)")
     times = {n: p["decision_us_p50"] for n, p in pol.items()}
     times["student (numpy)"] = report["numpy_student"]["decision_us_p50"]
     times["identity floor"] = report["identity_us_p50"]
     bar_chart(times, out / "decision_latency.png", ylabel="batch-1 decision time p50 (us)", log=True,
               title="Time to decide (log scale, lower is better)")
+    quality_time_plane({n: (times[n], quality[n]) for n in pol}, out / "quality_vs_time.png",
+                       xlabel="batch-1 decision time p50 (us, log)", ylabel=words,
+                       title=f"Quality vs time to decide, {_title(report)} (lower left is better)")
     atomic.write_json(out / "report.json", report)
     atomic.write_text(out / "report.md", report_markdown(report))
 
 
 def print_table(report: dict) -> None:
     print(report_markdown(report).split("\n\nExported")[0].split("\n", 4)[4])
-    print(f"(report: report.json, report.md, latency_ratio.png, decision_latency.png; "
+    plot = _quality_key(report)[2]
+    print(f"(report: report.json, report.md, {plot}, decision_latency.png, quality_vs_time.png; "
           f"{report['seconds']['total']:.0f} s)")

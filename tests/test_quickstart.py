@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from offload_jax import cli, policies, scenarios
 
 
@@ -26,3 +28,26 @@ def test_quickstart_tiny_end_to_end(tmp_path, capsys):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| student_kd |" in (out / "report.md").read_text()
     assert "| student_kd |" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # compiles every dag policy, the exact search included (~2.5 min on 2 cores)
+def test_quickstart_dag_tiny_end_to_end(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert cli.main(["quickstart", "--scenario", "dag", "--out", str(out), "--tiny", "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (report["scenario"], report["users"], report["tasks"]) == ("dag", 2, 3)
+    scenario = scenarios.make("dag", {"users": 2, "tasks": 3})
+    assert list(report["policies"]) == list(policies.policy_names(scenario))
+    for name, p in report["policies"].items():
+        assert p["objective_ratio_mean"] >= 1.0 - 1e-6 and p["decision_us_p50"] > 0, name
+    assert report["policies"]["optimal"]["objective_ratio_mean"] == 1.0
+    assert report["policies"]["optimal"]["timed_as"].startswith("host driver")
+    fixed = min(report["policies"][n]["objective_ratio_mean"] for n in ("local", "edge", "cloud", "random"))
+    assert report["policies"]["student_kd"]["objective_ratio_mean"] < fixed
+    for name, run in report["runs"].items():
+        assert run["path"] == f"runs/{name}" and (out / run["path"] / "run.json").exists()
+    manifest = json.loads((out / report["dataset"] / "manifest.json").read_text())
+    assert manifest["format"] == "offload-jax-dataset/2" and manifest["scenario"] == "dag"
+    for png in ("objective_ratio.png", "decision_latency.png", "quality_vs_time.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| student_kd |" in (out / "report.md").read_text() and (out / "student_kd.npz").exists()
