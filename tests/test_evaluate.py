@@ -5,6 +5,7 @@ import os
 
 import dag_reference as ref
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -275,7 +276,18 @@ def test_evaluate_cli_on_dag_data_refuses_other_names_and_chain_runs(dag_dir, da
     runs.save_run(tmp_path / "chain_student", _model(), stats, SMALL_MODEL, CFG, {"kind": "student"})
     err = error(["--runs", str(tmp_path / "chain_student")])
     assert err.count("\n") == 1 and ("run has scenario=chain, tasks=4, subcarriers=3, but the data has "
-                                     "scenario=dag, users=2, tasks=4, subcarriers=3") in err
+                                     "scenario=dag, users=2, tasks=3, subcarriers=2") in err
+    # a dag run made for another U (and T): refused, naming both sides
+    other = DagConfig(tasks=4, users=1, subcarriers=2)
+    idx = jnp.arange(64, dtype=jnp.uint32)
+    other_states = scenarios.of(other).sample(jax.random.key(0), other.params(), idx)
+    model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
+    model = models.build(model_cfg, other, rngs=nnx.Rngs(0))
+    stats = features.compute_stats(features.raw_features(other_states))
+    runs.save_run(tmp_path / "dag_student", model, stats, model_cfg, other, {"kind": "student"})
+    err = error(["--runs", str(tmp_path / "dag_student")])
+    assert err.count("\n") == 1 and ("run has scenario=dag, users=1, tasks=4, subcarriers=2, but the data "
+                                     "has scenario=dag, users=2, tasks=3, subcarriers=2") in err
 
 
 @pytest.mark.slow  # its own programs (file graphs): 2-4 min of compiles on 2 shared cores
