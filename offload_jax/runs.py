@@ -10,8 +10,9 @@ left behind by a kill is rebuilt from the checkpoint, and a resumed run continue
 It also records the run's `identity` (`run_identity`), the command a directory holds: `check_run_dir`
 refuses any other command into it.
 
-`save_run` / `load_run` / `predict_logits` are the inference-side API used by
-evaluation, policies and export.
+`save_run` / `load_run` are the inference-side API used by evaluation, policies and export;
+`predict_logits` is the plain one-call inference for users and tests (policies build their own jitted
+decision functions).
 """
 
 from __future__ import annotations
