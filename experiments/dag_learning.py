@@ -55,6 +55,12 @@ def _pipeline(out: Path, name: str, *, users: int = 1, tasks: int = 10, seed: in
     """The quickstart pipeline of one setting into out/name; its report."""
     qcfg = dataclasses.replace(BUDGET, users=users, tasks=tasks, seed=seed,
                                system_overrides=tuple(sorted((overrides or {}).items())))
+    saved = out / name / "report.json"
+    if saved.exists():  # a finished setting of the same budget is not redone (its timings included)
+        report = json.loads(saved.read_text())
+        if report.get("config") == json.loads(json.dumps(quickstart.config_dict(qcfg))):
+            log(SCRIPT, f"{name}: finished before, its report reused")
+            return report
     log(SCRIPT, f"{name}: U={users} T={tasks} seed={seed} {overrides or ''}")
     t0 = time.perf_counter()
     report = quickstart.run(out / name, qcfg, progress=False)
@@ -70,8 +76,11 @@ def _row(report: dict) -> dict:
             for name, p in report["policies"].items()}
 
 
-def part_plane(out: Path) -> dict:
-    return {name: _row(_pipeline(out, name, users=u, tasks=t)) for name, (u, t) in PLANE.items()}
+def part_plane(out: Path, settings: list[str] | None = None, done: dict | None = None) -> dict:
+    """The plane's settings (all, or `settings`), merged into those already `done`."""
+    chosen = settings or list(PLANE)
+    new = {name: _row(_pipeline(out, name, users=PLANE[name][0], tasks=PLANE[name][1])) for name in chosen}
+    return {**(done or {}), **new}
 
 
 def part_seeds(out: Path) -> dict:
@@ -217,7 +226,9 @@ def plots(report: dict, out: Path) -> None:
 
     if "plane" in report:
         settings = list(report["plane"])
-        fig, axes = plt.subplots(1, len(settings), figsize=(3.6 * len(settings), 4.0), sharey=True)
+        fig, axes = plt.subplots(1, len(settings), figsize=(3.6 * len(settings), 4.0), sharey=True,
+                                 squeeze=False)
+        axes = axes[0]
         for ax, setting in zip(axes, settings, strict=True):
             for name in ("greedy", "local_search", "optimal", "teacher", "student_kd", "droo"):
                 p = report["plane"][setting].get(name)
@@ -254,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="experiments/results/dag_learning")
     ap.add_argument("--part", default="all", help=f"comma-separated of {', '.join(PARTS)}, or all")
+    ap.add_argument("--settings", default=None,
+                    help=f"plane only: comma-separated of {', '.join(PLANE)} (default all); merged into the "
+                         "settings OUT already holds. One process per setting keeps a process's compiled "
+                         "programs (and memory maps) few")
     ap.add_argument("--topologies", default=ALIBABA, help="topology file of the real job graphs")
     ap.add_argument("--quickstart", default="experiments/results/quickstart_dag",
                     help="a dag quickstart's output: its runs are also scored on the real job graphs")
@@ -276,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
                    "budget": {k: getattr(BUDGET, k) for k in ("train_states", "holdout", "eval_states",
                                                                "teacher_steps", "student_steps", "calls")},
                    "command": "python experiments/dag_learning.py " + " ".join(argv or sys.argv[1:])})
-    runners = {"plane": part_plane, "seeds": part_seeds, "energy": part_energy, "users": part_users,
+    settings = None if args.settings is None else [x.strip() for x in args.settings.split(",") if x.strip()]
+    if settings and sorted(set(settings) - set(PLANE)):
+        ap.error(f"--settings: unknown {sorted(set(settings) - set(PLANE))}; allowed: {', '.join(PLANE)}")
+    runners = {"plane": lambda o: part_plane(o, settings, report.get("plane")), "seeds": part_seeds,
+               "energy": part_energy, "users": part_users,
                "generalization": lambda o: part_generalization(o, args.topologies, args.quickstart)}
     for part in parts:
         t0 = time.perf_counter()

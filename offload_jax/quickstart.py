@@ -202,6 +202,12 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
     return report
 
 
+def config_dict(qcfg: QuickstartConfig) -> dict:
+    """The config as the report records it (networks as their dicts)."""
+    return {f.name: (getattr(qcfg, f.name).to_dict() if hasattr(getattr(qcfg, f.name), "to_dict")
+                     else getattr(qcfg, f.name)) for f in dataclasses.fields(qcfg)}
+
+
 def _report(qcfg, system, quality, speed, runs, seconds, total_s) -> dict:
     pol = {}
     for name, q in quality.items():
@@ -221,8 +227,7 @@ def _report(qcfg, system, quality, speed, runs, seconds, total_s) -> dict:
         "identity_us_p50": speed["identity"]["p50_us"],
         "device": speed["device"],
         "timing_settings": speed.get("settings"),
-        "config": {k: (v.to_dict() if hasattr(v, "to_dict") else v)
-                   for k, v in dataclasses.asdict(qcfg).items()},
+        "config": config_dict(qcfg),
         "system": system.cfg.to_dict(),
         "runs": {n: {"path": f"runs/{n}", "kind": r.meta.get("kind"), "params": r.meta.get("params")}
                  for n, r in runs.items()},
