@@ -18,8 +18,10 @@ def _states(n, seed=1, **overrides):
 
 CASES = [
     {"tasks": 3, "users": 2, "subcarriers": 2, "w_energy": 0.5},  # two users sharing the edge, energy in J
-    # real job graphs padded to 6 slots, latency only: many exact ties (padding, off-critical-path sites)
-    {"tasks": 6, "subcarriers": 2, "topology": "file", "topology_file": ALIBABA},
+    # real job graphs padded to 6 slots, latency only: many exact ties (padding, off-critical-path sites);
+    # slow (its own compiles, ~25 s); the slow thousands-of-states test covers file graphs at T = 8 too
+    pytest.param({"tasks": 6, "subcarriers": 2, "topology": "file", "topology_file": ALIBABA},
+                 marks=pytest.mark.slow),
 ]
 
 
@@ -51,7 +53,7 @@ def test_pruned_search_equals_exhaustive_search_on_thousands_of_states(overrides
 
 def test_overflow_is_reported_and_the_pool_grows():
     # The states and the grown pool of the first CASES entry: its programs are compiled once for both tests.
-    params, states = _states(600, **CASES[0])
+    params, states = _states(600, **CASES[0])  # (CASES[1] is a pytest.param)
     r = bnb.search_jit(params, states, bnb.pool_sizes(600, 2, 3, 2), 2)
     assert bool(r.overflow)  # 2 nodes a state on average: too few at levels 2-4 (see frontier)
     assert r.frontier.shape == (6,) and np.all(np.asarray(r.frontier[:-1]) <= 600 * 3 ** np.arange(1, 6))
