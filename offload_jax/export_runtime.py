@@ -96,6 +96,18 @@ def field_sources(tasks: int, subcarriers: int) -> tuple[np.ndarray, np.ndarray,
     return np.array(logs), np.array(plain), np.array(field("snr"))
 
 
+def _recipe_arrays(terms: list, zero: int, one: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Recipe terms [(quotients [(num index, den index), ...], logged), ...] as (num, den, logged) arrays:
+    feature j = [log] sum_r pool[num[r, j]] / pool[den[r, j]], short sums padded with 0 / 1."""
+    rows = max(len(q) for q, _ in terms)
+    num = np.full((rows, len(terms)), zero)
+    den = np.full((rows, len(terms)), one)
+    for j, (quotients, _) in enumerate(terms):
+        for r, (a, b) in enumerate(quotients):
+            num[r, j], den[r, j] = a, b
+    return num, den, np.array([logged for _, logged in terms])
+
+
 def feature_recipe(tasks: int, subcarriers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """How `features.raw_features` is computed from a packed state vector: the one home of the features.
 
@@ -131,13 +143,7 @@ def feature_recipe(tasks: int, subcarriers: int) -> tuple[np.ndarray, np.ndarray
     terms += [(cost(i, a, b, i), True)  # step[i - 1, a, b]
               for i in range(1, t) for a in range(3) for b in range(3)]
     terms += [(cost(t, a, 0, None), True) for a in range(3)]  # last[a]: the result returns to the device
-    rows = max(len(q) for q, _ in terms)
-    num = np.full((rows, len(terms)), zero)
-    den = np.full((rows, len(terms)), one)
-    for j, (quotients, _) in enumerate(terms):
-        for r, (u, v) in enumerate(quotients):
-            num[r, j], den[r, j] = u, v
-    return num, den, np.array([logged for _, logged in terms])
+    return _recipe_arrays(terms, zero, one)
 
 
 # --------------------------------------------------------------------------- scenario dag
@@ -225,13 +231,7 @@ def dag_feature_recipe(users: int, tasks: int, subcarriers: int) -> tuple[np.nda
     terms += [([(s["f_edge"].start, one)], True), ([(s["f_cloud"].start, one)], True),
               ([(s["backhaul_rate"].start, one)], True), ([(s["cloud_delay"].start, one)], False),
               ([(s["edge_cores_free"].start, one)], False)]
-    rows = max(len(q) for q, _ in terms)
-    num = np.full((rows, len(terms)), zero)
-    den = np.full((rows, len(terms)), one)
-    for j, (quotients, _) in enumerate(terms):
-        for r, (a, b) in enumerate(quotients):
-            num[r, j], den[r, j] = a, b
-    return num, den, np.array([logged for _, logged in terms])
+    return _recipe_arrays(terms, zero, one)
 
 
 def dag_raw_columns(users: int, tasks: int) -> np.ndarray:
