@@ -109,13 +109,13 @@ def _halves(out: Path, topologies: str) -> tuple[Path, Path]:
     from offload_jax import atomic
 
     doc = json.loads(Path(topologies).read_text())
+    keys = [(g["tasks"], tuple(sorted(map(tuple, g["edges"])))) for g in doc["graphs"]]
     order: dict[tuple, int] = {}
-    for g in doc["graphs"]:
-        order.setdefault((g["tasks"], tuple(sorted(map(tuple, g["edges"])))), len(order))
+    for key in keys:
+        order.setdefault(key, len(order))
     paths = []
     for parity, name in ((0, "even"), (1, "odd")):
-        graphs = [g for g in doc["graphs"]
-                  if order[g["tasks"], tuple(sorted(map(tuple, g["edges"])))] % 2 == parity]
+        graphs = [g for g, key in zip(doc["graphs"], keys, strict=True) if order[key] % 2 == parity]
         path = out / f"topologies_{name}.json"
         atomic.write_json(path, {**doc, "graphs": graphs})
         paths.append(path)
