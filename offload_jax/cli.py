@@ -17,6 +17,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="offload-jax", description="Learned edge computation offloading in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)  # noqa: F841 (filled below)
     # --- subcommands (one _add_* call per subcommand, in pipeline order) ---
+    _add_topologies(sub)
     _add_generate(sub)
     _add_train(sub)
     _add_distill(sub)
@@ -75,6 +76,38 @@ def _output_file(text: str) -> str:
     except OSError as exc:
         raise argparse.ArgumentTypeError(f"cannot write into {parent!r}: {exc.strerror}") from None
     return text
+
+
+def _add_topologies(sub) -> None:
+    p = sub.add_parser(
+        "topologies", help="write a topology file of synthetic task graphs (a training mixture)",
+        description="Write --count synthetic task graphs to a topology file (SPEC format): layered graphs "
+                    "of every size from --min-tasks to --tasks (--tasks in half of them), each with its own "
+                    "fat and density (uniform in [0.1, 0.9]) and jump (1-3), renumbered in a random "
+                    "topological order. Train on it with `generate --scenario dag --set topology=file "
+                    "--set topology_file=FILE` so students hold on graphs of other sizes and shapes.")
+    p.add_argument("--out", type=_output_file, required=True, metavar="FILE", help="output .json file")
+    p.add_argument("--tasks", type=_count, default=10, help="most sub-tasks of a graph (default 10)")
+    p.add_argument("--min-tasks", type=_count, default=2, help="fewest sub-tasks of a graph (default 2)")
+    p.add_argument("--count", type=_count, default=20_000, help="number of graphs (default 20000)")
+    p.add_argument("--seed", type=int, default=0, help="seed (graph k depends on the seed and k only)")
+    p.set_defaults(handler=_cmd_topologies)
+
+
+def _cmd_topologies(args) -> int:
+    from offload_jax.scenarios.dag import config as dag_config  # noqa: PLC0415
+    from offload_jax.scenarios.dag import graphs  # noqa: PLC0415
+
+    if args.min_tasks > args.tasks:
+        raise ConfigError(f"--min-tasks ({args.min_tasks}) must be <= --tasks ({args.tasks})")
+    if not 0 <= args.seed <= 2**32 - 1:
+        raise ConfigError(f"--seed must be in [0, 2**32-1], got {args.seed}")
+    mix = graphs.mixture(args.seed, args.count, args.tasks, args.min_tasks)
+    generator = (f"offload_jax.scenarios.dag.graphs.mixture(seed={args.seed}, count={args.count}, "
+                 f"max_tasks={args.tasks}, min_tasks={args.min_tasks})")
+    path = dag_config.write_topology_file(args.out, mix, generator=generator)
+    print(f"wrote {path}: {len(mix)} graphs of {args.min_tasks}-{args.tasks} sub-tasks")
+    return 0
 
 
 def _add_generate(sub) -> None:

@@ -14,7 +14,8 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -345,6 +346,17 @@ def read_topology_file(path: str) -> tuple[Graph, ...]:
             pairs.append((i, j))
         out.append(Graph(name=str(name), tasks=n, edges=tuple(sorted(set(pairs)))))
     return tuple(out)
+
+
+def write_topology_file(path: str | os.PathLike, graphs: Sequence[Graph], **extra: Any) -> Path:
+    """`graphs` as a topology file (SPEC format; `extra` keys go to the top level, which readers ignore),
+    written atomically and compactly (one graph per line)."""
+    from offload_jax import atomic  # noqa: PLC0415
+
+    lines = [json.dumps({"name": g.name, "tasks": g.tasks, "edges": [list(e) for e in g.edges]})
+             for g in graphs]
+    head = json.dumps({"format": TOPOLOGY_FORMAT, **extra})[:-1]
+    return atomic.write_text(path, head + ', "graphs": [\n' + ",\n".join(lines) + "\n]}\n")
 
 
 def eligible_graphs(path: str, tasks: int, sha256: str | None = None) -> tuple[Graph, ...]:

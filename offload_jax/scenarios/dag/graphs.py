@@ -75,3 +75,78 @@ def from_bank(u: jax.Array, adj_bank: np.ndarray, sizes: np.ndarray) -> tuple[ja
     g = adj_bank.shape[0]
     k = jnp.minimum(jnp.floor(u * g).astype(jnp.int32), g - 1)
     return jnp.asarray(adj_bank)[k], jnp.asarray(sizes)[k]
+
+
+# Synthetic training graphs: layered graphs of every size and shape, in a random topological order.
+MIXTURE_FAT = (0.1, 0.9)
+MIXTURE_DENSITY = (0.1, 0.9)
+MIXTURE_JUMP = (1, 3)
+
+
+def relabel(adj: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The same graph with sub-task order[k] renamed k (order must be a topological order)."""
+    out = adj[np.ix_(order, order)]
+    if np.any(np.tril(out)):
+        raise ValueError("order is not a topological order of the graph")
+    return out
+
+
+def random_topological_order(adj: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A topological order drawn by Kahn's algorithm, taking a uniformly chosen ready sub-task each step."""
+    n = adj.shape[0]
+    indegree = adj.sum(axis=0).astype(int)
+    done = np.zeros(n, bool)
+    order = []
+    for _ in range(n):
+        ready = np.flatnonzero((indegree == 0) & ~done)
+        k = int(ready[rng.integers(len(ready))])
+        order.append(k)
+        done[k] = True
+        indegree -= adj[k].astype(int)
+    return np.asarray(order)
+
+
+_layered_batch = jax.jit(jax.vmap(layered, in_axes=(0, None, 0, 0, 0)), static_argnums=1)
+
+
+def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *, full_share: float = 0.5,
+            fat: tuple[float, float] = MIXTURE_FAT, density: tuple[float, float] = MIXTURE_DENSITY,
+            jump: tuple[int, int] = MIXTURE_JUMP) -> tuple[Graph, ...]:
+    """`count` synthetic graphs for training students that must hold on graphs they never saw.
+
+    Each graph is a layered graph (`layered`, the daggen-style family) with its own knobs: sub-task count
+    `max_tasks` with probability `full_share`, else uniform in [min_tasks, max_tasks - 1]; `fat` and
+    `density` uniform in their ranges, `jump` uniform in its integer range; its sub-tasks are then
+    renumbered in a random topological order (so sources and sinks need not be first and last, as in
+    real job graphs). Graph k depends on (seed, k) alone (numpy for its knobs and order, JAX keys for
+    its edges), so a longer mixture of the same seed starts with the shorter one.
+    """
+    for name, value, low in (("count", count, 1), ("max_tasks", max_tasks, 1), ("min_tasks", min_tasks, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if min_tasks > max_tasks:
+        raise ValueError(f"min_tasks ({min_tasks}) must be <= max_tasks ({max_tasks})")
+    if not 0.0 <= full_share <= 1.0:
+        raise ValueError(f"full_share must be in [0, 1], got {full_share!r}")
+    rngs = [np.random.default_rng((seed, k)) for k in range(count)]  # graph k depends on (seed, k) only
+    sizes = np.empty(count, np.int64)
+    fats, densities = np.empty(count, np.float32), np.empty(count, np.float32)
+    jumps = np.empty(count, np.int32)
+    for k, rng in enumerate(rngs):
+        full = max_tasks == min_tasks or rng.random() < full_share
+        sizes[k] = max_tasks if full else rng.integers(min_tasks, max_tasks)
+        fats[k], densities[k] = rng.uniform(*fat), rng.uniform(*density)
+        jumps[k] = rng.integers(jump[0], jump[1] + 1)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed), np.arange(count))
+    adjs: dict[int, np.ndarray] = {}
+    for n in np.unique(sizes):
+        idx = np.flatnonzero(sizes == n)
+        padded = np.resize(idx, 1 << max(6, (len(idx) - 1).bit_length()))  # few batch shapes, few compiles
+        drawn = _layered_batch(keys[padded], int(n), fats[padded], densities[padded], jumps[padded])[0]
+        adjs.update(zip(idx.tolist(), np.asarray(drawn)[:len(idx)], strict=True))
+    out = []
+    for k, rng in enumerate(rngs):
+        adj = relabel(adjs[k], random_topological_order(adjs[k], rng))
+        edges = tuple((int(i), int(j)) for i, j in zip(*np.nonzero(adj), strict=True))
+        out.append(Graph(name=f"mix-{seed}-{k}", tasks=int(sizes[k]), edges=edges))
+    return tuple(out)
