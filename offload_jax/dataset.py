@@ -40,8 +40,9 @@ import math
 import os
 import re
 import sys
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -58,6 +59,9 @@ from offload_jax.scenarios.base import NUM_SITES, SITES, Scenario
 MANIFEST_FILE = "manifest.json"
 JOB_FILE = "job.json"
 PEER_JOB_FILE = "job-process-{}.json"  # process I > 0's shard records while several processes write
+AUTO = "auto"  # batch_size: grow the batch until the labeler's throughput saturates (grow_batch)
+GROW_GAIN = 1.1  # grow_batch doubles the batch while states/s rises by more than this factor
+GROW_LIMIT = 64  # ... up to this many times the solver's default batch
 _PEER_JOB_RE = re.compile(r"job-process-\d+\.json")
 # Keys of every manifest; a scenario adds its own (`Scenario.manifest_keys`).
 COMMON_KEYS = ("format", "num_states", "seed", "solver", "system", "shards", "versions")
@@ -199,8 +203,8 @@ def _check_request(scenario: Scenario, num_states: int, seed: int, solver: str, 
     scenario.static  # noqa: B018 (reads and checks what the system refers to, a topology file, up front)
     if not is_int(shard_size) or shard_size < 1:
         raise ConfigError(f"shard_size must be an integer >= 1, got {shard_size!r}")
-    if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
-        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if batch_size not in (None, AUTO) and (not is_int(batch_size) or batch_size < 1):
+        raise ConfigError(f"batch_size must be an integer >= 1 or {AUTO!r}, got {batch_size!r}")
 
 
 def _versions() -> dict[str, str]:
@@ -304,7 +308,8 @@ def generate(out_dir, cfg, num_states: int, seed: int, solver: str | None = None
     matches and writes only the missing or corrupt ones; a finished DIR is left as is. A different
     call into an existing DIR raises DatasetError naming what differs. Bad arguments raise ConfigError,
     a DIR another process is writing into LockError (`locking.hold`), a failed write an OSError naming
-    the file. `batch_size` caps the states per device call (default per solver, times the device count);
+    the file. `batch_size` caps the states per device call (default per solver, times the device count,
+    on a CPU; "auto", the default on a GPU or TPU: grown until throughput saturates, `grow_batch`);
     it changes neither the states nor the bytes. With `progress`, shows a progress bar on stderr
     and prints the label summary on stdout.
 
@@ -391,6 +396,53 @@ def _generate_peer(out_dir: str, identity: dict[str, Any], scenario: Scenario, b
     return read_manifest(out_dir)
 
 
+def grow_batch(run: Callable[[int], Any], start: int, limit: int, *, gain: float = GROW_GAIN,
+               clock: Callable[[], float] = time.perf_counter) -> tuple[int, list[tuple[int, float]]]:
+    """The batch size at which a labeler's throughput saturates on the device it runs on.
+
+    `run(b)` labels b states and waits for them. From `start`, each size is run twice (the first call
+    compiles, the second is timed) and doubled while states/s rises by more than `gain` and the size
+    stays <= `limit`; a size the device has no memory for (XLA's RESOURCE_EXHAUSTED) ends the growth.
+    Returns (the size with the best states/s, [(size, states/s), ...] of every size timed)."""
+    trials: list[tuple[int, float]] = []
+    b = start
+    while b <= limit:
+        try:
+            run(b)
+            t0 = clock()
+            run(b)
+            elapsed = clock() - t0
+        except jax.errors.JaxRuntimeError as exc:
+            if "RESOURCE_EXHAUSTED" not in str(exc) or not trials:
+                raise
+            break
+        trials.append((b, b / max(elapsed, 1e-9)))
+        if len(trials) > 1 and trials[-1][1] < gain * trials[-2][1]:
+            break
+        b *= 2
+    if not trials:  # limit < start: the shards are smaller than one default batch
+        return limit, trials
+    return max(trials, key=lambda t: t[1])[0], trials
+
+
+def _saturating_batch(labeler, key, params, mesh: Mesh, start: int, most: int, progress: bool) -> int:
+    """grow_batch on this job's labeler over its first states (labels thrown away: a batch's labels do not
+    depend on its size), up to GROW_LIMIT x the default batch or the largest shard."""
+    n_dev = mesh.devices.size
+    sharding = NamedSharding(mesh, PartitionSpec("batch"))
+
+    def run(b: int) -> None:
+        idx = jax.device_put(np.arange(b, dtype=np.uint32), sharding)
+        jax.block_until_ready(labeler(key, params, idx, b))
+
+    limit = max(n_dev, min(GROW_LIMIT * start, math.ceil(most / n_dev) * n_dev))
+    chosen, trials = grow_batch(run, min(start, limit), limit)
+    if progress:
+        rates = ", ".join(f"{b}: {r:,.0f}/s" for b, r in trials)
+        print(f"generate: batch of {chosen} states per call (states/s by batch: {rates})", file=sys.stderr)
+    return chosen
+
+
 def _label_and_write(out_dir, scenario: Scenario, identity, plan, todo, batch_size, progress, job, job_path,
                      group: processes.Group):
     """Compute shards `todo` (of this process's) and write them, recording each in `job` and `job_path`;
@@ -402,7 +454,10 @@ def _label_and_write(out_dir, scenario: Scenario, identity, plan, todo, batch_si
     params = scenario.params
     batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
     key = jax.random.key(seed)
-    max_batch = (batch_size or scenario.default_batch[solver] * n_dev)
+    max_batch = batch_size or scenario.default_batch[solver] * n_dev
+    if batch_size == AUTO or (batch_size is None and mesh.devices.flat[0].platform != "cpu"):
+        max_batch = _saturating_batch(labeler, key, params, mesh, scenario.default_batch[solver] * n_dev,
+                                      max(plan[i][1] - plan[i][0] for i in todo), progress)
     dtypes = {**scenario.state_shapes(), **scenario.result_shapes()}
     state_names = tuple(scenario.state_shapes())
     mine = _owned(plan, group)

@@ -117,6 +117,46 @@ def test_other_batch_size_gives_same_bytes(reference, tmp_path):
     _assert_same_shard_bytes(reference, tmp_path / "b37")
 
 
+def test_grow_batch_doubles_until_throughput_saturates():
+    rates = {64: 1000.0, 128: 1900.0, 256: 3500.0, 512: 3700.0, 1024: 9999.0}  # states/s per batch size
+    now, calls = [0.0], []
+
+    def run(b):  # a fake labeler: b states take b / rate seconds on a fake clock
+        calls.append(b)
+        now[0] += b / rates[b]
+
+    chosen, trials = dataset.grow_batch(run, 64, 4096, clock=lambda: now[0])
+    # 256 -> 512 gains 6% (< 10%): growth stops there; 1024 is never tried; each size runs twice
+    assert chosen == 512 and [b for b, _ in trials] == [64, 128, 256, 512]
+    assert calls == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert trials[2][1] == pytest.approx(3500.0)
+    assert dataset.grow_batch(run, 64, 200, clock=lambda: now[0])[0] == 128  # the limit
+    assert dataset.grow_batch(run, 64, 32, clock=lambda: now[0]) == (32, [])  # shards below one batch
+
+    def out_of_memory(b):
+        if b >= 256:
+            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: out of memory allocating 1 GiB")
+        run(b)
+
+    assert dataset.grow_batch(out_of_memory, 64, 4096, clock=lambda: now[0])[0] == 128
+
+    def broken(b):
+        raise jax.errors.JaxRuntimeError("INTERNAL: something else")
+
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+        dataset.grow_batch(broken, 64, 4096, clock=lambda: now[0])
+
+
+def test_auto_batch_size_gives_same_bytes(reference, tmp_path, monkeypatch, capsys):
+    scenario = scenarios.of(CFG)
+    monkeypatch.setitem(type(scenario).default_batch, "dp", 16)  # grow from 16 toward the shard (200)
+    _gen(tmp_path / "auto", batch_size="auto", progress=True)
+    assert "generate: batch of " in capsys.readouterr().err
+    _assert_same_shard_bytes(reference, tmp_path / "auto")
+    with pytest.raises(ConfigError, match="'auto'"):
+        _gen(tmp_path / "bad", batch_size="big")
+
+
 def test_four_devices_give_same_states_and_labels(reference, tmp_path):
     out = tmp_path / "dev4"
     script = (
