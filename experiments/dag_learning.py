@@ -41,12 +41,14 @@ from offload_jax import quickstart  # noqa: E402
 SCRIPT = "dag_learning"
 ALIBABA = "/work/shared/data/alibaba_dags.json"
 # Per setting: 30k labeled states (1.5k held out), teacher 2,000 steps, students 4,000, 1,000 fresh
-# evaluation states, 300 timed batch-1 calls per policy (a third of the quickstart's budget).
+# evaluation states, 300 timed batch-1 calls per policy (a third of the quickstart's budget), trained on
+# the setting's own graphs (the `mixture` part trains on synthetic graphs of every size).
 BUDGET = dataclasses.replace(quickstart.DAG, train_states=30_000, holdout=1_500, eval_states=1_000,
                              teacher_steps=2_000, student_steps=4_000, calls=300, timing_batch=256,
-                             batch_reps=3)
+                             batch_reps=3, train_graphs=0)
 PLANE = {"T8": (1, 8), "T10": (1, 10), "T12": (1, 12), "T14": (1, 14), "U3xT6": (3, 6)}
-PARTS = ("plane", "seeds", "energy", "users", "generalization")
+PARTS = ("plane", "seeds", "energy", "users", "generalization", "mixture")
+MIXTURE_GRAPHS = 20_000  # synthetic training graphs of the `mixture` part (graphs.mixture, seed 0)
 LEARNED = ("teacher", "student_kd", "student_ce", "droo")
 
 
@@ -58,7 +60,10 @@ def _pipeline(out: Path, name: str, *, users: int = 1, tasks: int = 10, seed: in
     saved = out / name / "report.json"
     if saved.exists():  # a finished setting of the same budget is not redone (its timings included)
         report = json.loads(saved.read_text())
-        if report.get("config") == json.loads(json.dumps(quickstart.config_dict(qcfg))):
+        now = json.loads(json.dumps(quickstart.config_dict(qcfg)))
+        default = json.loads(json.dumps(quickstart.config_dict(quickstart.QuickstartConfig())))
+        saved_cfg = report.get("config", {})  # a key added since the report was written: its default
+        if all(saved_cfg.get(k, default[k]) == v for k, v in now.items()):
             log(SCRIPT, f"{name}: finished before, its report reused")
             return report
     log(SCRIPT, f"{name}: U={users} T={tasks} seed={seed} {overrides or ''}")
@@ -157,6 +162,29 @@ def part_generalization(out: Path, topologies: str, quickstart_dir: str | None) 
             "even_to_even": _score(runs_even, out / "T10_even" / "data" / "even_fresh", even_cfg, n, 103)}
 
 
+def part_mixture(out: Path, topologies: str) -> dict:
+    """A pipeline trained on `graphs.mixture` (layered graphs of 2..10 sub-tasks, knobs drawn per graph,
+    random topological order; given as a topology file), scored on the real job graphs (all of them: it saw
+    none), on default layered graphs, and on the odd half of the real structures (the even-half runs'
+    unseen set)."""
+    from offload_jax import scenarios
+    from offload_jax.scenarios.dag import graphs
+
+    n = BUDGET.eval_states
+    mix = out / "mixture_topologies.json"
+    if not mix.exists():
+        graphs.write_mixture(mix, 0, MIXTURE_GRAPHS, 10)
+    _pipeline(out, "T10_mix", overrides={"topology": "file", "topology_file": str(mix)})
+    runs_mix = out / "T10_mix" / "runs"
+    file_cfg = scenarios.make("dag", {"tasks": 10, "topology": "file", "topology_file": topologies}).cfg
+    _, odd = _halves(out, topologies)
+    odd_cfg = scenarios.make("dag", {"tasks": 10, "topology": "file", "topology_file": str(odd)}).cfg
+    layered_cfg = scenarios.make("dag", {"tasks": 10}).cfg
+    return {"mix_to_file": _score(runs_mix, out / "T10_mix" / "data" / "alibaba", file_cfg, n, 101),
+            "mix_to_odd": _score(runs_mix, out / "T10_mix" / "data" / "odd", odd_cfg, n, 102),
+            "mix_to_layered": _score(runs_mix, out / "T10_mix" / "data" / "layered", layered_cfg, n, 104)}
+
+
 # ----------------------------------------------------------------------------------------- output
 
 ORDER = ("local", "edge", "cloud", "random", "greedy", "local_search", "optimal", "teacher", "student_kd",
@@ -213,6 +241,15 @@ def markdown(report: dict) -> str:
                   "graph structures, on the other half; `even_to_even`: the same runs on fresh states of "
                   "their own graphs.",
                   "", _ratio_table(g), "", "![generalization](generalization.png)", ""]
+    if "mixture" in report:
+        lines += ["## Training on a mixture of synthetic graphs", "",
+                  f"Runs trained on {MIXTURE_GRAPHS:,} synthetic graphs (`graphs.mixture`: layered graphs "
+                  "with 2-10 sub-tasks (10 in half), fat and density uniform in [0.1, 0.9], jump 1-3, "
+                  "sub-tasks renumbered in a random topological order), given as a topology file. "
+                  "`mix_to_file`: on all the real job graphs (same states as `layered_to_file`); "
+                  "`mix_to_odd`: on the odd half of the real structures (as `even_to_odd`); "
+                  "`mix_to_layered`: on default layered graphs (T = 10).", "",
+                  _ratio_table(report["mixture"]), ""]
     return "\n".join(lines)
 
 
@@ -296,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--settings: unknown {sorted(set(settings) - set(PLANE))}; allowed: {', '.join(PLANE)}")
     runners = {"plane": lambda o: part_plane(o, settings, report.get("plane")), "seeds": part_seeds,
                "energy": part_energy, "users": part_users,
-               "generalization": lambda o: part_generalization(o, args.topologies, args.quickstart)}
+               "generalization": lambda o: part_generalization(o, args.topologies, args.quickstart),
+               "mixture": lambda o: part_mixture(o, args.topologies)}
     for part in parts:
         t0 = time.perf_counter()
         report[part] = runners[part](out)

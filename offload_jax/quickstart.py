@@ -60,6 +60,12 @@ class QuickstartConfig:
     # ((key, value), ...): system keys on top of the scenario's defaults (e.g. (("w_energy", 0.5),));
     # the experiments run the same pipeline on other systems with it
     system_overrides: tuple[tuple[str, object], ...] = ()
+    # dag only: > 0 trains every network on this many synthetic graphs (`graphs.mixture`: layered graphs
+    # of 2..T sub-tasks with their own shape knobs, in a random topological order; seed = `seed`), written
+    # to DIR/data/train_topologies.json and used as the training data's topology file; the evaluation
+    # dataset keeps the system's own graphs. Students trained on one graph family fail on others
+    # (benchmarks/RESULTS.md, "unseen graphs"); 0 trains on the system's graphs.
+    train_graphs: int = 0
 
     def validate(self) -> QuickstartConfig:
         from offload_jax import scenarios  # noqa: PLC0415
@@ -73,6 +79,12 @@ class QuickstartConfig:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if self.scenario == "chain" and self.users != 1:
             raise ConfigError(f"users is a dag key: the chain has one user, got users={self.users}")
+        if isinstance(self.train_graphs, bool) or not isinstance(self.train_graphs, int) \
+                or self.train_graphs < 0:
+            raise ConfigError(f"train_graphs must be an integer >= 0, got {self.train_graphs!r}")
+        if self.train_graphs and self.scenario != "dag":
+            raise ConfigError(f"train_graphs is a dag key (synthetic task graphs), got train_graphs="
+                              f"{self.train_graphs} for scenario {self.scenario!r}")
         if self.holdout >= self.train_states:
             raise ConfigError(f"holdout ({self.holdout}) must be < train_states ({self.train_states})")
         return self
@@ -85,6 +97,21 @@ class QuickstartConfig:
         if self.scenario == "dag":
             sizes["users"] = self.users
         return scenarios.make(self.scenario, {**dict(self.system_overrides), **sizes})
+
+    def train_system(self, out: Path):
+        """The system the training data is drawn from: `system()`, or with `train_graphs` > 0 the same
+        with the synthetic graphs as its topology file (written into out/data on first use)."""
+        from offload_jax import scenarios  # noqa: PLC0415
+        from offload_jax.scenarios.dag import graphs  # noqa: PLC0415
+
+        system = self.system()
+        if not self.train_graphs:
+            return system
+        path = out / "data" / "train_topologies.json"
+        if not path.exists():  # deterministic: a rerun would write the same bytes
+            graphs.write_mixture(path, self.seed, self.train_graphs, self.tasks)
+        return scenarios.make("dag", {**system.cfg.to_dict(), "topology": "file", "topology_file": str(path),
+                                      "topology_file_sha256": None})
 
     def objective_weight(self, role: str) -> float:
         """The weight of the objective-aware term for the "teacher" or the distilled "student"."""
@@ -100,13 +127,16 @@ class QuickstartConfig:
 # (scenario, role) -> weight of the objective-aware term when the config leaves it None.
 OBJECTIVE_WEIGHTS = {("chain", "teacher"): 0.0, ("chain", "student"): 0.5,
                      ("dag", "teacher"): 1.5, ("dag", "student"): 1.0}
-# The dag quickstart: T = 10, U = 1, layered graphs drawn per state, w_energy = 0.
+# The dag quickstart: T = 10, U = 1, w_energy = 0; trained on 20k synthetic graphs of 2-10 sub-tasks,
+# evaluated on layered graphs (T = 10) drawn per state.
 DAG = QuickstartConfig(scenario="dag", train_states=100_000, holdout=5_000, eval_states=5_000,
-                       teacher_steps=3_000, student_steps=12_000, batch_size=512, calls=1000)
+                       teacher_steps=3_000, student_steps=12_000, batch_size=512, calls=1000,
+                       train_graphs=20_000)
 # Settings small enough for the test suite (seconds of training, not minutes).
 TINY = QuickstartConfig(tasks=4, train_states=3_000, holdout=500, eval_states=500, teacher_steps=60,
                         student_steps=200, batch_size=256, calls=50, droo_memory=256)
-TINY_DAG = dataclasses.replace(TINY, scenario="dag", tasks=3, users=2, eval_states=200, calls=30)
+TINY_DAG = dataclasses.replace(TINY, scenario="dag", tasks=3, users=2, eval_states=200, calls=30,
+                               train_graphs=100)
 PRESETS = {("chain", False): QuickstartConfig(), ("chain", True): TINY, ("dag", False): DAG,
            ("dag", True): TINY_DAG}
 
@@ -144,7 +174,7 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
 
     train_dir, eval_dir = out / "data" / "train", out / "data" / "eval"
     stage("generate")
-    dataset.generate(train_dir, cfg, qcfg.train_states, qcfg.seed, progress=progress)
+    dataset.generate(train_dir, qcfg.train_system(out).cfg, qcfg.train_states, qcfg.seed, progress=progress)
     dataset.generate(eval_dir, cfg, qcfg.eval_states, qcfg.seed + 1, progress=progress)
     done("generate")
 

@@ -1,10 +1,14 @@
 """The main job runs end to end on a tiny setting and writes the documented report."""
 
+import dataclasses
 import json
 
 import pytest
 
-from offload_jax import cli, policies, scenarios
+from offload_jax import cli, policies, quickstart, scenarios
+from offload_jax.config import ConfigError
+from offload_jax.scenarios.dag import config as dag_config
+from offload_jax.scenarios.dag import graphs
 
 
 def test_quickstart_tiny_end_to_end(tmp_path, capsys):
@@ -48,6 +52,23 @@ def test_quickstart_dag_tiny_end_to_end(tmp_path, capsys):
         assert run["path"] == f"runs/{name}" and (out / run["path"] / "run.json").exists()
     manifest = json.loads((out / report["dataset"] / "manifest.json").read_text())
     assert manifest["format"] == "offload-jax-dataset/2" and manifest["scenario"] == "dag"
+    assert manifest["system"]["topology"] == "layered"  # evaluated on layered graphs ...
+    train = json.loads((out / report["train_dataset"] / "manifest.json").read_text())
+    assert train["system"]["topology"] == "file"  # ... trained on the synthetic mixture
     for png in ("objective_ratio.png", "decision_latency.png", "quality_vs_time.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| student_kd |" in (out / "report.md").read_text() and (out / "student_kd.npz").exists()
+
+
+def test_dag_quickstart_trains_on_synthetic_graphs_and_evaluates_on_the_system(tmp_path):
+    qcfg = dataclasses.replace(quickstart.TINY_DAG, train_graphs=20, seed=3).validate()
+    train = qcfg.train_system(tmp_path)
+    assert train.cfg.topology == "file" and qcfg.system().cfg.topology == "layered"
+    assert (train.cfg.users, train.cfg.tasks) == (qcfg.users, qcfg.tasks)
+    assert dag_config.read_topology_file(train.cfg.topology_file) == graphs.mixture(3, 20, qcfg.tasks)
+    assert train.cfg.topology_file_sha256 == dag_config.file_sha256(train.cfg.topology_file)
+    assert dataclasses.replace(qcfg, train_graphs=0).train_system(tmp_path).cfg.topology == "layered"
+    with pytest.raises(ConfigError, match="train_graphs is a dag key"):
+        dataclasses.replace(quickstart.TINY, train_graphs=5).validate()
+    with pytest.raises(ConfigError, match="train_graphs must be an integer >= 0"):
+        dataclasses.replace(qcfg, train_graphs=-1).validate()

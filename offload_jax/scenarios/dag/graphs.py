@@ -19,11 +19,14 @@ Layered graphs have exactly T sub-tasks.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offload_jax.scenarios.dag.config import Graph
+from offload_jax.scenarios.dag.config import Graph, write_topology_file
 
 
 def chain(tasks: int) -> tuple[jax.Array, jax.Array]:
@@ -150,3 +153,10 @@ def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *, full_s
         edges = tuple((int(i), int(j)) for i, j in zip(*np.nonzero(adj), strict=True))
         out.append(Graph(name=f"mix-{seed}-{k}", tasks=int(sizes[k]), edges=edges))
     return tuple(out)
+
+
+def write_mixture(path: str | os.PathLike, seed: int, count: int, max_tasks: int, min_tasks: int = 2) -> Path:
+    """`mixture(seed, count, max_tasks, min_tasks)` as a topology file (its call recorded as "generator")."""
+    mix = mixture(seed, count, max_tasks, min_tasks)
+    return write_topology_file(path, mix, generator=f"offload_jax.scenarios.dag.graphs.mixture(seed={seed}, "
+                               f"count={count}, max_tasks={max_tasks}, min_tasks={min_tasks})")
