@@ -280,6 +280,15 @@ def _title(report: dict) -> str:
     return f"{report.get('scenario', 'chain')} scenario, {sizes.replace('tasks', 'T').replace('users', 'U')}"
 
 
+def _training_words(report: dict) -> str:
+    graphs = report.get("config", {}).get("train_graphs")
+    if not graphs:
+        return ""
+    return (f" The networks were trained on `{report.get('train_dataset', 'data/train')}`, whose graphs are "
+            f"{graphs:,} synthetic task graphs of 2-{report['tasks']} sub-tasks "
+            "(`data/train_topologies.json`, `graphs.mixture`), not the evaluation's.")
+
+
 def report_markdown(report: dict) -> str:
     key, words, plot = _quality_key(report)
     dag = report.get("scenario") == "dag"
@@ -288,7 +297,7 @@ def report_markdown(report: dict) -> str:
              f"Policies scored on `{report['dataset']}` (states never seen in training); decision time is "
              f"batch-1 p50 of the AOT-compiled policy on {report['device']} (host drivers: the Python "
              f"call). {words.capitalize()} = the policy's {'objective J' if dag else 'latency'} over the "
-             "optimal one, mean of per-state ratios.", "",
+             "optimal one, mean of per-state ratios." + _training_words(report), "",
              f"| policy | {words}{extra} | accuracy | exact match | decision p50 (us) | p99 (us) | params |",
              "|---|---:|" + ("---:|---:|" if dag else "") + "---:|---:|---:|---:|---:|"]
     for name, p in report["policies"].items():
