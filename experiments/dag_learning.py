@@ -47,7 +47,12 @@ BUDGET = dataclasses.replace(quickstart.DAG, train_states=30_000, holdout=1_500,
                              teacher_steps=2_000, student_steps=4_000, calls=300, timing_batch=256,
                              batch_reps=3, train_graphs=0)
 PLANE = {"T8": (1, 8), "T10": (1, 10), "T12": (1, 12), "T14": (1, 14), "U3xT6": (3, 6)}
-PARTS = ("plane", "seeds", "energy", "users", "generalization", "mixture")
+PARTS = ("plane", "seeds", "energy", "users", "generalization", "mixture", "families")
+# Other graph families at T = 10 for the `families` part: the chain, and daggen-style layered graphs with
+# knobs other than the calibrated defaults (fat 0.5, density 0.5, jump 1).
+FAMILIES = {"chain": {"topology": "chain"}, "thin_sparse": {"fat": 0.2, "density": 0.2, "jump": 1},
+            "wide_dense": {"fat": 0.8, "density": 0.8, "jump": 2},
+            "deep_dense_skips": {"fat": 0.4, "density": 0.8, "jump": 3}}
 MIXTURE_GRAPHS = 20_000  # synthetic training graphs of the `mixture` part (graphs.mixture, seed 0)
 LEARNED = ("teacher", "student_kd", "student_ce", "droo")
 
@@ -185,6 +190,22 @@ def part_mixture(out: Path, topologies: str) -> dict:
             "mix_to_layered": _score(runs_mix, out / "T10_mix" / "data" / "layered", layered_cfg, n, 104)}
 
 
+def part_families(out: Path, quickstart_dir: str) -> dict:
+    """The dag quickstart's runs on other graph families at T = 10 (FAMILIES), every policy scored on
+    1,000 fresh states of each."""
+    from offload_jax import scenarios
+
+    runs_dir = Path(quickstart_dir) / "runs"
+    if not (Path(quickstart_dir) / "report.json").exists():
+        raise SystemExit(f"--quickstart {quickstart_dir}: no finished dag quickstart there")
+    result = {}
+    for name, keys in FAMILIES.items():
+        log(SCRIPT, f"families: {name} {keys}")
+        cfg = scenarios.make("dag", {"tasks": 10, **keys}).cfg
+        result[name] = _score(runs_dir, out / "families" / name, cfg, BUDGET.eval_states, 105)
+    return result
+
+
 # ----------------------------------------------------------------------------------------- output
 
 ORDER = ("local", "edge", "cloud", "random", "greedy", "local_search", "optimal", "teacher", "student_kd",
@@ -235,8 +256,9 @@ def markdown(report: dict) -> str:
     if "generalization" in report:
         g = report["generalization"]
         lines += ["## Graphs never seen in training", "",
-                  "`quickstart_to_file`: the dag quickstart's runs (100k layered states), on the Alibaba "
-                  "job graphs; `layered_to_file`: the plane's T = 10 runs, trained on layered graphs, there "
+                  "`quickstart_to_file`: the dag quickstart's runs (100k states on 20k synthetic graphs of "
+                  "2-10 sub-tasks, `train_graphs`), on the Alibaba job graphs; "
+                  "`layered_to_file`: the plane's T = 10 runs, trained on layered graphs, on the same "
                   "graphs (padded to 10 slots). `even_to_odd`: runs trained on half of that file's distinct "
                   "graph structures, on the other half; `even_to_even`: the same runs on fresh states of "
                   "their own graphs.",
@@ -250,6 +272,11 @@ def markdown(report: dict) -> str:
                   "`mix_to_odd`: on the odd half of the real structures (as `even_to_odd`); "
                   "`mix_to_layered`: on default layered graphs (T = 10).", "",
                   _ratio_table(report["mixture"]), ""]
+    if "families" in report:
+        lines += ["## Other graph families (T = 10)", "",
+                  "The dag quickstart's runs (trained on the synthetic mixture) on graph families with other "
+                  "shapes: " + "; ".join(f"`{n}` = {k}" for n, k in FAMILIES.items()) + ".", "",
+                  _ratio_table(report["families"]), ""]
     return "\n".join(lines)
 
 
@@ -334,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     runners = {"plane": lambda o: part_plane(o, settings, report.get("plane")), "seeds": part_seeds,
                "energy": part_energy, "users": part_users,
                "generalization": lambda o: part_generalization(o, args.topologies, args.quickstart),
-               "mixture": lambda o: part_mixture(o, args.topologies)}
+               "mixture": lambda o: part_mixture(o, args.topologies),
+               "families": lambda o: part_families(o, args.quickstart)}
     for part in parts:
         t0 = time.perf_counter()
         report[part] = runners[part](out)
