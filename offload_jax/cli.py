@@ -392,7 +392,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--temperatures", type=_csv_of(float), default=[1.0, 4.0])
     p.add_argument("--alphas", type=_csv_of(float), default=[0.5, 1.0])
     p.add_argument("--losses", type=_csv_of(str), default=["ce", "latency"],
-                   help="loss variants: ce (labels / KD only), latency (plus the latency term)")
+                   help="loss variants: ce (labels / KD only), latency (plus the objective-aware term: the "
+                        "chain's expected latency, the dag's sampled expected J)")
     p.set_defaults(handler=_cmd_sweep)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_train import CFG, SMALL, _data, _flat, _saved_params, _student
 
-from offload_jax import config, fit, runs, sweep
+from offload_jax import cli, config, fit, runs, sweep
 
 BASE = config.TrainConfig(steps=30, batch_size=64, learning_rate=5e-3, eval_every=0)
 
@@ -54,3 +54,29 @@ def test_grid_validation():
     assert len(sweep.grid([0, 1, 2], [1.0, 4.0], [0.5, 1.0], ["ce", "latency"])) == 24
     with pytest.raises(config.ConfigError, match="need a teacher"):
         sweep.run_sweep(_data(), SMALL, BASE, sweep.grid([0], [1.0], [0.5], ["ce"]), teacher=None)
+
+
+def test_sweep_on_a_dag_dataset_equals_a_separate_run(tmp_path, capsys):
+    from offload_jax import dataset
+    from offload_jax.scenarios.dag.config import DagConfig
+
+    data_dir = tmp_path / "dag"
+    dataset.generate(data_dir, DagConfig(tasks=3, users=1), 700, 5, "enumerate", progress=False)
+    args = ["sweep", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--seeds", "0,1",
+            "--temperatures", "1", "--alphas", "1", "--losses", "ce,latency", "--steps", "40",
+            "--batch-size", "64", "--holdout", "100", "--hidden", "32", "--activation", "relu",
+            "--norm", "none", "--latency-weight", "0.5"]
+    assert cli.main(args) == 0
+    rows = json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"]
+    assert len(rows) == 4 and all("latency_ratio_mean" not in r for r in rows)  # the dag's J is not latency
+    assert all(r["objective_ratio_mean"] >= 1.0 - 1e-6 for r in rows)
+    assert "J / J*" in (tmp_path / "out" / "sweep.md").read_text()
+    # member 3 (seed 1, with the sampled objective term) is the run `train` makes alone
+    alone = tmp_path / "alone"
+    same = [a for a in args[5:] if a not in ("--seeds", "0,1", "--temperatures", "1", "--alphas", "1",
+                                              "--losses", "ce,latency")]
+    assert cli.main(["train", "--data", str(data_dir), "--out", str(alone), "--seed", "1", "--model",
+                     "student", "--no-progress", "--eval-every", "0", *same]) == 0
+    metrics = json.loads((alone / "run.json").read_text())["metrics"]
+    assert rows[3]["objective_ratio_mean"] == pytest.approx(metrics["objective_ratio_mean"], rel=1e-4,
+                                                            abs=2e-3)
