@@ -56,6 +56,7 @@ def test_grid_validation():
         sweep.run_sweep(_data(), SMALL, BASE, sweep.grid([0], [1.0], [0.5], ["ce"]), teacher=None)
 
 
+@pytest.mark.slow  # its own dataset, sweep and training compiles (~30 s); the default run is near 10 min
 def test_sweep_on_a_dag_dataset_equals_a_separate_run(tmp_path, capsys):
     from offload_jax import dataset
     from offload_jax.scenarios.dag.config import DagConfig
