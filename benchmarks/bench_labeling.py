@@ -345,13 +345,13 @@ def tree_stats(frontier_total: np.ndarray, n: int, d: int) -> dict:
             "kept_fraction": float(kept.sum()) / tree, "evaluated_fraction": evaluated / tree}
 
 
-def time_bnb(cfg: DagConfig, n: int, reps: int, seed: int, batch1: int, profile: bool) -> dict:
+def time_bnb(cfg: DagConfig, n: int, reps: int, seed: int, batch1: int, profile: bool, cap: int = 32) -> dict:
     """bnb.Solver: states/s on batches of n after a warm-up batch (compile, pool growth), the fraction of
     the tree it visits, the batch-1 decision time (a Solver fed one state at a time) and, with
     `profile`, where the time goes."""
     d = cfg.users * cfg.tasks
     params = cfg.params()
-    solver = _RecordingSolver()
+    solver = _RecordingSolver(cap=cap)
     warm = _dag_states(cfg, seed, 0, n)
     t0 = time.perf_counter()
     jax.block_until_ready(solver(params, warm))
@@ -379,10 +379,13 @@ def time_bnb(cfg: DagConfig, n: int, reps: int, seed: int, batch1: int, profile:
     out["pool_per_state"] = [p / n for p in pool]
     # Node slots the static program computes per state (3 children of every pool slot, dead or alive).
     out["computed_children_per_state"] = 3 + 3 * sum(pool) / n
-    one_solver = bnb.Solver(cap=solver.cap)
-    b1 = _batch1(lambda s: one_solver(params, s)[0], cfg, seed, batch1, first=(reps + 1) * n, warm=10)
-    out.update(decision_s_batch1=b1["median_s"],
-               batch1={**b1, "cap_start": solver.cap, "cap_end": one_solver.cap})
+    if batch1 > 0:
+        one_solver = bnb.Solver(cap=solver.cap)
+        b1 = _batch1(lambda s: one_solver(params, s)[0], cfg, seed, batch1, first=(reps + 1) * n, warm=10)
+        out.update(decision_s_batch1=b1["median_s"],
+                   batch1={**b1, "cap_start": solver.cap, "cap_end": one_solver.cap})
+    else:
+        out.update(decision_s_batch1=None, batch1="skipped (--batch1-states 0)")
     if profile:
         out["profile"] = profile_bnb(cfg, n, seed, solver.cap, frontier_total / (n * len(fronts)))
     return out
@@ -437,7 +440,7 @@ def main_dag(args) -> int:
     print("enumerate ...", file=sys.stderr, flush=True)
     details["enumerate"] = time_enumerate_dag(cfg, args.enum_states, args.reps, args.seed, args.batch1_states)
     print("bnb ...", file=sys.stderr, flush=True)
-    details["bnb"] = time_bnb(cfg, n, args.reps, args.seed, args.batch1_states, args.profile)
+    details["bnb"] = time_bnb(cfg, n, args.reps, args.seed, args.batch1_states, args.profile, args.cap)
     methods = ("naive_python", "enumerate", "bnb")
     out = {
         "scenario": "dag",
@@ -485,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="dag only: where bnb's time goes (compile, per-state setup, dives, pool sizes)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cap", type=int, default=32,
+                    help="dag: bnb's starting pool, nodes per state per level (it doubles on overflow, each "
+                         "size a new compile: start near what the search needs to compile once)")
     args = ap.parse_args(argv)
     if args.scenario == "dag":
         return main_dag(args)
