@@ -15,6 +15,10 @@ defined here exactly:
 3. Every sub-task outside the first layer without a predecessor gets one, drawn uniformly from the
    layer just before its own.
 Layered graphs have exactly T sub-tasks.
+
+`mixture` draws synthetic training graphs (layered graphs of every size up to T and of many shapes, in
+a random topological order); they reach a dataset as a topology file (`write_mixture`, `offload-jax
+topologies`), so datasets stay within the SPEC's families.
 """
 
 from __future__ import annotations
