@@ -110,8 +110,7 @@ class QuickstartConfig:
         path = out / "data" / "train_topologies.json"
         if not path.exists():  # deterministic: a rerun would write the same bytes
             graphs.write_mixture(path, self.seed, self.train_graphs, self.tasks)
-        return scenarios.make("dag", {**system.cfg.to_dict(), "topology": "file", "topology_file": str(path),
-                                      "topology_file_sha256": None})
+        return scenarios.of(system.cfg.with_overrides({"topology": "file", "topology_file": str(path)}))
 
     def objective_weight(self, role: str) -> float:
         """The weight of the objective-aware term for the "teacher" or the distilled "student"."""
