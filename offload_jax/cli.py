@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from offload_jax.config import ConfigError
+from offload_jax.config import MAX_SEED, ConfigError
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -109,8 +109,8 @@ def _cmd_topologies(args) -> int:
 
     if args.min_tasks > args.tasks:
         raise ConfigError(f"--min-tasks ({args.min_tasks}) must be <= --tasks ({args.tasks})")
-    if not 0 <= args.seed <= 2**32 - 1:
-        raise ConfigError(f"--seed must be in [0, 2**32-1], got {args.seed}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
     path = graphs.write_mixture(args.out, args.seed, args.count, args.tasks, args.min_tasks)
     print(f"wrote {path}: {args.count} graphs of {args.min_tasks}-{args.tasks} sub-tasks")
     return 0

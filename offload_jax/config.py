@@ -31,6 +31,9 @@ POSITIVE_RANGE_KEYS = (
 )
 
 
+MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits of the seed: larger seeds would collide
+
+
 class ConfigError(ValueError):
     """A configuration value is outside what is allowed; the message names the field."""
 

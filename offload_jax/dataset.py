@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 import offload_jax
 from offload_jax import atomic, locking, processes, scenarios
-from offload_jax.config import ConfigError
+from offload_jax.config import MAX_SEED, ConfigError
 from offload_jax.scenarios.base import NUM_SITES, SITES, Scenario
 
 MANIFEST_FILE = "manifest.json"
@@ -65,7 +65,6 @@ GROW_LIMIT = 64  # ... up to this many times the solver's default batch
 _PEER_JOB_RE = re.compile(r"job-process-\d+\.json")
 # Keys of every manifest; a scenario adds its own (`Scenario.manifest_keys`).
 COMMON_KEYS = ("format", "num_states", "seed", "solver", "system", "shards", "versions")
-MAX_SEED = 2**32 - 1  # jax.random.key keeps 32 bits of the seed: larger seeds would collide
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamp: byte-identical shards
 
 

@@ -63,6 +63,9 @@ def test_mixture_graphs_are_valid_varied_and_prefix_stable():
         graphs.mixture(0, 5, 4, 5)
     with pytest.raises(ValueError, match="count"):
         graphs.mixture(0, 0, 4)
+    for seed in (-1, 2**32, 1.5):  # a JAX key keeps 32 bits: a larger seed would repeat another's graphs
+        with pytest.raises(ConfigError, match="seed must be an integer in"):
+            graphs.mixture(seed, 5, 4)
 
 
 def test_topology_file_round_trip_and_cli(tmp_path, capsys):

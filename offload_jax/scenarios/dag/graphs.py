@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from offload_jax.config import MAX_SEED, ConfigError
 from offload_jax.scenarios.dag.config import Graph, write_topology_file
 
 
@@ -133,6 +134,8 @@ def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *, full_s
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if min_tasks > max_tasks:
         raise ValueError(f"min_tasks ({min_tasks}) must be <= max_tasks ({max_tasks})")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
     if not 0.0 <= full_share <= 1.0:
         raise ValueError(f"full_share must be in [0, 1], got {full_share!r}")
     rngs = [np.random.default_rng((seed, k)) for k in range(count)]  # graph k depends on (seed, k) only
