@@ -307,33 +307,6 @@ def time_enumerate_dag(cfg: DagConfig, n: int | None, reps: int, seed: int, batc
             "batch1": b1}
 
 
-class _RecordingSolver(bnb.Solver):
-    """bnb.Solver that keeps each part's search result (the frontier of every state, not only the last
-    part's), and counts pool growths."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.records: list[tuple[int, bnb.Result]] = []
-
-    def _search(self, params, states, devices):
-        r = super()._search(params, states, devices)
-        self.records.append((states.cycles.shape[0], r))
-        return r
-
-    def frontier_of_last_call(self, n: int) -> np.ndarray:
-        """(L,) nodes kept after each level, summed over the n states of the last call (its final,
-        overflow-free attempt: the last records that cover n states)."""
-        total, got = None, 0
-        for size, r in reversed(self.records):
-            f = np.asarray(r.frontier, np.int64)
-            total = f if total is None else total + f
-            got += size
-            if got >= n:
-                break
-        self.records.clear()
-        return total
-
-
 def tree_stats(frontier_total: np.ndarray, n: int, d: int) -> dict:
     """Per state: nodes kept after each level; nodes evaluated (the 3 children of every kept node of the
     level before, and the root's 3); fractions of the tree's sum_{k=1..d} 3^k nodes."""
@@ -351,14 +324,13 @@ def time_bnb(cfg: DagConfig, n: int, reps: int, seed: int, batch1: int, profile:
     `profile`, where the time goes."""
     d = cfg.users * cfg.tasks
     params = cfg.params()
-    solver = _RecordingSolver(cap=cap)
+    solver = bnb.Solver(cap=cap)
     warm = _dag_states(cfg, seed, 0, n)
     t0 = time.perf_counter()
     jax.block_until_ready(solver(params, warm))
     warmup_s = time.perf_counter() - t0
     cap_after_warmup = solver.cap
-    solver.records.clear()
-    times, fronts, caps = [], [], []
+    times, fronts, caps, splits = [], [], [], []
     r = 1
     while r <= reps:
         states = _dag_states(cfg, seed, r * n, n)
@@ -366,7 +338,8 @@ def time_bnb(cfg: DagConfig, n: int, reps: int, seed: int, batch1: int, profile:
         jax.block_until_ready(solver(params, states))
         times.append(time.perf_counter() - t0)
         caps.append(solver.cap)
-        fronts.append(solver.frontier_of_last_call(n))
+        fronts.append(solver.kept)
+        splits.append(solver.splits)
         if r == 1:
             reps = _reps_within(times[0], reps, floor=min(reps, 2))
         r += 1
@@ -374,6 +347,7 @@ def time_bnb(cfg: DagConfig, n: int, reps: int, seed: int, batch1: int, profile:
     frontier_total = np.sum(fronts, axis=0)
     out = {"states": n, "reps": reps, "warmup_compile_s": warmup_s, "times_s": times, "median_s": med,
            "states_per_s": n / med, "cap_after_warmup": cap_after_warmup, "cap_per_rep": caps,
+           "splits_per_rep": splits,
            "tree": tree_stats(frontier_total, n * len(fronts), d)}
     pool = bnb.pool_sizes(n, cfg.users, cfg.tasks, solver.cap)
     out["pool_per_state"] = [p / n for p in pool]
@@ -418,7 +392,7 @@ def profile_bnb(cfg: DagConfig, n: int, seed: int, cap: int, kept: np.ndarray) -
         res = _time_calls(lambda s, pl=pl, dives=dives: bnb.search_jit(params, s, pl, dives),
                           lambda r: states, 3, states)
         r = bnb.search_jit(params, states, pl, dives)
-        res.update(pool_total=int(sum(pl)), overflow=bool(r.overflow),
+        res.update(pool_total=int(sum(pl)), overflow=bool(r.overflow.any()),
                    same_labels=bool(np.array_equal(np.asarray(r.label), np.asarray(ref.label))),
                    states_per_s=n / res["median_s"])
         out[name] = res

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     states = states_of(args.states)
     pool = bnb.pool_sizes(args.states, args.users, args.tasks, args.cap)
     r = bnb.search_jit(params, states, pool, args.dives)
-    out["overflow"] = bool(r.overflow)
+    out["overflow"] = bool(r.overflow.any())
     out["kept_per_state_and_level"] = [round(float(f) / args.states, 3) for f in np.asarray(r.frontier)]
     out["pool_per_state_and_level"] = [p / args.states for p in pool]
     out["wall_s"] = time_calls(lambda: bnb.search_jit(params, states, pool, args.dives))
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         pl = bnb.pool_sizes(n, args.users, args.tasks, args.cap)
         t = time_calls(lambda s=s, pl=pl: bnb.search_jit(params, s, pl, args.dives))
         scaling[str(n)] = {"median_s": t, "states_per_s": n / t,
-                           "overflow": bool(bnb.search_jit(params, s, pl, args.dives).overflow)}
+                           "overflow": bool(bnb.search_jit(params, s, pl, args.dives).overflow.any())}
         print(f"  n={n}: {t:.3f} s, {n / t:.0f} states/s", file=sys.stderr, flush=True)
     out["scaling"] = scaling
     out["load_avg_1min_after"] = os.getloadavg()[0]

@@ -1,5 +1,9 @@
 """The pruned search returns the exhaustive search's label on every state, ties included."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -55,10 +59,77 @@ def test_overflow_is_reported_and_the_pool_grows():
     # The states and the grown pool of the first CASES entry: its programs are compiled once for both tests.
     params, states = _states(600, **CASES[0])  # (CASES[1] is a pytest.param)
     r = bnb.search_jit(params, states, bnb.pool_sizes(600, 2, 3, 2), 2)
-    assert bool(r.overflow)  # 2 nodes a state on average: too few at levels 2-4 (see frontier)
+    assert r.overflow.shape == (600,)
+    assert bool(r.overflow.any())  # 2 nodes a state on average: too few at levels 2-4 (see frontier)
+    assert not bool(r.overflow.all())  # the pool is filled in state order: the first states fit
+    exhaustive = jax.jit(search.solve_enumerate)(params, states)
+    fits = ~np.asarray(r.overflow)
+    np.testing.assert_array_equal(np.asarray(r.label)[fits], np.asarray(exhaustive[0])[fits])
     assert r.frontier.shape == (6,) and np.all(np.asarray(r.frontier[:-1]) <= 600 * 3 ** np.arange(1, 6))
     solver = bnb.Solver(cap=2)
     labels, _ = solver(params, states)
-    assert solver.cap == 4 and np.max(solver.frontier) > 2
-    exhaustive = jax.jit(search.solve_enumerate)(params, states)[0]
-    np.testing.assert_array_equal(np.asarray(labels), np.asarray(exhaustive))
+    assert solver.cap == 4 and np.max(solver.frontier) > 2 and solver.splits == 0
+    np.testing.assert_array_equal(np.asarray(labels), np.asarray(exhaustive[0]))
+
+
+def test_trees_too_large_for_the_budget_are_split_into_subtrees():
+    # A budget of 8 nodes a level and no pool growth: 4 whole trees per call at first, and every state whose
+    # frontier passes that room is searched as jobs over subtrees (prefixes), some split again.
+    params, states = _states(200, **CASES[0])
+    solver = bnb.Solver(cap=2, budget=8, max_cap=2)
+    labels, j = solver(params, states)
+    assert solver.cap == 2 and solver.splits > 10
+    exhaustive = jax.jit(search.solve_enumerate)(params, states)
+    np.testing.assert_array_equal(np.asarray(labels), np.asarray(exhaustive[0]))
+    np.testing.assert_array_equal(np.asarray(j), np.asarray(exhaustive[1]))
+
+
+@pytest.mark.slow  # a fresh process compiles the sharded search (~30 s)
+def test_split_trees_on_four_devices_give_the_exhaustive_labels():
+    script = """
+import jax, numpy as np
+from offload_jax.scenarios.dag import bnb, search
+from offload_jax.scenarios.dag import state as dag_state
+from offload_jax.scenarios.dag.config import DagConfig
+assert jax.device_count() == 4, jax.devices()
+cfg = DagConfig().with_overrides({"tasks": 3, "users": 2, "subcarriers": 2, "w_energy": 0.5})
+states = dag_state.sample(jax.random.key(1), cfg.static(), cfg.params(), 200)
+mesh = jax.make_mesh((4,), ("batch",))
+solver = bnb.Solver(cap=2, budget=8, max_cap=2, mesh=mesh)
+labels, j = solver(cfg.params(), states)
+ref = jax.jit(search.solve_enumerate)(cfg.params(), states)
+assert solver.splits > 10, solver.splits
+np.testing.assert_array_equal(np.asarray(labels), np.asarray(ref[0]))
+np.testing.assert_array_equal(np.asarray(j), np.asarray(ref[1]))
+"""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_jobs_cover_subtrees_and_share_their_incumbent():
+    # Three jobs split one state's tree by its first site; alone, the one whose subtree holds the label finds
+    # it and the others nothing better; with a shared group all three return it. An inactive job searches
+    # nothing. (The program of the test above: 4 jobs, 2 nodes each a level, 2 dives.)
+    params, states = _states(4, **CASES[0])
+    one = jax.tree.map(lambda a: np.repeat(a[:1], 4, axis=0), states)
+    ref = jax.jit(search.solve_enumerate)(params, jax.tree.map(lambda a: a[:1], states))
+    prefix = np.full((4, 6), -1, np.int8)
+    prefix[:3, 0] = [0, 1, 2]
+    pool = bnb.pool_sizes(4, 2, 3, 2)
+    alone = bnb.Jobs(prefix, np.array([True, True, True, False]), np.full(4, np.inf, np.float32),
+                     np.full(4, bnb.INT_MAX, np.int32), np.arange(4, dtype=np.int32))
+    r = bnb.search_jit(params, one, pool, 2, alone)
+    assert not bool(r.overflow.any())
+    label = np.asarray(ref[0])[0]
+    mine = int(label[0, 0])
+    np.testing.assert_array_equal(np.asarray(r.label)[mine], label)
+    for k in range(3):
+        if k != mine:
+            assert float(r.objective[k]) >= float(ref[1][0])
+    assert int(r.frontier[0]) <= 3  # at most 1 node per active job at the fixed level
+    shared = alone._replace(group=np.array([0, 0, 0, 3], np.int32))
+    r = bnb.search_jit(params, one, pool, 2, shared)
+    np.testing.assert_array_equal(np.asarray(r.label)[:3], np.broadcast_to(label, (3, 2, 3)))
+    np.testing.assert_array_equal(np.asarray(r.objective)[:3], float(ref[1][0]))

@@ -9,8 +9,10 @@ the incumbent (the tie rule: nothing that could be the label is ever dropped).
 The live nodes of all states of a batch share one pool (each node knows its state), compacted after
 every level into a fixed size, so the search is one static-shape program for a CPU or a GPU whose
 work follows the batch's total frontier, not its largest one: a few states with wide frontiers
-borrow the room the others leave. If a level's survivors overflow the pool, the batch is reported
-and `solve` reruns it with a larger pool: the labels never depend on the pool sizes.
+borrow the room the others leave. A state whose survivors overflow the pool is reported, and the
+`Solver` searches it again with a larger pool or, past a memory budget, as several jobs that each
+cover a subtree (a prefix of fixed sites) and share one incumbent: the labels never depend on the
+pool sizes, and no state needs more memory than the budget.
 
 Lower bounds (each never exceeds the float32 J that the leaves' own schedule computes):
 * the prefix's: each user's latency and energy so far only grow as sub-tasks are added (the same
@@ -27,7 +29,9 @@ state's most promising node ("dives"), valued by the same schedule.
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 from typing import NamedTuple
 
 import jax
@@ -93,8 +97,30 @@ class Node(NamedTuple):
 class Result(NamedTuple):
     label: jax.Array  # (n, U, T) int8
     objective: jax.Array  # (n,) float32, J of the label
-    overflow: jax.Array  # () bool: a level's survivors did not fit the pool; the labels are not certified
+    overflow: jax.Array  # (n,) bool: the job lost survivors to a full pool; its label is not certified
     frontier: jax.Array  # (L,) int32 nodes kept after each level, over the batch (what the pool needs)
+    index: jax.Array  # (n,) int32 lexicographic index of the label
+
+
+class Jobs(NamedTuple):
+    """What each of a batch's searches covers (leading axis n). Without jobs, job k is state k's whole
+    tree. A job's `prefix` fixes the sites of the first levels (-1: free), so several jobs can split one
+    state's tree; jobs with the same `group` (the batch position of their group's first job) search the
+    same state and share their incumbent at every level. Each job starts from the better of its greedy
+    placement and (`j`, `index`), the J and lexicographic index of a placement of its state found before
+    (inf, INT_MAX: none). An inactive job searches nothing (padding of a batch)."""
+
+    prefix: jax.Array  # (n, L) int8
+    active: jax.Array  # (n,) bool
+    j: jax.Array  # (n,) float32
+    index: jax.Array  # (n,) int32
+    group: jax.Array  # (n,) int32
+
+    @staticmethod
+    def whole(n: int, levels: int) -> Jobs:
+        return Jobs(jnp.full((n, levels), -1, jnp.int8), jnp.ones((n,), bool),
+                    jnp.full((n,), jnp.inf, jnp.float32), jnp.full((n,), INT_MAX, jnp.int32),
+                    jnp.arange(n, dtype=jnp.int32))
 
 
 class _PerState(NamedTuple):
@@ -175,12 +201,19 @@ def _expand(lv: _Level, nodes: Node, u: int, t: int) -> Node:
     return Node(sched, parents.earliest.at[:, u].max(arrive))
 
 
-def _segment_best(j: jax.Array, lex: jax.Array, owner: jax.Array, states: int) -> tuple[jax.Array, jax.Array]:
+def _segment_best(j: jax.Array, lex: jax.Array, owner: jax.Array, states: int, is_sorted: bool = True
+                  ) -> tuple[jax.Array, jax.Array]:
     """Per state, the least (J, lex) among its entries (owner: state of each entry; ties: least lex)."""
-    best = jax.ops.segment_min(j, owner, num_segments=states, indices_are_sorted=True)
+    best = jax.ops.segment_min(j, owner, num_segments=states, indices_are_sorted=is_sorted)
     best_lex = jax.ops.segment_min(jnp.where(j == best[owner], lex, INT_MAX), owner, num_segments=states,
-                                   indices_are_sorted=True)
+                                   indices_are_sorted=is_sorted)
     return best, best_lex
+
+
+def _share(incumbent: tuple[jax.Array, jax.Array], group: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Every job gets its group's best incumbent (the jobs of a group search one state)."""
+    j, i = _segment_best(*incumbent, group, group.shape[0], is_sorted=False)
+    return j[group], i[group]
 
 
 def _better(j_a, i_a, j_b, i_b):
@@ -225,13 +258,18 @@ def _compact(kids: Node, keep: jax.Array, kid_owner: jax.Array, size: int, last:
     return nodes, jnp.where(alive, owner, last), alive
 
 
-def search_batch(params: DagParams, states: DagState, pool: tuple[int, ...], dives: int = 2) -> Result:
-    """Branch and bound for a batch of n states; `pool[k]` is the number of nodes kept after level k
-    (over the batch). Jittable (`pool` and `dives` static)."""
+def search_batch(params: DagParams, states: DagState, pool: tuple[int, ...], dives: int = 2,
+                 jobs: Jobs | None = None) -> Result:
+    """Branch and bound for a batch of n jobs (`jobs`; default: state k's whole tree for each k);
+    `pool[k]` is the number of nodes kept after level k (over the batch). Jittable (`pool` and `dives`
+    static). A job that loses nodes to a full pool is flagged in `overflow`; the others are exact (jobs
+    are independent but for their pool room and their group's incumbent)."""
     n, users, tasks = states.cycles.shape
     order = schedule.dispatch_order(users, tasks)
     if len(pool) != len(order) - 1:
         raise ValueError(f"pool needs one size per level but the last ({len(order) - 1}), got {len(pool)}")
+    if jobs is None:
+        jobs = Jobs.whole(n, len(order))
 
     def prepare(s):
         tab = schedule.tables(s, params)
@@ -241,17 +279,21 @@ def search_batch(params: DagParams, states: DagState, pool: tuple[int, ...], div
         return _PerState(tab, nrm, bounds(tab, params)), j, search.lex_index(x)
 
     per_state, j_inc, i_inc = jax.vmap(prepare)(states)
+    given = _better(jobs.j, jobs.index, j_inc, i_inc)
+    j_inc, i_inc = _share((jnp.where(given, jobs.j, j_inc), jnp.where(given, jobs.index, i_inc)), jobs.group)
     owner = jnp.arange(n, dtype=jnp.int32)
     nodes = Node(schedule.empty(users, tasks, (n,)), jnp.zeros((n, users, tasks, NUM_SITES), jnp.float32))
-    alive = jnp.ones((n,), bool)
-    overflow = jnp.bool_(False)
+    alive = jobs.active
+    overflow = jnp.zeros((n,), bool)
     frontier = []
     for level, (u, t) in enumerate(order):
         kid_owner = jnp.repeat(owner, NUM_SITES)
         lv = jax.vmap(functools.partial(_level_data, u=u, t=t, level=level))(per_state)
         lv = jax.tree.map(lambda a, kid_owner=kid_owner: a[kid_owner], lv)
         kids = _expand(lv, nodes, u, t)
-        ok = jnp.repeat(alive, NUM_SITES) & (lv.slot.real | (kids.sched.site[:, u, t] == LOCAL))
+        site = kids.sched.site[:, u, t]
+        fixed = jobs.prefix[kid_owner, level]
+        ok = jnp.repeat(alive, NUM_SITES) & (lv.slot.real | (site == LOCAL)) & ((fixed < 0) | (site == fixed))
         lb = lower_bound(params, lv, kids, level + 1)
         lex_min = search.lex_index(kids.sched.site)  # undispatched slots hold 0
 
@@ -264,16 +306,20 @@ def search_batch(params: DagParams, states: DagState, pool: tuple[int, ...], div
             frontier.append(jnp.sum(keep))
             j_leaf, i_leaf = _segment_best(jnp.where(keep, lb, jnp.inf), lex_min, kid_owner, n)
             better = _better(j_leaf, i_leaf, j_inc, i_inc)
-            j_inc, i_inc = jnp.where(better, j_leaf, j_inc), jnp.where(better, i_leaf, i_inc)
+            j_inc, i_inc = _share((jnp.where(better, j_leaf, j_inc), jnp.where(better, i_leaf, i_inc)),
+                                  jobs.group)
             break
         if dives:
             key = jnp.where(live((j_inc, i_inc)), lb, jnp.inf)
-            j_inc, i_inc = _dive(params, per_state, kids, key, kid_owner, level + 1, dives, (j_inc, i_inc))
+            dived = _dive(params, per_state, kids, key, kid_owner, level + 1, dives, (j_inc, i_inc))
+            j_inc, i_inc = _share(dived, jobs.group)
         keep = live((j_inc, i_inc))
         frontier.append(jnp.sum(keep))
-        overflow = overflow | (frontier[-1] > pool[level])
+        lost = keep & (jnp.cumsum(keep) > pool[level])
+        overflow = overflow | (jax.ops.segment_max(lost.astype(jnp.int32), kid_owner, num_segments=n,
+                                                   indices_are_sorted=True) > 0)
         nodes, owner, alive = _compact(kids, keep, kid_owner, pool[level], n - 1)
-    return Result(search.from_lex_index(i_inc, users, tasks), j_inc, overflow, jnp.stack(frontier))
+    return Result(search.from_lex_index(i_inc, users, tasks), j_inc, overflow, jnp.stack(frontier), i_inc)
 
 
 def pool_sizes(states: int, users: int, tasks: int, per_state: int) -> tuple[int, ...]:
@@ -285,22 +331,35 @@ def pool_sizes(states: int, users: int, tasks: int, per_state: int) -> tuple[int
 
 # Most nodes a search holds at a level (children: 3x that): bounds memory (~100-400 bytes a node).
 POOL_BUDGET = 1 << 18
+# Levels a job's prefix grows by when a job too large for the pool is split (3^2 = 9 smaller jobs).
+SPLIT_LEVELS = 2
 
 
 class Solver:
-    """Exact labels for batches of states by `search_batch`, growing the pool until nothing overflows.
+    """Exact labels for batches of states by `search_batch`, growing the pool, then splitting the trees
+    that still do not fit it.
 
-    The pool gives each state `cap` nodes on average at each level (every node of the first levels);
-    on overflow the batch is searched again with twice the cap (and, past `POOL_BUDGET` nodes, in
-    smaller sub-batches). The cap that worked is kept for the next batches, so a long job compiles
-    the search a few times at most. With a `mesh` of D devices, a batch (n divisible by D) is cut in D
-    parts, each searched on its device with its own pool. Labels never depend on the cap, the batch
-    or the devices.
+    The pool gives each job `cap` nodes on average at each level (every node of the first levels); a
+    call searches up to `budget // cap` jobs (at first one per state, its whole tree), so its pool holds
+    at most `budget` nodes a level. Jobs that overflow are searched again, the others are done: while
+    `cap` < `max_cap` with twice the cap (kept for the next batches, so a long job compiles the search
+    a few times at most), then by splitting the first overflowing job's tree into the 3^SPLIT_LEVELS
+    subtrees of its next free levels (its prefix), searched as separate jobs that start from the best
+    placement found so far and share their incumbent: a depth-first walk over subtrees that needs no
+    more memory, whatever the state. With a `mesh` of D devices, a call's jobs (a multiple of D) are
+    cut in D parts, each searched on its device with its own pool. Labels never depend on the cap, the
+    budget, the batch or the devices. The default `max_cap` (512 at the default budget) is what T = 12
+    settles at; U = 3 x T = 6 labels about 2x faster at 512 (with a few splits per 256 states) than at
+    4096 (no splits, but 8x the pool per state to compute).
     """
 
-    def __init__(self, cap: int = 32, dives: int = 2, mesh: jax.sharding.Mesh | None = None):
-        self.cap, self.dives, self.mesh = cap, dives, mesh
-        self.frontier: np.ndarray | None = None  # nodes per state and level of the last batch
+    def __init__(self, cap: int = 32, dives: int = 2, mesh: jax.sharding.Mesh | None = None,
+                 budget: int = POOL_BUDGET, max_cap: int | None = None):
+        self.cap, self.dives, self.mesh, self.budget = cap, dives, mesh, budget
+        self.max_cap = max(1, budget // 512) if max_cap is None else max_cap
+        self.kept: np.ndarray | None = None  # (L,) nodes kept after each level, all calls of the last batch
+        self.frontier: np.ndarray | None = None  # the same per state
+        self.splits = 0  # jobs split in the last batch
 
     def __call__(self, params: DagParams, states: DagState) -> tuple[jax.Array, jax.Array]:
         n, users, tasks = states.cycles.shape
@@ -309,44 +368,78 @@ class Solver:
         devices = 1 if self.mesh is None else self.mesh.devices.size
         if n % devices:
             raise ValueError(f"a batch of {n} states does not split over {devices} devices")
-        while True:
-            chunk = devices * max(1, min(n // devices, POOL_BUDGET // self.cap))
-            parts = []
-            for start in range(0, n, chunk):
-                part = jax.tree.map(lambda a, start=start, chunk=chunk: a[start:start + chunk], states)
-                r = self._search(params, part, devices)
-                if bool(jnp.any(r.overflow)):
-                    break
-                parts.append(r)
-                self.frontier = np.asarray(r.frontier).reshape(devices, -1).sum(0) / part.cycles.shape[0]
-            else:
-                return (jnp.concatenate([r.label for r in parts]),
-                        jnp.concatenate([r.objective for r in parts]))
-            if self.cap >= POOL_BUDGET:
-                raise RuntimeError(f"pruned search: one state needs more than {POOL_BUDGET} nodes at a level")
-            self.cap *= 2
+        levels = users * tasks
+        best_j = np.full(n, np.inf, np.float32)
+        best_i = np.full(n, INT_MAX, np.int32)
+        queue = collections.deque((k, ()) for k in range(n))  # jobs: (state, prefix of sites)
+        self.kept, self.splits = np.zeros(levels, np.int64), 0
+        while queue:
+            size = devices * max(1, min(n // devices, self.budget // self.cap))
+            batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+            part, jobs = self._jobs(states, batch, size, devices, levels, best_j, best_i)
+            r = self._search(params, part, jobs, devices)
+            self.kept += np.asarray(r.frontier, np.int64).reshape(devices, -1).sum(0)
+            j, i, over = (np.asarray(a)[:len(batch)] for a in (r.objective, r.index, r.overflow))
+            redo = []
+            for p, (k, prefix) in enumerate(batch):
+                if j[p] < best_j[k] or (j[p] == best_j[k] and i[p] < best_i[k]):
+                    best_j[k], best_i[k] = j[p], i[p]
+                if over[p]:
+                    redo.append((k, prefix))
+            if redo:
+                if self.cap < self.max_cap:
+                    self.cap *= 2
+                else:
+                    (k, prefix), rest = redo[0], redo[1:]
+                    grow = min(SPLIT_LEVELS, levels - 1 - len(prefix))
+                    tails = itertools.product(range(NUM_SITES), repeat=grow)
+                    redo = [(k, prefix + tail) for tail in tails] + rest
+                    self.splits += 1
+                queue.extendleft(reversed(redo))
+        self.frontier = self.kept / n
+        return search.from_lex_index(jnp.asarray(best_i), users, tasks), jnp.asarray(best_j)
 
-    def _search(self, params: DagParams, states: DagState, devices: int) -> Result:
+    @staticmethod
+    def _jobs(states: DagState, batch: list, size: int, devices: int, levels: int, best_j: np.ndarray,
+              best_i: np.ndarray) -> tuple[DagState, Jobs]:
+        """The states and `Jobs` of a call of `size` jobs (the batch's, then inactive padding); groups are
+        positions within each device's part."""
+        idx = np.array([k for k, _ in batch] + [batch[0][0]] * (size - len(batch)))
+        prefix = np.full((size, levels), -1, np.int8)
+        for p, (_, pre) in enumerate(batch):
+            prefix[p, :len(pre)] = pre
+        per = size // devices
+        group = np.empty(size, np.int32)
+        for d in range(devices):
+            first: dict[int, int] = {}
+            for p in range(d * per, (d + 1) * per):
+                group[p] = first.setdefault(int(idx[p]), p - d * per)
+        jobs = Jobs(jnp.asarray(prefix), jnp.asarray(np.arange(size) < len(batch)), jnp.asarray(best_j[idx]),
+                    jnp.asarray(best_i[idx]), jnp.asarray(group))
+        return jax.tree.map(lambda a: a[idx], states), jobs
+
+    def _search(self, params: DagParams, states: DagState, jobs: Jobs, devices: int) -> Result:
         n, users, tasks = states.cycles.shape
         pool = pool_sizes(n // devices, users, tasks, self.cap)
         if devices == 1:
-            return search_jit(params, states, pool, self.dives)
-        split = jax.tree.map(lambda a: a.reshape(devices, n // devices, *a.shape[1:]), states)
-        r = _sharded(self.mesh, pool, self.dives)(params, split)
-        return Result(r.label.reshape(n, users, tasks), r.objective.reshape(n), r.overflow,
-                      r.frontier.reshape(-1))
+            return search_jit(params, states, pool, self.dives, jobs)
+        split = jax.tree.map(lambda a: a.reshape(devices, n // devices, *a.shape[1:]), (states, jobs))
+        r = _sharded(self.mesh, pool, self.dives)(params, *split)
+        return Result(r.label.reshape(n, users, tasks), r.objective.reshape(n), r.overflow.reshape(n),
+                      r.frontier.reshape(-1), r.index.reshape(n))
 
 
 @functools.partial(jax.jit, static_argnames=("pool", "dives"))
-def search_jit(params: DagParams, states: DagState, pool: tuple[int, ...], dives: int = 2) -> Result:
-    return search_batch(params, states, pool, dives)
+def search_jit(params: DagParams, states: DagState, pool: tuple[int, ...], dives: int = 2,
+               jobs: Jobs | None = None) -> Result:
+    return search_batch(params, states, pool, dives, jobs)
 
 
 @functools.lru_cache(maxsize=16)
 def _sharded(mesh: jax.sharding.Mesh, pool: tuple[int, ...], dives: int):
-    """`search_batch` over (D, n / D) states, part d on device d (no communication between parts)."""
+    """`search_batch` over (D, n / D) states and jobs, part d on device d (no communication between parts)."""
     axis = mesh.axis_names[0]
     parts = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return jax.jit(jax.vmap(lambda p, s: search_batch(p, s, pool, dives), in_axes=(None, 0)),
-                   in_shardings=(replicated, parts), out_shardings=parts)
+    return jax.jit(jax.vmap(lambda p, s, j: search_batch(p, s, pool, dives, j), in_axes=(None, 0, 0)),
+                   in_shardings=(replicated, parts, parts), out_shardings=parts)
