@@ -73,12 +73,13 @@ def test_overflow_is_reported_and_the_pool_grows():
 
 
 def test_trees_too_large_for_the_budget_are_split_into_subtrees():
-    # A budget of 8 nodes a level and no pool growth: 4 whole trees per call at first, and every state whose
-    # frontier passes that room is searched as jobs over subtrees (prefixes), some split again.
-    params, states = _states(200, **CASES[0])
-    solver = bnb.Solver(cap=2, budget=8, max_cap=2)
+    # The program of the test above (600 jobs, 2 nodes each a level), a budget of 1,200 nodes a level and no
+    # pool growth: every state whose frontier passes the room left is searched again, and the first one to
+    # overflow in each call as jobs over subtrees (prefixes).
+    params, states = _states(600, **CASES[0])
+    solver = bnb.Solver(cap=2, budget=1200, max_cap=2)
     labels, j = solver(params, states)
-    assert solver.cap == 2 and solver.splits > 10
+    assert solver.cap == 2 and solver.splits >= 1  # repeated, nested splits: the four-device test (slow)
     exhaustive = jax.jit(search.solve_enumerate)(params, states)
     np.testing.assert_array_equal(np.asarray(labels), np.asarray(exhaustive[0]))
     np.testing.assert_array_equal(np.asarray(j), np.asarray(exhaustive[1]))
@@ -110,16 +111,16 @@ np.testing.assert_array_equal(np.asarray(j), np.asarray(ref[1]))
 
 def test_jobs_cover_subtrees_and_share_their_incumbent():
     # Three jobs split one state's tree by its first site; alone, the one whose subtree holds the label finds
-    # it and the others nothing better; with a shared group all three return it. An inactive job searches
-    # nothing. (The program of the test above: 4 jobs, 2 nodes each a level, 2 dives.)
-    params, states = _states(4, **CASES[0])
-    one = jax.tree.map(lambda a: np.repeat(a[:1], 4, axis=0), states)
-    ref = jax.jit(search.solve_enumerate)(params, jax.tree.map(lambda a: a[:1], states))
-    prefix = np.full((4, 6), -1, np.int8)
+    # it and the others nothing better; with a shared group all three return it. Inactive jobs search
+    # nothing. (The program of the tests above: 600 jobs, 2 nodes each a level, 2 dives.)
+    params, states = _states(600, **CASES[0])
+    one = jax.tree.map(lambda a: np.repeat(a[:1], 600, axis=0), states)
+    ref = jax.jit(search.solve_enumerate)(params, states)
+    prefix = np.full((600, 6), -1, np.int8)
     prefix[:3, 0] = [0, 1, 2]
-    pool = bnb.pool_sizes(4, 2, 3, 2)
-    alone = bnb.Jobs(prefix, np.array([True, True, True, False]), np.full(4, np.inf, np.float32),
-                     np.full(4, bnb.INT_MAX, np.int32), np.arange(4, dtype=np.int32))
+    pool = bnb.pool_sizes(600, 2, 3, 2)
+    alone = bnb.Jobs(prefix, np.arange(600) < 3, np.full(600, np.inf, np.float32),
+                     np.full(600, bnb.INT_MAX, np.int32), np.arange(600, dtype=np.int32))
     r = bnb.search_jit(params, one, pool, 2, alone)
     assert not bool(r.overflow.any())
     label = np.asarray(ref[0])[0]
@@ -129,7 +130,7 @@ def test_jobs_cover_subtrees_and_share_their_incumbent():
         if k != mine:
             assert float(r.objective[k]) >= float(ref[1][0])
     assert int(r.frontier[0]) <= 3  # at most 1 node per active job at the fixed level
-    shared = alone._replace(group=np.array([0, 0, 0, 3], np.int32))
+    shared = alone._replace(group=np.where(np.arange(600) < 3, 0, np.arange(600)).astype(np.int32))
     r = bnb.search_jit(params, one, pool, 2, shared)
     np.testing.assert_array_equal(np.asarray(r.label)[:3], np.broadcast_to(label, (3, 2, 3)))
     np.testing.assert_array_equal(np.asarray(r.objective)[:3], float(ref[1][0]))
