@@ -90,7 +90,8 @@ def part_plane(out: Path, settings: list[str] | None = None, done: dict | None =
     """The plane's settings (all, or `settings`), merged into those already `done`."""
     chosen = settings or list(PLANE)
     new = {name: _row(_pipeline(out, name, users=PLANE[name][0], tasks=PLANE[name][1])) for name in chosen}
-    return {**(done or {}), **new}
+    merged = {**(done or {}), **new}
+    return {name: merged[name] for name in PLANE if name in merged}  # PLANE's order, whatever ran first
 
 
 def part_seeds(out: Path) -> dict:
