@@ -58,7 +58,8 @@ def test_pruned_search_equals_exhaustive_search_on_thousands_of_states(overrides
 def test_overflow_is_reported_and_the_pool_grows():
     # The states and the grown pool of the first CASES entry: its programs are compiled once for both tests.
     params, states = _states(600, **CASES[0])  # (CASES[1] is a pytest.param)
-    r = bnb.search_jit(params, states, bnb.pool_sizes(600, 2, 3, 2), 2)
+    # (the Solver's own program below: the same pool, dives and `Jobs`, so it is compiled once)
+    r = bnb.search_jit(params, states, bnb.pool_sizes(600, 2, 3, 2), 2, bnb.Jobs.whole(600, 6))
     assert r.overflow.shape == (600,)
     assert bool(r.overflow.any())  # 2 nodes a state on average: too few at levels 2-4 (see frontier)
     assert not bool(r.overflow.all())  # the pool is filled in state order: the first states fit

@@ -175,7 +175,7 @@ def test_scores_count_only_the_decisions_that_matter():
 # The system and shard size of tests/test_scenarios.py's dag dataset, and its batch of 16 states for the
 # baselines: the compiled labeling programs and the exact search (~25 s to compile) are shared.
 DAG = DagConfig(tasks=3, users=2, subcarriers=2, w_energy=0.5)
-DAG_N, DAG_SHARD, DAG_BATCH = 300, 100, 16
+DAG_N, DAG_SHARD, DAG_BATCH = 300, 100, 100  # a batch a shard: generate and `optimal` share a program
 DAG_BASELINES = ("local", "edge", "cloud", "random", "greedy", "local_search", "optimal")
 WEIGHTS = ("w_latency", "w_energy", "kappa", "p_tx", "p_rx")
 
