@@ -355,16 +355,7 @@ def time_bnb(cfg: DagConfig, n: int, reps: int, seed: int, batch1: int, profile:
     out["computed_children_per_state"] = 3 + 3 * sum(pool) / n
     if batch1 > 0:
         one_solver = bnb.Solver(cap=solver.cap)
-        # Compile every pool a single state may grow the cap to (up to max_cap, then it splits) before
-        # the timed calls, so that no compile lands in them.
-        one = _dag_states(cfg, seed, 0, 1)
-        cap = one_solver.cap
-        while True:
-            jax.block_until_ready(bnb.search_jit(params, one, bnb.pool_sizes(1, cfg.users, cfg.tasks, cap),
-                                                 one_solver.dives, bnb.Jobs.whole(1, d)))
-            if cap >= one_solver.max_cap:
-                break
-            cap *= 2
+        one_solver.precompile(params, _dag_states(cfg, seed, 0, 1))  # no compile in the timed calls
         b1 = _batch1(lambda s: one_solver(params, s)[0], cfg, seed, batch1, first=(reps + 1) * n, warm=10)
         out.update(decision_s_batch1=b1["median_s"],
                    batch1={**b1, "cap_start": solver.cap, "cap_end": one_solver.cap})

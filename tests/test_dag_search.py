@@ -73,6 +73,21 @@ def test_overflow_is_reported_and_the_pool_grows():
     np.testing.assert_array_equal(np.asarray(labels), np.asarray(exhaustive[0]))
 
 
+@pytest.mark.slow  # two programs of their own (~25 s)
+def test_precompile_leaves_no_compile_for_the_calls():
+    # Shapes no other test compiles (4 jobs a call at cap 2, 2 at cap 4): precompile compiles both and
+    # leaves the cap as it was; then a call that grows the cap compiles nothing.
+    params, states = _states(40, **CASES[0])
+    solver = bnb.Solver(cap=2, budget=8, max_cap=4)
+    before = bnb.search_jit._cache_size()
+    solver.precompile(params, states)
+    assert solver.cap == 2 and bnb.search_jit._cache_size() == before + 2
+    labels, _ = solver(params, states)
+    assert solver.cap == 4 and bnb.search_jit._cache_size() == before + 2
+    exhaustive = jax.jit(search.solve_enumerate)(params, states)[0]
+    np.testing.assert_array_equal(np.asarray(labels), np.asarray(exhaustive))
+
+
 def test_trees_too_large_for_the_budget_are_split_into_subtrees():
     # The program of the test above (600 jobs, 2 nodes each a level), a budget of 1,200 nodes a level and no
     # pool growth: every state whose frontier passes the room left is searched again, and the first one to

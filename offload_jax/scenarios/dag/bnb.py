@@ -216,10 +216,6 @@ def _share(incumbent: tuple[jax.Array, jax.Array], group: jax.Array) -> tuple[ja
     return j[group], i[group]
 
 
-def _better(j_a, i_a, j_b, i_b):
-    return (j_a < j_b) | ((j_a == j_b) & (i_a < i_b))
-
-
 def _dive(params: DagParams, per_state: _PerState, kids: Node, key: jax.Array, kid_owner: jax.Array,
           level: int, dives: int, incumbent: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
     """Complete each state's `dives` live children of least bound `key` greedily; return the per-state
@@ -242,7 +238,7 @@ def _dive(params: DagParams, per_state: _PerState, kids: Node, key: jax.Array, k
 
     j, i = jax.vmap(complete)(per_state, start)  # (n, dives)
     j, i = jax.vmap(search._first_minimum)(jnp.where(has, j, jnp.inf), i)
-    better = _better(j, i, *incumbent)
+    better = search._better(j, i, *incumbent)
     return jnp.where(better, j, incumbent[0]), jnp.where(better, i, incumbent[1])
 
 
@@ -279,7 +275,7 @@ def search_batch(params: DagParams, states: DagState, pool: tuple[int, ...], div
         return _PerState(tab, nrm, bounds(tab, params)), j, search.lex_index(x)
 
     per_state, j_inc, i_inc = jax.vmap(prepare)(states)
-    given = _better(jobs.j, jobs.index, j_inc, i_inc)
+    given = search._better(jobs.j, jobs.index, j_inc, i_inc)
     j_inc, i_inc = _share((jnp.where(given, jobs.j, j_inc), jnp.where(given, jobs.index, i_inc)), jobs.group)
     owner = jnp.arange(n, dtype=jnp.int32)
     nodes = Node(schedule.empty(users, tasks, (n,)), jnp.zeros((n, users, tasks, NUM_SITES), jnp.float32))
@@ -305,7 +301,7 @@ def search_batch(params: DagParams, states: DagState, pool: tuple[int, ...], div
             keep = live((j_inc, i_inc))
             frontier.append(jnp.sum(keep))
             j_leaf, i_leaf = _segment_best(jnp.where(keep, lb, jnp.inf), lex_min, kid_owner, n)
-            better = _better(j_leaf, i_leaf, j_inc, i_inc)
+            better = search._better(j_leaf, i_leaf, j_inc, i_inc)
             j_inc, i_inc = _share((jnp.where(better, j_leaf, j_inc), jnp.where(better, i_leaf, i_inc)),
                                   jobs.group)
             break
@@ -358,23 +354,36 @@ class Solver:
         self.cap, self.dives, self.mesh, self.budget = cap, dives, mesh, budget
         self.max_cap = max(1, budget // 512) if max_cap is None else max_cap
         self.kept: np.ndarray | None = None  # (L,) nodes kept after each level, all calls of the last batch
-        self.frontier: np.ndarray | None = None  # the same per state
+        self._states = 0  # states of the last batch
         self.splits = 0  # jobs split in the last batch
+
+    @property
+    def frontier(self) -> np.ndarray | None:
+        """(L,) nodes kept after each level per state of the last batch (its reruns included)."""
+        return None if self.kept is None else self.kept / self._states
+
+    def _devices(self, n: int) -> int:
+        devices = 1 if self.mesh is None else self.mesh.devices.size
+        if n % devices:
+            raise ValueError(f"a batch of {n} states does not split over {devices} devices")
+        return devices
+
+    def _call_size(self, n: int, devices: int) -> int:
+        """Jobs a call searches at the current cap (its pool then holds at most `budget` nodes a level)."""
+        return devices * max(1, min(n // devices, self.budget // self.cap))
 
     def __call__(self, params: DagParams, states: DagState) -> tuple[jax.Array, jax.Array]:
         n, users, tasks = states.cycles.shape
         if users * tasks == 1:  # one slot: nothing to search below the root
             return search.solve_enumerate(params, states)
-        devices = 1 if self.mesh is None else self.mesh.devices.size
-        if n % devices:
-            raise ValueError(f"a batch of {n} states does not split over {devices} devices")
+        devices = self._devices(n)
         levels = users * tasks
         best_j = np.full(n, np.inf, np.float32)
         best_i = np.full(n, INT_MAX, np.int32)
         queue = collections.deque((k, ()) for k in range(n))  # jobs: (state, prefix of sites)
-        self.kept, self.splits = np.zeros(levels, np.int64), 0
+        self.kept, self._states, self.splits = np.zeros(levels, np.int64), n, 0
         while queue:
-            size = devices * max(1, min(n // devices, self.budget // self.cap))
+            size = self._call_size(n, devices)
             batch = [queue.popleft() for _ in range(min(size, len(queue)))]
             part, jobs = self._jobs(states, batch, size, devices, levels, best_j, best_i)
             r = self._search(params, part, jobs, devices)
@@ -382,7 +391,7 @@ class Solver:
             j, i, over = (np.asarray(a)[:len(batch)] for a in (r.objective, r.index, r.overflow))
             redo = []
             for p, (k, prefix) in enumerate(batch):
-                if j[p] < best_j[k] or (j[p] == best_j[k] and i[p] < best_i[k]):
+                if search._better(j[p], i[p], best_j[k], best_i[k]):
                     best_j[k], best_i[k] = j[p], i[p]
                 if over[p]:
                     redo.append((k, prefix))
@@ -396,8 +405,28 @@ class Solver:
                     redo = [(k, prefix + tail) for tail in tails] + rest
                     self.splits += 1
                 queue.extendleft(reversed(redo))
-        self.frontier = self.kept / n
         return search.from_lex_index(jnp.asarray(best_i), users, tasks), jnp.asarray(best_j)
+
+    def precompile(self, params: DagParams, states: DagState) -> None:
+        """Compile the programs that batches shaped like `states` may need: one per cap from the current
+        one up to `max_cap` (past it the Solver splits, with no new shape), so that no compile lands in
+        a later call (a timed one, say). The cap itself is left as it is."""
+        n, users, tasks = states.cycles.shape
+        if users * tasks == 1:
+            return
+        devices, cap = self._devices(n), self.cap
+        none_j, none_i = np.full(n, np.inf, np.float32), np.full(n, INT_MAX, np.int32)
+        try:
+            while True:
+                size = self._call_size(n, devices)
+                batch = [(k, ()) for k in range(min(size, n))]
+                part, jobs = self._jobs(states, batch, size, devices, users * tasks, none_j, none_i)
+                jax.block_until_ready(self._search(params, part, jobs, devices))
+                if self.cap >= self.max_cap:
+                    break
+                self.cap *= 2
+        finally:
+            self.cap = cap
 
     @staticmethod
     def _jobs(states: DagState, batch: list, size: int, devices: int, levels: int, best_j: np.ndarray,
