@@ -32,6 +32,9 @@ from offload_jax.scenarios.base import Scenario
 
 # Policies backed by a trained run (`runs.load_run`); a run of kind "droo" decides as DROO does.
 LEARNED_NAMES = ("teacher", "student_kd", "student_ce", "droo")
+# Hybrid policies, offered where the scenario has a local search (`Scenario.improve`): name -> the
+# learned policy whose placement the search starts from (its run is runs[that name]).
+HYBRIDS = {"student_kd_ls": "student_kd"}
 
 PolicyFn = Callable[[jax.Array, Any], jax.Array]
 
@@ -55,9 +58,14 @@ def baseline_names(scenario: Scenario) -> tuple[str, ...]:
     return tuple(scenario.baselines())
 
 
+def hybrid_names(scenario: Scenario) -> tuple[str, ...]:
+    """The hybrid policies `scenario` offers: all of `HYBRIDS` where it has a local search, else none."""
+    return tuple(HYBRIDS) if type(scenario).improve is not Scenario.improve else ()
+
+
 def policy_names(scenario: Scenario) -> tuple[str, ...]:
-    """Every policy name of `scenario`: its baselines, then the learned ones."""
-    return (*baseline_names(scenario), *LEARNED_NAMES)
+    """Every policy name of `scenario`: its baselines, the learned ones, then the hybrids."""
+    return (*baseline_names(scenario), *LEARNED_NAMES, *hybrid_names(scenario))
 
 
 def _check_out(x: jax.Array, state: Any) -> jax.Array:
@@ -137,6 +145,18 @@ def droo_policy(model: nnx.Module, stats: FeatureStats, scenario, num_candidates
     return Policy(name, fn, count_params(model))
 
 
+def hybrid_policy(start: Policy, scenario: Scenario, name: str) -> Policy:
+    """`start`'s placement, then the scenario's local search from it (`Scenario.improve`): never worse
+    than `start` by the objective; its decision time is the network's plus the search's."""
+    values = scenario.params
+
+    def fn(key, state):
+        x = start.fn(key, state)
+        return _check_out(scenario.improve(jax.lax.optimization_barrier(values), state, x), state)
+
+    return Policy(name, fn, start.params)
+
+
 def _describe(scenario: Scenario) -> str:
     return ", ".join([f"scenario={scenario.name}", *(f"{k}={v}" for k, v in scenario.sizes().items())])
 
@@ -160,10 +180,17 @@ def run_policy(run: Any, name: str) -> Policy:
 
 
 def make_policy(name: str, *, scenario: Scenario, runs: Mapping[str, Any] | None = None) -> Policy:
-    """Policy `name` (one of `policy_names(scenario)`). Learned ones take their run from `runs[name]`;
-    a run trained for another scenario or other shapes than `scenario`'s is refused."""
+    """Policy `name` (one of `policy_names(scenario)`). Learned ones take their run from `runs[name]`,
+    hybrids from `runs[HYBRIDS[name]]`; a run trained for another scenario or other shapes than
+    `scenario`'s is refused."""
     if name in scenario.baselines():
         return _baseline_policy(scenario, name)
+    if name in hybrid_names(scenario):
+        base = HYBRIDS[name]
+        if not runs or base not in runs:
+            raise ConfigError(f"policy {name!r} starts from policy {base!r}: it needs runs[{base!r}]")
+        check_run_matches(runs[base], scenario, f"policy {name!r}")
+        return hybrid_policy(run_policy(runs[base], base), scenario, name)
     if name not in LEARNED_NAMES:
         raise ConfigError(f"unknown policy {name!r} for scenario {scenario.name!r}; allowed: "
                           f"{', '.join(policy_names(scenario))}")

@@ -131,6 +131,12 @@ class Scenario(abc.ABC):
         estimates the expectation from samples)."""
         return None
 
+    def improve(self, params: Any, state: Any, x: jax.Array) -> jax.Array | None:
+        """Placements (n, *decision_shape) at least as good as `x`, by the scenario's local search from
+        x; None where the scenario has none (the chain: its exact DP is cheaper). What a hybrid policy
+        (a network's placement, then search) calls (`policies.HYBRIDS`)."""
+        return None
+
     def real_mask(self, state: Any) -> jax.Array:
         """(n, *decision_shape) bool: the decisions that matter (padding slots do not)."""
         return jnp.ones(state.cycles.shape, bool)

@@ -164,6 +164,9 @@ class DagScenario(Scenario):
     def real_mask(self, state):
         return state.cycles > 0
 
+    def improve(self, params, state, x):
+        return heuristics.local_search(params, state, x.astype(jnp.int8))
+
     def baselines(self) -> dict[str, Baseline]:
         return {"local": _fixed(0), "edge": _fixed(1), "cloud": _fixed(2), "random": _random,
                 "greedy": _greedy, "local_search": _local_search, "optimal": _Optimal()}

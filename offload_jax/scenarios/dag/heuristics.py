@@ -78,10 +78,11 @@ def greedy(params: DagParams, state: DagState) -> jax.Array:
     return jax.vmap(one)(state)
 
 
-def local_search(params: DagParams, state: DagState) -> jax.Array:
-    """Local search from the greedy placement, (n, U, T) int8 for a batch of states."""
-    def one(s):
+def local_search(params: DagParams, state: DagState, x0: jax.Array | None = None) -> jax.Array:
+    """Local search from the greedy placement, or from `x0` (n, U, T) when given: (n, U, T) int8 for a
+    batch of states."""
+    def one(s, x):
         tab = schedule.tables(s, params)
         nrm = schedule.norm(tab, params)
-        return local_search_from(tab, params, nrm, greedy_from(tab, params, nrm))
-    return jax.vmap(one)(state)
+        return local_search_from(tab, params, nrm, greedy_from(tab, params, nrm) if x is None else x)
+    return jax.vmap(one)(state, x0)
