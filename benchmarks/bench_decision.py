@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--policies", default="all",
                     help="comma-separated subset of the scenario's policies (baselines, learned) or 'all'")
+    ap.add_argument("--states", type=int, default=1,
+                    help="the batch-1 calls cycle through this many states (a search's time depends on the "
+                         "state; default 1: every call on the same state)")
     ap.add_argument("--batch-reps", type=int, default=20,
                     help="timed calls of the batch-throughput measurement")
     ap.add_argument("--rounds", type=int, default=400,
@@ -103,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(str(exc))
         cfg = scenario.cfg
         runs = random_runs(scenario)
-        weights = "freshly initialized (decision time does not depend on the values)"
+        weights = ("freshly initialized (a network's decision time does not depend on the values; "
+                   "student_kd_ls's local search does: time it with --runs)")
+    if not 1 <= args.states <= args.batch:
+        ap.error(f"--states must be in [1, --batch={args.batch}], got {args.states}")
     scenario = scenarios.of(cfg)
     names = policies.parse_policy_names(args.policies, scenario, learned=True)
     pols = {n: policies.make_policy(n, scenario=scenario, runs=runs) for n in names}
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(path, **arrays)
         numpy_student = export_runtime.StudentPolicy(path)
     result = timing.decision_benchmark(pols, scenario, calls=args.calls, batch=args.batch,
-                                       batch_reps=args.batch_reps,
+                                       batch_reps=args.batch_reps, states=args.states,
                                        numpy_student=numpy_student, rounds=args.rounds,
                                        batch1_options=batch1_options, block=args.block)
     result["weights"] = weights

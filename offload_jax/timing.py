@@ -19,6 +19,7 @@ Used by `benchmarks/bench_decision.py` and the quickstart.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import platform
@@ -163,15 +164,29 @@ def host_packed(policy: Policy, scenario: Scenario, key: jax.Array, vec: jax.Arr
     """A call of host driver `policy` on packed input, timed as a Python callable: it unpacks `vec`
     (one vector (P,), or a batch (n, P)) with a compiled `scenario.unpack`, decides, and returns
     when the decision is ready."""
-    batch = vec[None] if vec.ndim == 1 else vec
-    unpack = jax.jit(scenario.unpack).lower(batch).compile()
-    return lambda: jax.block_until_ready(policy.fn(key, unpack(batch)))
+    return host_packed_cycle(policy, scenario, key, [vec])
+
+
+def host_packed_cycle(policy: Policy, scenario: Scenario, key: jax.Array, vecs) -> Callable[[], object]:
+    """`host_packed` whose successive calls take the vectors of `vecs` in turn (all of one shape)."""
+    batches = [v[None] if v.ndim == 1 else v for v in vecs]
+    unpack = jax.jit(scenario.unpack).lower(batches[0]).compile()
+    if len(batches) == 1:
+        batch = batches[0]
+        return lambda: jax.block_until_ready(policy.fn(key, unpack(batch)))
+    return _in_turn(lambda b: jax.block_until_ready(policy.fn(key, unpack(b))), batches)
+
+
+def _in_turn(call: Callable, items) -> Callable[[], object]:
+    """A callable whose successive calls are call(item) for the items in turn, cycling."""
+    turn = itertools.cycle(items)
+    return lambda: call(next(turn))
 
 
 def decision_benchmark(policies: Mapping[str, Policy], scenario: Scenario, *, calls: int = 2000,
                        batch: int = 1024, batch_reps: int = 20, numpy_student=None, seed: int = 0,
                        rounds: int = 400, batch1_options: Mapping[str, object] = BATCH1_COMPILER_OPTIONS,
-                       block: bool = False, progress: bool = True) -> dict:
+                       block: bool = False, states: int = 1, progress: bool = True) -> dict:
     """Batch-1 latency (p50/p99 over `calls` calls) and batch throughput of every policy, in one run.
 
     States are `scenario`'s (sampled with its configured values), packed (`scenario.pack`).
@@ -184,6 +199,9 @@ def decision_benchmark(policies: Mapping[str, Policy], scenario: Scenario, *, ca
     A timed call ends when the program returns if `returns_when_done` (synchronous dispatch), with
     `block_until_ready()` otherwise or if `block` (as the benchmark timed every call before).
     Host drivers (`Policy.host`) are timed as Python callables (`host_packed`), on the same vector.
+    `states`: the batch-1 calls of every callable cycle through this many states (the batch's first),
+    so a policy whose time depends on the state (a search: local search, the exact one) is timed over
+    that many, not on one; 1 times every call on the first state.
     Call `configure_for_latency()` first, at the start of the process.
     Returns {"device", "scenario", "decision_shape", "tasks", "batch", "settings", "load_avg_1min":
     [start, end], "rounds", "identity": {...}, "policies": {name: {p50_us, p99_us, mean_us, calls,
@@ -192,10 +210,14 @@ def decision_benchmark(policies: Mapping[str, Policy], scenario: Scenario, *, ca
     """
     load_start = os.getloadavg()[0]
     key = jax.random.key(seed)
-    states = scenario.sample(jax.random.fold_in(key, 1), scenario.params, jnp.arange(batch, dtype=jnp.uint32))
+    if isinstance(states, bool) or not isinstance(states, int) or not 1 <= states <= batch:
+        raise ValueError(f"states must be an integer in [1, batch={batch}], got {states!r}")
+    count, states = states, scenario.sample(jax.random.fold_in(key, 1), scenario.params,
+                                            jnp.arange(batch, dtype=jnp.uint32))
     batch_vec = jax.device_put(scenario.pack(states))
-    vec = jax.device_put(batch_vec[0])
-    jax.block_until_ready((batch_vec, vec))
+    vecs = [jax.device_put(batch_vec[i]) for i in range(count)]
+    vec = vecs[0]
+    jax.block_until_ready((batch_vec, vecs))
 
     key_data = jax.random.key_data(key)
     lowered_identity = jax.jit(lambda k, vec: vec).lower(key_data, vec)
@@ -206,24 +228,32 @@ def decision_benchmark(policies: Mapping[str, Policy], scenario: Scenario, *, ca
         bar.set_postfix_str(name)
         ones[name] = compile_packed(policy.fn, scenario, key, vec, batch1_options)
     sync = not block and returns_when_done(ones, key_data, vec)
-    batch1 = {name: (functools.partial(one, key_data, vec) if sync
-                     else (lambda one=one: one(key_data, vec).block_until_ready()))
-              for name, one in ones.items()}
+    if count == 1:
+        batch1 = {name: (functools.partial(one, key_data, vec) if sync
+                         else (lambda one=one: one(key_data, vec).block_until_ready()))
+                  for name, one in ones.items()}
+    else:  # each callable its own cycle over the states
+        batch1 = {name: _in_turn((lambda v, one=one: one(key_data, v)) if sync
+                                 else (lambda v, one=one: one(key_data, v).block_until_ready()), vecs)
+                  for name, one in ones.items()}
     # Host drivers and the numpy student read a copy the process owns, as on a device without JAX:
     # numpy reading a read-only view of a JAX buffer (np.asarray of a jax.Array) measured ~1.5x
     # slower per call here.
     host_vec, host_batch = np.array(vec, dtype=np.float32), np.array(batch_vec, dtype=np.float32)
+    host_vecs = [np.array(v, dtype=np.float32) for v in vecs]
     for name, policy in policies.items():
         if policy.host:
-            batch1[name] = host_packed(policy, scenario, key, host_vec)
+            batch1[name] = host_packed_cycle(policy, scenario, key, host_vecs)
     if numpy_student is not None:
-        batch1["numpy_student"] = lambda: numpy_student(host_vec)
+        batch1["numpy_student"] = ((lambda: numpy_student(host_vec)) if count == 1
+                                   else _in_turn(numpy_student, host_vecs))
     seconds = interleaved_seconds(batch1, calls, rounds, progress=progress)
     identity = latency_stats(seconds["identity"])
     result = {"device": device_description(), "scenario": scenario.name,
               "decision_shape": list(scenario.decision_shape), "tasks": scenario.cfg.tasks, "batch": batch,
               "settings": {**settings(batch1_options),
-                           "timed_call": "returns when done" if sync else "block_until_ready"},
+                           "timed_call": "returns when done" if sync else "block_until_ready",
+                           "states": count},
               "rounds": rounds, "identity": identity, "policies": {}}
 
     bar = tqdm(policies.items(), desc="batch throughput", disable=not progress, unit="policy")

@@ -72,3 +72,7 @@ def test_dag_quickstart_trains_on_synthetic_graphs_and_evaluates_on_the_system(t
         dataclasses.replace(quickstart.TINY, train_graphs=5).validate()
     with pytest.raises(ConfigError, match="train_graphs must be an integer >= 0"):
         dataclasses.replace(qcfg, train_graphs=-1).validate()
+    with pytest.raises(ConfigError, match=r"timing_states \(2000\) must be <= timing_batch \(1024\)"):
+        dataclasses.replace(qcfg, timing_states=2000).validate()
+    with pytest.raises(ConfigError, match="timing_states must be an integer >= 1"):
+        dataclasses.replace(qcfg, timing_states=0).validate()

@@ -148,6 +148,30 @@ def test_decision_benchmark_times_host_drivers_on_the_packed_vector():
     np.testing.assert_array_equal(timing.host_packed(pols["host_greedy"], DAG, key, vecs)(), want)
 
 
+def test_decision_benchmark_cycles_through_states():
+    """With states=K every batch-1 callable decides the batch's first K states in turn (a search's
+    time depends on the state); a bad K is refused."""
+    greedy = jax.jit(policies.make_policy("greedy", scenario=DAG).fn)
+    seen = []
+
+    def spy(key, state):
+        seen.append((state.cycles.shape[0], round(float(np.asarray(state.cycles).sum()), -3)))
+        return np.asarray(greedy(key, state))
+
+    pols = {"local": policies.make_policy("local", scenario=DAG),
+            "spy": policies.Policy("spy", spy, host=True)}
+    result = timing.decision_benchmark(pols, DAG, calls=20, batch=16, batch_reps=2, rounds=2, states=4,
+                                       progress=False)
+    assert result["settings"]["states"] == 4 and result["policies"]["spy"]["calls"] == 20
+    idx = jnp.arange(16, dtype=jnp.uint32)
+    states = DAG.sample(jax.random.fold_in(jax.random.key(0), 1), DAG.params, idx)
+    want = {(1, round(float(c), -3)) for c in np.asarray(states.cycles).reshape(16, -1).sum(axis=1)[:4]}
+    assert {s for s in seen if s[0] == 1} == want
+    for bad in (0, 17, True):
+        with pytest.raises(ValueError, match=r"states must be an integer in \[1, batch=16\]"):
+            timing.decision_benchmark(pols, DAG, calls=2, batch=16, states=bad, progress=False)
+
+
 @pytest.mark.slow  # compiles the exact search for 1 and 16 states (~1-2 min on 2 shared cores), times it
 def test_decision_benchmark_times_the_dag_optimum():
     optimal = policies.make_policy("optimal", scenario=DAG)
