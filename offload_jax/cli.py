@@ -213,7 +213,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN", help="run directories (named by basename)")
     p.add_argument("--policies", default="", metavar="NAMES",
                    help="comma-separated baseline policies of the dataset's scenario, or 'all' for every "
-                        "one (an unknown name lists them)")
+                        "one (an unknown name lists them); dag also student_kd_ls (the student's placement, "
+                        "then local search), with a run named student_kd in --runs")
     p.add_argument("--json", type=_output_file, default=None, metavar="PATH",
                    help="write the results here (atomically)")
     p.add_argument("--seed", type=int, default=0, help="key of the random policy")

@@ -22,7 +22,14 @@ import numpy as np
 
 from offload_jax import atomic, metrics
 from offload_jax.config import ConfigError
-from offload_jax.policies import Policy, check_run_matches, make_policy, parse_policy_names, run_policy
+from offload_jax.policies import (
+    HYBRIDS,
+    Policy,
+    check_run_matches,
+    make_policy,
+    parse_policy_names,
+    run_policy,
+)
 from offload_jax.scenarios.base import Objective, Scenario
 
 JSON_FORMAT = "offload-jax-evaluation/1"
@@ -131,36 +138,48 @@ def run_name(run_dir: str | os.PathLike) -> str:
     return Path(os.path.abspath(run_dir)).name
 
 
-def load_run_policies(run_dirs: Sequence[str | os.PathLike], scenario: Scenario) -> dict[str, Policy]:
-    """{basename: policy} for run directories, refusing runs trained for another scenario or shapes."""
+def load_runs(run_dirs: Sequence[str | os.PathLike], scenario: Scenario) -> dict[str, Any]:
+    """{basename: runs.LoadedRun} for run directories, refusing runs trained for another scenario or
+    shapes, and two runs of one name."""
     from offload_jax.runs import load_run  # noqa: PLC0415 (orbax is heavy)
 
-    out: dict[str, Policy] = {}
+    out: dict[str, Any] = {}
     for run_dir in run_dirs:
         name = run_name(run_dir)
         if name in out:
             raise ConfigError(f"--runs: two runs share the name {name!r}; give them distinct directory names")
         run = load_run(run_dir)
         check_run_matches(run, scenario, f"run {str(run_dir)!r}")
-        out[name] = run_policy(run, name)
+        out[name] = run
     return out
+
+
+def load_run_policies(run_dirs: Sequence[str | os.PathLike], scenario: Scenario) -> dict[str, Policy]:
+    """{basename: policy} for run directories (`load_runs`)."""
+    return {name: run_policy(run, name) for name, run in load_runs(run_dirs, scenario).items()}
 
 
 def evaluate_cli(data: str | os.PathLike, runs: Sequence[str], policies: str,
                  json_path: str | os.PathLike | None, *, seed: int = 0, batch_size: int = 8192,
                  max_states: int | None = None, progress: bool = True) -> dict[str, Any]:
     """`offload-jax evaluate`: evaluate runs and the baselines named in `policies` (comma-separated
-    names of the dataset's scenario, 'all', or '' for none) on a dataset; write JSON; return it."""
+    names of the dataset's scenario, 'all', or '' for none; a hybrid, e.g. student_kd_ls, where the
+    run it starts from is among `runs`) on a dataset; write JSON; return it."""
     from offload_jax import dataset as dataset_lib  # noqa: PLC0415
 
     ds = dataset_lib.load(data, max_states=max_states)
     scenario = ds.scenario
-    names = parse_policy_names(policies, scenario) if policies else []
-    pols = {name: make_policy(name, scenario=scenario) for name in names}
-    for name, pol in load_run_policies(runs, scenario).items():
+    names = parse_policy_names(policies, scenario, hybrids=True) if policies else []
+    loaded = load_runs(runs, scenario)
+    for name in names:
+        if name in HYBRIDS and HYBRIDS[name] not in loaded:
+            raise ConfigError(f"--policies {name}: starts from the run named {HYBRIDS[name]!r}; give it "
+                              f"with --runs DIR/{HYBRIDS[name]}")
+    pols = {name: make_policy(name, scenario=scenario, runs=loaded) for name in names}
+    for name, run in loaded.items():
         if name in pols:
             raise ConfigError(f"run name {name!r} clashes with a --policies name; rename the run directory")
-        pols[name] = pol
+        pols[name] = run_policy(run, name)
     if not pols:
         raise ConfigError("nothing to evaluate: give --runs RUN [RUN ...] and/or --policies NAMES")
     results = evaluate_policies(ds, pols, jax.random.key(seed), batch_size=batch_size, progress=progress)

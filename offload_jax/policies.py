@@ -212,13 +212,19 @@ def packed(policy: PolicyFn, scenario: Scenario) -> Callable[[jax.Array, jax.Arr
     return fn
 
 
-def parse_policy_names(text: str, scenario: Scenario, *, learned: bool = False) -> list[str]:
+def parse_policy_names(text: str, scenario: Scenario, *, learned: bool = False,
+                       hybrids: bool = False) -> list[str]:
     """Comma-separated policy names of `scenario` (or 'all' for every one): its baselines, and with
-    `learned` the learned ones too. A name the scenario lacks is refused, listing the allowed ones."""
-    allowed = policy_names(scenario) if learned else baseline_names(scenario)
+    `learned` the learned ones and hybrids too; with `hybrids` the hybrids may be named ('all' leaves
+    them out). A name the scenario lacks is refused, listing the allowed ones."""
+    if learned:
+        allowed = every = policy_names(scenario)
+    else:
+        every = baseline_names(scenario)
+        allowed = (*every, *hybrid_names(scenario)) if hybrids else every
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == ["all"]:
-        return list(allowed)
+        return list(every)
     bad = [n for n in names if n not in allowed]
     if bad or not names:
         raise ConfigError(f"--policies: unknown or unsupported {bad or text!r} for scenario "

@@ -270,7 +270,10 @@ def test_evaluate_cli_on_dag_data_refuses_other_names_and_chain_runs(dag_dir, da
 
     assert error(["--policies", "greedy,optimal_dp"]) == (
         "offload-jax evaluate: error: --policies: unknown or unsupported ['optimal_dp'] for scenario 'dag'; "
-        "allowed: local, edge, cloud, random, greedy, local_search, optimal\n")
+        "allowed: local, edge, cloud, random, greedy, local_search, optimal, student_kd_ls\n")
+    assert error(["--policies", "student_kd_ls"]) == (
+        "offload-jax evaluate: error: --policies student_kd_ls: starts from the run named 'student_kd'; give "
+        "it with --runs DIR/student_kd\n")
     chain = dataset.load(dataset_dir)
     stats = features.compute_stats(jax.jit(features.raw_features)(chain.states))
     runs.save_run(tmp_path / "chain_student", _model(), stats, SMALL_MODEL, CFG, {"kind": "student"})
@@ -288,6 +291,27 @@ def test_evaluate_cli_on_dag_data_refuses_other_names_and_chain_runs(dag_dir, da
     err = error(["--runs", str(tmp_path / "dag_student")])
     assert err.count("\n") == 1 and ("run has scenario=dag, users=1, tasks=4, subcarriers=2, but the data "
                                      "has scenario=dag, users=2, tasks=3, subcarriers=2") in err
+
+
+def test_evaluate_cli_scores_the_hybrid_from_the_named_run(dag_dir, dag_results, tmp_path):
+    """--runs DIR/student_kd --policies student_kd_ls: the student's placements improved by local search,
+    scored as the reference scores the same placements, never worse than the student's."""
+    ds = dag_results[0]
+    model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
+    model = models.build(model_cfg, DAG, rngs=nnx.Rngs(2))
+    stats = features.compute_stats(jax.jit(features.raw_features)(ds.states))
+    runs.save_run(tmp_path / "student_kd", model, stats, model_cfg, DAG, {"kind": "distill"})
+    out = tmp_path / "eval.json"
+    assert cli.main(["evaluate", "--data", str(dag_dir), "--runs", str(tmp_path / "student_kd"), "--policies",
+                     "student_kd_ls", "--json", str(out), "--batch-size", str(DAG_BATCH)]) == 0
+    report = json.loads(out.read_text())["runs"]
+    assert list(report) == ["student_kd_ls", "student_kd"]
+    assert report["student_kd_ls"]["objective_ratio_mean"] < report["student_kd"]["objective_ratio_mean"]
+    hybrid = policies.make_policy("student_kd_ls", scenario=ds.scenario,
+                                  runs={"student_kd": runs.load_run(tmp_path / "student_kd")})
+    pred = _decisions(hybrid, ds.states, jax.random.key(0), DAG_BATCH)
+    for key, want in _reference_metrics(ds, pred, DAG).items():
+        np.testing.assert_allclose(report["student_kd_ls"][key], want, rtol=1e-5, err_msg=key)
 
 
 @pytest.mark.slow  # its own programs (file graphs): 2-4 min of compiles on 2 shared cores
