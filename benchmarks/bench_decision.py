@@ -1,7 +1,7 @@
 """Decision-latency benchmark: how long each policy takes to decide, all in one run.
 
 For each policy: batch-1 latency (p50, p99 over --calls calls) of the AOT-compiled
-policy on one state packed into a float32 vector already on the device, the
+policy on one state (--states K: on K states in turn) packed into a float32 vector already on the device, the
 compiled identity on that vector (the overhead floor), throughput at batch --batch,
 and the exported numpy student on the same vector, all timed in interleaved rounds.
 The process first applies timing.LATENCY_SETTINGS (synchronous CPU dispatch) and compiles
@@ -16,8 +16,9 @@ See offload_jax/timing.py.
         [--users U]
 
 --runs DIR: a quickstart output (DIR/runs/{teacher,student_kd,student_ce,droo}); without it
-the learned policies use freshly initialized weights of the default sizes (decision time
-does not depend on the weights' values).
+the learned policies use freshly initialized weights of the default sizes (a network's decision
+time does not depend on the weights' values; a hybrid's local search does: time student_kd_ls with
+--runs, over many states with --states).
 """
 
 from __future__ import annotations
