@@ -18,6 +18,10 @@ import os
 import numpy as np
 
 FORMAT = "offload-jax-student/1"
+# What the features of each scenario are (recorded in checkpoints and exported files; a file whose
+# version differs from the one this module computes is refused).
+FEATURES_VERSION = "logs+stage-costs/1"
+DAG_FEATURES_VERSION = "dag-recipe/2"  # 2: log(1 + bits) of every edge
 COST_EPS = np.float32(1e-6)  # seconds, added to every stage cost before its log (some are exactly 0)
 
 
@@ -265,6 +269,10 @@ class StudentPolicy:
                              f"expected {FORMAT!r})")
         self.meta = meta
         self.scenario = meta.get("scenario", "chain")  # files written before dag existed: chain
+        computed = DAG_FEATURES_VERSION if self.scenario == "dag" else FEATURES_VERSION
+        if meta.get("features", computed) != computed:
+            raise ValueError(f"{path}: exported with features {meta['features']!r}, this runtime computes "
+                             f"{computed!r}: export a run trained with this version of offload_jax")
         self.tasks = int(meta["tasks"])
         self.users = int(meta.get("users", 1))
         self.subcarriers = int(meta["subcarriers"])

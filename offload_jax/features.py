@@ -26,8 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from offload_jax.config import INPUTS, SystemConfig
-from offload_jax.export_runtime import (  # noqa: F401 (COST_EPS re-exported)
+from offload_jax.export_runtime import (  # noqa: F401 (COST_EPS and the versions re-exported)
     COST_EPS,
+    DAG_FEATURES_VERSION,
+    FEATURES_VERSION,
     POOL_CONSTANTS,
     dag_feature_recipe,
     dag_raw_columns,
@@ -37,9 +39,6 @@ from offload_jax.export_runtime import (  # noqa: F401 (COST_EPS re-exported)
 from offload_jax.scenarios.chain.system import pack
 from offload_jax.scenarios.dag.config import DagConfig
 from offload_jax.scenarios.dag.state import DagState
-
-FEATURES_VERSION = "logs+stage-costs/1"
-DAG_FEATURES_VERSION = "dag-recipe/2"  # 2: log(1 + bits) of every edge
 
 
 class FeatureStats(NamedTuple):

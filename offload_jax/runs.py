@@ -229,6 +229,11 @@ def restore(run_dir: Path, step: int, with_opt_state: Any = None) -> tuple[dict,
         cfg_item = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
         model_cfg = ModelConfig.from_dict(cfg_item["model"])
         system = system_of(cfg_item)
+        recorded, computed = cfg_item.get("features", {}).get("version"), feature_spec(system)["version"]
+        if recorded is not None and recorded != computed:
+            raise RunError(f"run directory {str(run_dir)!r} was trained on features {recorded!r}; this "
+                           f"version of offload_jax computes {computed!r}: train it again, or load it with "
+                           "the version that wrote it")
         abstract_params = nnx.to_pure_dict(nnx.state(abstract_model(model_cfg, system)))
         f = num_features(system)
         abstract_stats = {k: jax.ShapeDtypeStruct((f,), jnp.float32) for k in ("mean", "std")}
@@ -257,6 +262,8 @@ def load_run(run_dir: str | os.PathLike) -> LoadedRun:
         model_cfg = ModelConfig.from_dict(cfg_item["model"])
         system = system_of(cfg_item)
         model = model_from_params(params, model_cfg, system)
+    except RunError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is corrupt or unreadable "
                        f"({type(exc).__name__}: {exc})") from exc

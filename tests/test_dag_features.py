@@ -83,3 +83,43 @@ def test_a_student_exported_for_one_system_refuses_another_systems_state(tmp_pat
     for packed in (other, other[0]):  # the batch path and the single-state path
         with pytest.raises(ValueError, match=r"exported for scenario dag, users=1, tasks=4.*values\)"):
             runtime(packed)
+
+
+def test_a_file_exported_with_other_features_is_refused(tmp_path):
+    small = scenarios.make("dag", {"tasks": 4})
+    states = small.sample(jax.random.key(0), small.params, jnp.arange(64, dtype=jnp.uint32))
+    stats = features.compute_stats(features.raw_features(states))
+    model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
+    model = models.build(model_cfg, small.cfg, rngs=nnx.Rngs(0))
+    arrays = export.student_arrays(model, stats, model_cfg, small.cfg)
+    import json
+
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    assert meta["features"] == export_runtime.DAG_FEATURES_VERSION
+    np.savez(tmp_path / "now.npz", **arrays)
+    export_runtime.load(tmp_path / "now.npz")  # this version's file loads
+    meta["features"] = "dag-recipe/1"
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    with pytest.raises(ValueError, match=r"old.npz: exported with features 'dag-recipe/1', this runtime "
+                                         r"computes 'dag-recipe/2'"):
+        export_runtime.load(tmp_path / "old.npz")
+
+
+def test_a_run_trained_on_other_features_is_refused_by_name(tmp_path, monkeypatch):
+    """A checkpoint records its feature version; code that computes another one refuses it up front (not
+    as an unreadable checkpoint, the arrays' shapes would differ)."""
+    from offload_jax import runs
+
+    small = scenarios.make("dag", {"tasks": 3})
+    states = small.sample(jax.random.key(0), small.params, jnp.arange(16, dtype=jnp.uint32))
+    stats = features.compute_stats(features.raw_features(states))
+    model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
+    model = models.build(model_cfg, small.cfg, rngs=nnx.Rngs(0))
+    runs.save_run(tmp_path / "r", model, stats, model_cfg, small.cfg, {"kind": "student"})
+    assert runs.load_run(tmp_path / "r").meta["features"]["version"] == export_runtime.DAG_FEATURES_VERSION
+    newer = {**features.feature_spec(small.cfg), "version": "dag-recipe/99"}
+    monkeypatch.setattr(runs, "feature_spec", lambda cfg: newer)
+    with pytest.raises(runs.RunError, match=r"'.*r' was trained on features 'dag-recipe/2'; this version of "
+                                            r"offload_jax computes 'dag-recipe/99': train it again"):
+        runs.load_run(tmp_path / "r")
