@@ -209,8 +209,9 @@ def part_families(out: Path, quickstart_dir: str) -> dict:
 
 # ----------------------------------------------------------------------------------------- output
 
+PLOTTED = ("greedy", "local_search", "optimal", "teacher", "student_kd", "droo", "student_kd_ls")
 ORDER = ("local", "edge", "cloud", "random", "greedy", "local_search", "optimal", "teacher", "student_kd",
-         "student_ce", "droo")
+         "student_ce", "droo", "student_kd_ls")
 
 
 def _ratio_table(rows: dict[str, dict]) -> str:
@@ -295,7 +296,7 @@ def plots(report: dict, out: Path) -> None:
                                  squeeze=False)
         axes = axes[0]
         for ax, setting in zip(axes, settings, strict=True):
-            for name in ("greedy", "local_search", "optimal", "teacher", "student_kd", "droo"):
+            for name in PLOTTED:
                 p = report["plane"][setting].get(name)
                 if p is None:
                     continue
