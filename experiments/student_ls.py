@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PLANE = ("T8", "T10", "T12", "T14", "U2xT5", "U3xT6")
 FAMILIES = ("chain", "thin_sparse", "deep_dense_skips", "wide_dense")
 TIMED = ("greedy", "local_search", "student_kd", "student_kd_ls")
-PARTS = ("quality", "timing", "report")
+PARTS = ("quality", "tail", "timing", "report")
 
 
 def _cases(dag_learning: Path, quickstart: Path) -> dict[str, tuple[Path, Path]]:
@@ -52,6 +52,42 @@ def part_quality(out: Path, dag_learning: Path, quickstart: Path) -> None:
             continue
         log(SCRIPT, f"quality {case}: {run} on {data}")
         evaluate.evaluate_cli(data, [str(run)], "student_kd_ls", path, progress=False)
+
+
+def part_tail(out: Path, quickstart: Path) -> None:
+    """Where the student's excess over the optimum comes from, on the quickstart's evaluation states:
+    per-state J / J* of the student, local search and student_kd_ls; how much of the student's mean
+    excess its worst 10% of states carry, and how local search does on those states."""
+    import jax
+    import numpy as np
+
+    from offload_jax import atomic, dataset, policies, runs
+
+    path = out / "tail.json"
+    if path.exists():
+        log(SCRIPT, "tail: done before")
+        return
+    ds = dataset.load(quickstart / "data" / "eval")
+    scenario = ds.scenario
+    loaded = {"student_kd": runs.load_run(quickstart / "runs" / "student_kd")}
+    ratio = {}
+    for name in ("student_kd", "local_search", "student_kd_ls"):
+        policy = policies.make_policy(name, scenario=scenario, runs=loaded)
+        x = jax.jit(policy.fn)(jax.random.key(0), ds.states)
+        ratio[name] = np.asarray(scenario.objective(scenario.params, ds.states, x).value) / ds.objective
+    student = ratio["student_kd"]
+    worst = student >= np.quantile(student, 0.9)
+    excess_share = float((student[worst] - 1).sum() / (student - 1).sum())
+    result = {"dataset": str(quickstart / "data" / "eval"), "states": int(student.size),
+              "quantiles": [0.5, 0.75, 0.9, 0.99],
+              "per_policy": {name: {"mean": float(r.mean()), "optimal_share": float(np.mean(r <= 1 + 1e-6)),
+                                    "quantile_values": np.quantile(r, [0.5, 0.75, 0.9, 0.99]).tolist()}
+                             for name, r in ratio.items()},
+              "student_worst_10pct": {"share_of_excess": excess_share,
+                                      "student_mean": float(student[worst].mean()),
+                                      "local_search_mean": float(ratio["local_search"][worst].mean())},
+              "per_state_min_student_local_search": float(np.minimum(student, ratio["local_search"]).mean())}
+    atomic.write_json(path, result)
 
 
 def part_timing(out: Path, dag_learning: Path) -> None:
@@ -125,6 +161,22 @@ def part_report(out: Path, dag_learning: Path) -> dict:
     lines += [md_table(["graphs", *cols], [[case, *(f"{r[c]:.3f}" for c in cols)]
                                            for case, r in report["unseen"].items()]), "",
               "![student_kd_ls](student_ls.png)", ""]
+    tail_path = out / "tail.json"
+    if tail_path.exists():
+        t = json.loads(tail_path.read_text())
+        report["tail"] = t
+        w = t["student_worst_10pct"]
+        lines += [f"Where the student's excess comes from (`--part tail`: the quickstart's runs on its "
+                  f"{t['states']:,} evaluation states, per-state J / J*):", "",
+                  md_table(["policy", "mean", "share optimal", "p50", "p75", "p90", "p99"],
+                           [[name, f"{p['mean']:.3f}", f"{p['optimal_share']:.3f}",
+                             *(f"{v:.3f}" for v in p["quantile_values"])]
+                            for name, p in t["per_policy"].items()]), "",
+                  f"The student's worst 10% of states carry {w['share_of_excess']:.0%} of its mean excess; "
+                  f"on them it scores {w['student_mean']:.3f} and local search from greedy "
+                  f"{w['local_search_mean']:.3f}. The better of the two per state averages "
+                  f"{t['per_state_min_student_local_search']:.3f}; local search started from the student's "
+                  f"placement {t['per_policy']['student_kd_ls']['mean']:.3f}.", ""]
     from offload_jax import atomic
 
     atomic.write_text(out / "student_ls.md", "\n".join(lines))
@@ -179,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if "quality" in parts:
         part_quality(out, dag_learning, quickstart)
+    if "tail" in parts:
+        part_tail(out, quickstart)
     if "timing" in parts:
         part_timing(out, dag_learning)
     if "report" in parts:
