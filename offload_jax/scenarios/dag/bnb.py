@@ -452,7 +452,10 @@ class Solver:
         pool = pool_sizes(n // devices, users, tasks, self.cap)
         if devices == 1:
             return search_jit(params, states, pool, self.dives, jobs)
-        split = jax.tree.map(lambda a: a.reshape(devices, n // devices, *a.shape[1:]), (states, jobs))
+        # As host arrays, which jit places part d on device d: a labeler's batch arrives sharded, and the
+        # jobs gathered from it come out replicated, a committed layout jit would refuse.
+        split = jax.tree.map(lambda a: np.asarray(a).reshape(devices, n // devices, *a.shape[1:]),
+                             (states, jobs))
         r = _sharded(self.mesh, pool, self.dives)(params, *split)
         return Result(r.label.reshape(n, users, tasks), r.objective.reshape(n), r.overflow.reshape(n),
                       r.frontier.reshape(-1), r.index.reshape(n))
