@@ -53,6 +53,7 @@ class QuickstartConfig:
     droo_memory: int = 1024
     calls: int = 2000  # timed batch-1 calls per policy
     timing_states: int = 1  # the states those calls cycle through (a search's time depends on the state)
+    timing_rounds: int = 400  # interleaved blocks they are timed in (each block starts with 10 untimed calls)
     timing_batch: int = 1024  # states per call of the batch-throughput measurement
     batch_reps: int = 20  # its timed calls per policy
     teacher_model: ModelConfig | None = None  # None: the scenario's default (config.DEFAULT_MODELS)
@@ -74,7 +75,8 @@ class QuickstartConfig:
         if self.scenario not in scenarios.SCENARIOS:
             raise ConfigError(f"scenario must be one of {list(scenarios.SCENARIOS)}, got {self.scenario!r}")
         for name in ("tasks", "users", "train_states", "eval_states", "teacher_steps", "student_steps",
-                     "batch_size", "calls", "holdout", "timing_batch", "batch_reps", "timing_states"):
+                     "batch_size", "calls", "holdout", "timing_batch", "batch_reps", "timing_states",
+                     "timing_rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -131,10 +133,12 @@ class QuickstartConfig:
 OBJECTIVE_WEIGHTS = {("chain", "teacher"): 0.0, ("chain", "student"): 0.5,
                      ("dag", "teacher"): 1.5, ("dag", "student"): 1.0}
 # The dag quickstart: T = 10, U = 1, w_energy = 0; trained on 20k synthetic graphs of 2-10 sub-tasks,
-# evaluated on layered graphs (T = 10) drawn per state.
+# evaluated on layered graphs (T = 10) drawn per state. Its policies are timed over 100 states in 200
+# blocks of 5 calls (the exact search takes ~10 ms a state on the median, so 400 blocks, each with its 10
+# untimed calls, took ~100 s more: 813 s in all).
 DAG = QuickstartConfig(scenario="dag", train_states=100_000, holdout=5_000, eval_states=5_000,
                        teacher_steps=3_000, student_steps=12_000, batch_size=512, calls=1000,
-                       timing_states=100, train_graphs=20_000)
+                       timing_states=100, timing_rounds=200, train_graphs=20_000)
 # Settings small enough for the test suite (seconds of training, not minutes).
 TINY = QuickstartConfig(tasks=4, train_states=3_000, holdout=500, eval_states=500, teacher_steps=60,
                         student_steps=200, batch_size=256, calls=50, droo_memory=256)
@@ -227,6 +231,7 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
     numpy_student = export_runtime.load(student_file)
     speed = timing.decision_benchmark(pols, scenario, calls=qcfg.calls, batch=qcfg.timing_batch,
                                       batch_reps=qcfg.batch_reps, states=qcfg.timing_states,
+                                      rounds=qcfg.timing_rounds,
                                       numpy_student=numpy_student, seed=qcfg.seed, progress=progress)
     done("decision latency")
 

@@ -46,6 +46,8 @@ def test_quickstart_dag_tiny_end_to_end(tmp_path, capsys):
         assert p["objective_ratio_mean"] >= 1.0 - 1e-6 and p["decision_us_p50"] > 0, name
     assert report["policies"]["optimal"]["objective_ratio_mean"] == 1.0
     assert report["policies"]["optimal"]["timed_as"].startswith("host driver")
+    hybrid, student = (report["policies"][n]["objective_ratio_mean"] for n in ("student_kd_ls", "student_kd"))
+    assert hybrid <= student and report["timing_settings"]["states"] == 1
     fixed = min(report["policies"][n]["objective_ratio_mean"] for n in ("local", "edge", "cloud", "random"))
     assert report["policies"]["student_kd"]["objective_ratio_mean"] < fixed
     for name, run in report["runs"].items():
@@ -76,3 +78,5 @@ def test_dag_quickstart_trains_on_synthetic_graphs_and_evaluates_on_the_system(t
         dataclasses.replace(qcfg, timing_states=2000).validate()
     with pytest.raises(ConfigError, match="timing_states must be an integer >= 1"):
         dataclasses.replace(qcfg, timing_states=0).validate()
+    with pytest.raises(ConfigError, match="timing_rounds must be an integer >= 1"):
+        dataclasses.replace(qcfg, timing_rounds=0).validate()
