@@ -212,9 +212,10 @@ def decision_benchmark(policies: Mapping[str, Policy], scenario: Scenario, *, ca
     key = jax.random.key(seed)
     if isinstance(states, bool) or not isinstance(states, int) or not 1 <= states <= batch:
         raise ValueError(f"states must be an integer in [1, batch={batch}], got {states!r}")
-    count, states = states, scenario.sample(jax.random.fold_in(key, 1), scenario.params,
-                                            jnp.arange(batch, dtype=jnp.uint32))
-    batch_vec = jax.device_put(scenario.pack(states))
+    count = states
+    indices = jnp.arange(batch, dtype=jnp.uint32)
+    sampled = scenario.sample(jax.random.fold_in(key, 1), scenario.params, indices)
+    batch_vec = jax.device_put(scenario.pack(sampled))
     vecs = [jax.device_put(batch_vec[i]) for i in range(count)]
     vec = vecs[0]
     jax.block_until_ready((batch_vec, vecs))

@@ -165,7 +165,7 @@ class DagScenario(Scenario):
         return state.cycles > 0
 
     def improve(self, params, state, x):
-        return heuristics.local_search(params, state, x.astype(jnp.int8))
+        return heuristics.local_search(params, state, x)  # local_search_from casts x to int8
 
     def baselines(self) -> dict[str, Baseline]:
         return {"local": _fixed(0), "edge": _fixed(1), "cloud": _fixed(2), "random": _random,
