@@ -214,7 +214,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--policies", default="", metavar="NAMES",
                    help="comma-separated baseline policies of the dataset's scenario, or 'all' for every "
                         "one (an unknown name lists them); dag also student_kd_ls (the student's placement, "
-                        "then local search), with a run named student_kd in --runs")
+                        "then local search) and student_kd_ls1 (then one round of it), with a run named "
+                        "student_kd in --runs")
     p.add_argument("--json", type=_output_file, default=None, metavar="PATH",
                    help="write the results here (atomically)")
     p.add_argument("--seed", type=int, default=0, help="key of the random policy")

@@ -172,9 +172,10 @@ def evaluate_cli(data: str | os.PathLike, runs: Sequence[str], policies: str,
     names = parse_policy_names(policies, scenario, hybrids=True) if policies else []
     loaded = load_runs(runs, scenario)
     for name in names:
-        if name in HYBRIDS and HYBRIDS[name] not in loaded:
-            raise ConfigError(f"--policies {name}: starts from the run named {HYBRIDS[name]!r}; give it "
-                              f"with --runs DIR/{HYBRIDS[name]}")
+        if name in HYBRIDS and HYBRIDS[name].base not in loaded:
+            base = HYBRIDS[name].base
+            raise ConfigError(f"--policies {name}: starts from the run named {base!r}; give it with "
+                              f"--runs DIR/{base}")
     pols = {name: make_policy(name, scenario=scenario, runs=loaded) for name in names}
     for name, run in loaded.items():
         if name in pols:

@@ -32,9 +32,21 @@ from offload_jax.scenarios.base import Scenario
 
 # Policies backed by a trained run (`runs.load_run`); a run of kind "droo" decides as DROO does.
 LEARNED_NAMES = ("teacher", "student_kd", "student_ce", "droo")
-# Hybrid policies, offered where the scenario has a local search (`Scenario.improve`): name -> the
-# learned policy whose placement the search starts from (its run is runs[that name]).
-HYBRIDS = {"student_kd_ls": "student_kd"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Hybrid:
+    """A learned policy's placement, then the scenario's local search from it (`Scenario.improve`):
+    `base` names the learned policy (its run is runs[base]); `rounds` bounds the search's improving
+    moves (None: until no single change lowers the objective; 1: the best of the placement and its
+    single changes, a fixed cost)."""
+
+    base: str
+    rounds: int | None = None
+
+
+# Hybrid policies, offered where the scenario has a local search.
+HYBRIDS = {"student_kd_ls": Hybrid("student_kd"), "student_kd_ls1": Hybrid("student_kd", rounds=1)}
 
 PolicyFn = Callable[[jax.Array, Any], jax.Array]
 
@@ -145,14 +157,15 @@ def droo_policy(model: nnx.Module, stats: FeatureStats, scenario, num_candidates
     return Policy(name, fn, count_params(model))
 
 
-def hybrid_policy(start: Policy, scenario: Scenario, name: str) -> Policy:
-    """`start`'s placement, then the scenario's local search from it (`Scenario.improve`): never worse
-    than `start` by the objective; its decision time is the network's plus the search's."""
+def hybrid_policy(start: Policy, scenario: Scenario, name: str, rounds: int | None = None) -> Policy:
+    """`start`'s placement, then the scenario's local search from it (`Scenario.improve`, at most
+    `rounds` moves when given): never worse than `start` by the objective; its decision time is the
+    network's plus the search's."""
     values = scenario.params
 
     def fn(key, state):
         x = start.fn(key, state)
-        return _check_out(scenario.improve(jax.lax.optimization_barrier(values), state, x), state)
+        return _check_out(scenario.improve(jax.lax.optimization_barrier(values), state, x, rounds), state)
 
     return Policy(name, fn, start.params)
 
@@ -186,11 +199,11 @@ def make_policy(name: str, *, scenario: Scenario, runs: Mapping[str, Any] | None
     if name in scenario.baselines():
         return _baseline_policy(scenario, name)
     if name in hybrid_names(scenario):
-        base = HYBRIDS[name]
+        base = HYBRIDS[name].base
         if not runs or base not in runs:
             raise ConfigError(f"policy {name!r} starts from policy {base!r}: it needs runs[{base!r}]")
         check_run_matches(runs[base], scenario, f"policy {name!r}")
-        return hybrid_policy(run_policy(runs[base], base), scenario, name)
+        return hybrid_policy(run_policy(runs[base], base), scenario, name, HYBRIDS[name].rounds)
     if name not in LEARNED_NAMES:
         raise ConfigError(f"unknown policy {name!r} for scenario {scenario.name!r}; allowed: "
                           f"{', '.join(policy_names(scenario))}")

@@ -412,13 +412,14 @@ def greedy(state: dict, w: dict | None = None) -> np.ndarray:
     return x.astype(np.int8)
 
 
-def local_search(state: dict, w: dict | None, x0) -> np.ndarray:
+def local_search(state: dict, w: dict | None, x0, rounds: int | None = None) -> np.ndarray:
     """Steepest descent over single sub-task site changes, from x0.
 
     Each round evaluates every change of one real sub-task to another site, in the order
     (position in x flattened user-major, then new site ascending), and applies the one with the
     lowest J if that J is strictly below the current J (the first such change among equals);
-    stops when no change lowers J. Padding slots are set to 0 and never changed. Returns (U,T) int8.
+    stops when no change lowers J, or after `rounds` rounds when given. Padding slots are set to 0
+    and never changed. Returns (U,T) int8.
     """
     w = _weights(w)
     n_users, n_tasks = np.asarray(state["cycles"]).shape
@@ -432,7 +433,9 @@ def local_search(state: dict, w: dict | None, x0) -> np.ndarray:
         return _j_from(sched["L"], sched["E"], base_l, base_e, w)
 
     current = j_of(x)
-    while True:
+    done = 0
+    while rounds is None or done < rounds:
+        done += 1
         best_j, best_move = current, None
         for pos in range(n_users * n_tasks):
             u, t = divmod(pos, n_tasks)
@@ -452,6 +455,7 @@ def local_search(state: dict, w: dict | None, x0) -> np.ndarray:
         u, t, site = best_move
         x[u, t] = site
         current = best_j
+    return x.astype(np.int8)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -270,7 +270,7 @@ def test_evaluate_cli_on_dag_data_refuses_other_names_and_chain_runs(dag_dir, da
 
     assert error(["--policies", "greedy,optimal_dp"]) == (
         "offload-jax evaluate: error: --policies: unknown or unsupported ['optimal_dp'] for scenario 'dag'; "
-        "allowed: local, edge, cloud, random, greedy, local_search, optimal, student_kd_ls\n")
+        "allowed: local, edge, cloud, random, greedy, local_search, optimal, student_kd_ls, student_kd_ls1\n")
     assert error(["--policies", "student_kd_ls"]) == (
         "offload-jax evaluate: error: --policies student_kd_ls: starts from the run named 'student_kd'; give "
         "it with --runs DIR/student_kd\n")

@@ -246,7 +246,7 @@ def test_make_policy_errors():
                                           "optimal$"):
         policies.parse_policy_names("greedy,optimal_dp", dag)
     assert policies.make_policy("optimal", scenario=dag).host
-    assert policies.policy_names(dag)[-1] == "student_kd_ls"
+    assert policies.policy_names(dag)[-2:] == ("student_kd_ls", "student_kd_ls1")
     assert "student_kd_ls" not in policies.policy_names(SCENARIO)
     with pytest.raises(ConfigError, match=r"policy 'student_kd_ls' starts from policy 'student_kd': it needs "
                                           r"runs\['student_kd'\]"):
@@ -257,9 +257,11 @@ def test_make_policy_errors():
         policies.make_policy("student_kd_ls", scenario=SCENARIO, runs={"student_kd": _Run()})
 
 
-def test_hybrid_is_local_search_from_the_students_placement():
-    """student_kd_ls = the reference local search (tests/dag_reference.py, float64) started from the
-    student's placement: never worse than the student, equal to the reference up to near-ties."""
+@pytest.mark.parametrize("name, rounds", [("student_kd_ls", None), ("student_kd_ls1", 1)])
+def test_hybrid_is_local_search_from_the_students_placement(name, rounds):
+    """student_kd_ls (student_kd_ls1) = the reference local search (tests/dag_reference.py, float64)
+    started from the student's placement (for one round): never worse than the student, equal to the
+    reference up to near-ties."""
     import dag_reference as ref
 
     dag = scenarios.make("dag", {"tasks": 4, "users": 2, "subcarriers": 3, "topology": "file",
@@ -271,17 +273,20 @@ def test_hybrid_is_local_search_from_the_students_placement():
     run.model, run.stats, run.system, run.scenario, run.model_cfg = (
         models.build(model_cfg, dag.cfg, rngs=nnx.Rngs(3)), stats, dag.cfg, dag, model_cfg)
     student = policies.make_policy("student_kd", scenario=dag, runs={"student_kd": run})
-    hybrid = policies.make_policy("student_kd_ls", scenario=dag, runs={"student_kd": run})
+    hybrid = policies.make_policy(name, scenario=dag, runs={"student_kd": run})
     assert hybrid.params == student.params
     key = jax.random.key(0)
     x0, x = (np.asarray(jax.jit(p.fn)(key, states)) for p in (student, hybrid))
     j0, j = (np.asarray(dag.objective(dag.params, states, jnp.asarray(v)).value) for v in (x0, x))
     assert np.all(j <= j0) and np.mean(j < j0) > 0.3  # a random student leaves much to improve
     assert np.all(x[np.asarray(states.cycles) == 0] == 0)  # padding slots stay on 0
+    if rounds == 1:  # one move at most
+        assert np.all((x != x0).reshape(len(x), -1).sum(axis=1) <= 1)
     w = {**ref.DAG_WEIGHT_DEFAULTS, "w_energy": 0.5}
     arrays = {k: np.asarray(v) for k, v in states._asdict().items()}
     for i in range(len(x)):
         d = {k: v[i] for k, v in arrays.items()}
-        want = ref.local_search(d, w, x0[i])
+        want = ref.local_search(d, w, x0[i], rounds)
         j_ref, j_mine = ref.objective(d, want, w)[0], ref.objective(d, x[i], w)[0]
         assert np.array_equal(x[i], want) or abs(j_mine - j_ref) <= 1e-5 * j_ref, i
+

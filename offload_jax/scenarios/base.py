@@ -131,10 +131,11 @@ class Scenario(abc.ABC):
         estimates the expectation from samples)."""
         return None
 
-    def improve(self, params: Any, state: Any, x: jax.Array) -> jax.Array | None:
+    def improve(self, params: Any, state: Any, x: jax.Array, rounds: int | None = None) -> jax.Array | None:
         """Placements (n, *decision_shape) at least as good as `x`, by the scenario's local search from
-        x; None where the scenario has none (the chain: its exact DP is cheaper). What a hybrid policy
-        (a network's placement, then search) calls (`policies.HYBRIDS`)."""
+        x (at most `rounds` improving moves when given); None where the scenario has none (the chain:
+        its exact DP is cheaper). What a hybrid policy (a network's placement, then search) calls
+        (`policies.HYBRIDS`)."""
         return None
 
     def real_mask(self, state: Any) -> jax.Array:

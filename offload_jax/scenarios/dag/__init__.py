@@ -164,8 +164,8 @@ class DagScenario(Scenario):
     def real_mask(self, state):
         return state.cycles > 0
 
-    def improve(self, params, state, x):
-        return heuristics.local_search(params, state, x)  # local_search_from casts x to int8
+    def improve(self, params, state, x, rounds=None):
+        return heuristics.local_search(params, state, x, rounds)  # local_search_from casts x to int8
 
     def baselines(self) -> dict[str, Baseline]:
         return {"local": _fixed(0), "edge": _fixed(1), "cloud": _fixed(2), "random": _random,

@@ -38,9 +38,13 @@ def greedy_from(tab: Tables, params: DagParams, nrm: Norm) -> jax.Array:
     return greedy_complete(tab, params, nrm, schedule.empty(users, tasks)).site
 
 
-def local_search_from(tab: Tables, params: DagParams, nrm: Norm, x0: jax.Array) -> jax.Array:
+def local_search_from(tab: Tables, params: DagParams, nrm: Norm, x0: jax.Array,
+                      rounds: int | None = None) -> jax.Array:
     """From x0, repeatedly take the single sub-task site change that lowers J most (first in the order
-    (slot user-major, new site ascending) among equal ones) until none lowers it. Returns (U, T) int8."""
+    (slot user-major, new site ascending) among equal ones) until none lowers it, or after `rounds`
+    changes when given (rounds=1: the best of x0 and its single changes). Returns (U, T) int8."""
+    if rounds is not None and rounds < 1:
+        raise ValueError(f"rounds must be >= 1 or None (until no change lowers J), got {rounds}")
     users, tasks = tab.real.shape
     d = users * tasks
     # Neighbor k = 3 * slot + site: slot (user-major) moved to `site` (the current site: no move).
@@ -57,16 +61,19 @@ def local_search_from(tab: Tables, params: DagParams, nrm: Norm, x0: jax.Array) 
         return moved.reshape(NUM_SITES * d, users, tasks)
 
     def step(carry):
-        x, j, _ = carry
+        x, j, _, done = carry
         cand = neighbors(x)
         changed = movable & (site_of != x.reshape(d)[slot_of])
         jc = jnp.where(changed, j_of(cand), jnp.inf)
         k = jnp.argmin(jc)
         better = jc[k] < j
-        return jnp.where(better, cand[k], x), jnp.where(better, jc[k], j), better
+        return jnp.where(better, cand[k], x), jnp.where(better, jc[k], j), better, done + 1
+
+    def go_on(carry):
+        return carry[2] if rounds is None else carry[2] & (carry[3] < rounds)
 
     x0 = x0.astype(jnp.int8)
-    x, _, _ = jax.lax.while_loop(lambda c: c[2], step, (x0, j_of(x0), jnp.bool_(True)))
+    x, _, _, _ = jax.lax.while_loop(go_on, step, (x0, j_of(x0), jnp.bool_(True), jnp.int32(0)))
     return x
 
 
@@ -78,11 +85,13 @@ def greedy(params: DagParams, state: DagState) -> jax.Array:
     return jax.vmap(one)(state)
 
 
-def local_search(params: DagParams, state: DagState, x0: jax.Array | None = None) -> jax.Array:
-    """Local search from the greedy placement, or from `x0` (n, U, T) when given: (n, U, T) int8 for a
-    batch of states."""
+def local_search(params: DagParams, state: DagState, x0: jax.Array | None = None,
+                 rounds: int | None = None) -> jax.Array:
+    """Local search from the greedy placement, or from `x0` (n, U, T) when given, for at most `rounds`
+    changes when given: (n, U, T) int8 for a batch of states."""
     def one(s, x):
         tab = schedule.tables(s, params)
         nrm = schedule.norm(tab, params)
-        return local_search_from(tab, params, nrm, greedy_from(tab, params, nrm) if x is None else x)
+        start = greedy_from(tab, params, nrm) if x is None else x
+        return local_search_from(tab, params, nrm, start, rounds)
     return jax.vmap(one)(state, x0)
