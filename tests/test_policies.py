@@ -290,3 +290,15 @@ def test_hybrid_is_local_search_from_the_students_placement(name, rounds):
         j_ref, j_mine = ref.objective(d, want, w)[0], ref.objective(d, x[i], w)[0]
         assert np.array_equal(x[i], want) or abs(j_mine - j_ref) <= 1e-5 * j_ref, i
 
+
+def test_dag_optimal_policy_starts_each_call_from_the_first_pool_size():
+    """A hard state grows the exact search's pool; the policy's next call starts small again (the
+    labels do not depend on the pool size)."""
+    dag = scenarios.make("dag", {"tasks": 3, "users": 1, "subcarriers": 2})
+    states = dag.sample(jax.random.key(2), dag.params, jnp.arange(8, dtype=jnp.uint32))
+    optimal = dag.baselines()["optimal"]
+    first = optimal._solver.cap
+    want = np.asarray(optimal(dag.params, None, states))
+    optimal._solver.cap = 8 * first  # as a hard state leaves it
+    np.testing.assert_array_equal(np.asarray(optimal(dag.params, None, states)), want)
+    assert optimal._solver.cap == first  # T = 3: 27 placements never overflow the first pool
