@@ -53,7 +53,7 @@ class QuickstartConfig:
     droo_memory: int = 1024
     calls: int = 2000  # timed batch-1 calls per policy
     timing_states: int = 1  # the states those calls cycle through (a search's time depends on the state)
-    timing_rounds: int = 400  # interleaved blocks they are timed in (each block starts with 10 untimed calls)
+    timing_rounds: int = 400  # interleaved blocks they are timed in (each starts with untimed calls)
     timing_batch: int = 1024  # states per call of the batch-throughput measurement
     batch_reps: int = 20  # its timed calls per policy
     teacher_model: ModelConfig | None = None  # None: the scenario's default (config.DEFAULT_MODELS)

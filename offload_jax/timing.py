@@ -100,23 +100,29 @@ def per_call_seconds(call: Callable[[], object], calls: int, warmup: int = 50) -
 
 def interleaved_seconds(calls: Mapping[str, Callable[[], object]], per_callable: int, rounds: int,
                         warmup: int = 50, progress: bool = False, block_warmup: int = 10,
-                        seed: int = 0) -> dict[str, np.ndarray]:
+                        seed: int = 0, slow_s: float = 1e-3) -> dict[str, np.ndarray]:
     """Per-call wall times of every callable, `per_callable` calls each, in `rounds` interleaved blocks.
 
     Each block starts with `block_warmup` untimed calls, and every round takes the callables in a new
     (seeded) order: a call right after a heavy one (the teacher evicts ~2 MB of weights) runs cold,
     measured +30% for the first calls of a block, and a fixed order would always charge it to the
-    same callable.
+    same callable. A callable whose `warmup` calls take `slow_s` or more (median) gets one untimed
+    call a block: a cold start's tens of microseconds are noise there, and ten calls of the exact
+    search (~10 ms each) per block were most of the quickstart's timing stage.
     """
     block = math.ceil(per_callable / rounds)
     names = list(calls)
     times: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for call in calls.values():
-        per_call_seconds(call, 0, warmup)
+    block_warmups = {}
+    for name, call in calls.items():
+        first = per_call_seconds(call, warmup, warmup=0)
+        slow = warmup > 0 and float(np.median(first)) >= slow_s
+        block_warmups[name] = min(block_warmup, 1) if slow else block_warmup
     order_rng = np.random.default_rng(seed)
     for _ in tqdm(range(rounds), desc="timing rounds", disable=not progress, unit="round"):
         for i in order_rng.permutation(len(names)):
-            times[names[i]].append(per_call_seconds(calls[names[i]], block, warmup=block_warmup))
+            name = names[i]
+            times[name].append(per_call_seconds(calls[name], block, warmup=block_warmups[name]))
     return {name: np.concatenate(t)[:per_callable] for name, t in times.items()}
 
 

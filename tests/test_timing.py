@@ -4,6 +4,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -93,6 +94,19 @@ def test_interleaved_seconds_counts_calls():
                                        rounds=4, warmup=2, block_warmup=3)
     assert set(times) == {"a", "b"} and all(t.shape == (25,) and np.all(t >= 0) for t in times.values())
     assert counts["a"] == counts["b"] == 2 + 4 * (7 + 3)  # warmup + rounds * (ceil(25 / 4) + 3 per block)
+
+
+def test_interleaved_seconds_warms_slow_callables_once_a_block():
+    counts = {"fast": 0, "slow": 0}
+
+    def call(name):
+        counts[name] += 1
+        if name == "slow":
+            time.sleep(0.004)
+
+    timing.interleaved_seconds({n: (lambda n=n: call(n)) for n in counts}, per_callable=4, rounds=2,
+                               warmup=2, block_warmup=3, slow_s=0.002)
+    assert counts == {"fast": 2 + 2 * (2 + 3), "slow": 2 + 2 * (2 + 1)}
 
 
 def test_interleaved_rounds_change_the_order():
