@@ -211,7 +211,7 @@ def part_families(out: Path, quickstart_dir: str) -> dict:
 
 PLOTTED = ("greedy", "local_search", "optimal", "teacher", "student_kd", "droo", "student_kd_ls")
 ORDER = ("local", "edge", "cloud", "random", "greedy", "local_search", "optimal", "teacher", "student_kd",
-         "student_ce", "droo", "student_kd_ls")
+         "student_ce", "droo", "student_kd_ls", "student_kd_ls1")
 
 
 def _ratio_table(rows: dict[str, dict]) -> str:

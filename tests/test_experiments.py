@@ -169,6 +169,7 @@ def test_student_ls_report_takes_each_number_from_its_source(tmp_path):
     (learning / "dag_learning.json").write_text(json.dumps(doc))
     for k, case in enumerate([*student_ls.PLANE, *(f"family_{f}" for f in student_ls.FAMILIES), "alibaba"]):
         runs_json = {"student_kd_ls": {"objective_ratio_mean": 1.01 + k / 1000},
+                     "student_kd_ls1": {"objective_ratio_mean": 1.1 + k / 1000},
                      "student_kd": {"objective_ratio_mean": 1.2}}
         (out / f"quality_{case}.json").write_text(json.dumps({"runs": runs_json}))
     timing = {"settings": {"states": 100}, "load_avg_1min": [0.1, 0.2], "device": "cpu",
@@ -179,11 +180,13 @@ def test_student_ls_report_takes_each_number_from_its_source(tmp_path):
     t14, t8 = report["plane"]["T14"], report["plane"]["T8"]
     assert t14["student_kd_ls"] == {"objective_ratio": 1.01 + 3 / 1000, "decision_us_p50": 40.0,
                                     "decision_us_p99": 50.0}
+    assert t14["student_kd_ls1"] == {"objective_ratio": 1.1 + 3 / 1000, "decision_us_p50": 50.0,
+                                     "decision_us_p99": 50.0}
     assert t14["greedy"]["objective_ratio"] == 1.5 and t14["student_kd"]["objective_ratio"] == 1.2
     assert t14["optimal"] == {"objective_ratio": 1.7, "decision_us_p50_one_state": 300.0}
     assert "decision_us_p50" not in t8["student_kd_ls"] and t8["_timing"] is None
     assert report["unseen"]["alibaba"]["student_kd_ls"] == 1.01 + 10 / 1000
     assert report["unseen"]["family_chain"]["local_search"] == 1.6
     md = (out / "student_ls.md").read_text()
-    assert "| T14 | 1.500 (10) | 1.600 (20) | 1.200 (30) | 1.013 (40) | 1.700 (300) |" in md
+    assert "| T14 | 1.500 (10) | 1.600 (20) | 1.200 (30) | 1.013 (40) | 1.103 (50) | 1.700 (300) |" in md
     assert (out / "student_ls.png").read_bytes().startswith(PNG)
