@@ -17,8 +17,8 @@ See offload_jax/timing.py.
 
 --runs DIR: a quickstart output (DIR/runs/{teacher,student_kd,student_ce,droo}); without it
 the learned policies use freshly initialized weights of the default sizes (a network's decision
-time does not depend on the weights' values; a hybrid's local search does: time student_kd_ls with
---runs, over many states with --states).
+time does not depend on the weights' values; a hybrid's local search does: time student_kd_ls and
+student_kd_ls1 with --runs, over many states with --states).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = scenario.cfg
         runs = random_runs(scenario)
         weights = ("freshly initialized (a network's decision time does not depend on the values; "
-                   "student_kd_ls's local search does: time it with --runs)")
+                   "the hybrids' local search does: time student_kd_ls and student_kd_ls1 with --runs)")
     if not 1 <= args.states <= args.batch:
         ap.error(f"--states must be in [1, --batch={args.batch}], got {args.states}")
     scenario = scenarios.of(cfg)
