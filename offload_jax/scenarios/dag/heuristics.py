@@ -43,8 +43,7 @@ def local_search_from(tab: Tables, params: DagParams, nrm: Norm, x0: jax.Array,
     """From x0, repeatedly take the single sub-task site change that lowers J most (first in the order
     (slot user-major, new site ascending) among equal ones) until none lowers it, or after `rounds`
     changes when given (rounds=1: the best of x0 and its single changes). Returns (U, T) int8."""
-    if rounds is not None and rounds < 1:
-        raise ValueError(f"rounds must be >= 1 or None (until no change lowers J), got {rounds}")
+    _check_rounds(rounds)
     users, tasks = tab.real.shape
     d = users * tasks
     # Neighbor k = 3 * slot + site: slot (user-major) moved to `site` (the current site: no move).
@@ -77,6 +76,11 @@ def local_search_from(tab: Tables, params: DagParams, nrm: Norm, x0: jax.Array,
     return x
 
 
+def _check_rounds(rounds: int | None) -> None:
+    if rounds is not None and rounds < 1:
+        raise ValueError(f"rounds must be >= 1 or None (until no change lowers J), got {rounds}")
+
+
 def greedy(params: DagParams, state: DagState) -> jax.Array:
     """SPEC greedy placements (n, U, T) int8 of a batch of states."""
     def one(s):
@@ -89,6 +93,8 @@ def local_search(params: DagParams, state: DagState, x0: jax.Array | None = None
                  rounds: int | None = None) -> jax.Array:
     """Local search from the greedy placement, or from `x0` (n, U, T) when given, for at most `rounds`
     changes when given: (n, U, T) int8 for a batch of states."""
+    _check_rounds(rounds)
+
     def one(s, x):
         tab = schedule.tables(s, params)
         nrm = schedule.norm(tab, params)
