@@ -18,7 +18,12 @@ collects the reports into OUT/dag_learning.{json,md} and PNGs. Parts:
 - `generalization`: the dag quickstart's runs (`--quickstart`) and the plane's T = 10 runs (trained on
   layered graphs) scored on the real job graphs of `--topologies` (Alibaba trace); and a pipeline
   trained on one half of those graphs' distinct structures, scored on the other half (no structure in
-  common) and on fresh states of its own half.
+  common) and on fresh states of its own half;
+- `mixture`: a pipeline trained on synthetic graphs of every size, scored on the real job graphs;
+- `families`: the quickstart's runs on layered graphs with other knobs and on the chain;
+- `classics`: the quickstart's runs on task-graph shapes of the scheduling and workflow literature
+  (`CLASSICS`: Gaussian elimination, fork-join, trees, a wavefront mesh, Montage- and Epigenomics-like
+  workflows), one graph per dataset, none of them in training.
 """
 
 from __future__ import annotations
@@ -47,12 +52,55 @@ BUDGET = dataclasses.replace(quickstart.DAG, train_states=30_000, holdout=1_500,
                              teacher_steps=2_000, student_steps=4_000, calls=300, timing_batch=256,
                              batch_reps=3, train_graphs=0)
 PLANE = {"T8": (1, 8), "T10": (1, 10), "T12": (1, 12), "T14": (1, 14), "U3xT6": (3, 6)}
-PARTS = ("plane", "seeds", "energy", "users", "generalization", "mixture", "families")
+PARTS = ("plane", "seeds", "energy", "users", "generalization", "mixture", "families", "classics")
 # Other graph families at T = 10 for the `families` part: the chain, and daggen-style layered graphs with
 # knobs other than the calibrated defaults (fat 0.5, density 0.5, jump 1).
 FAMILIES = {"chain": {"topology": "chain"}, "thin_sparse": {"fat": 0.2, "density": 0.2, "jump": 1},
             "wide_dense": {"fat": 0.8, "density": 0.8, "jump": 2},
             "deep_dense_skips": {"fat": 0.4, "density": 0.8, "jump": 3}}
+
+
+def _gaussian_elimination(m: int) -> list[tuple[int, int]]:
+    """Gaussian elimination of an m x m matrix (Topcuoglu, Hariri, Wu, IEEE TPDS 2002, the HEFT paper):
+    step k has a pivot task, then one update task per column j > k; the pivot feeds the step's
+    updates, update (k, k+1) the next pivot, update (k, j) the next step's update of column j."""
+    ids, n = {}, 0
+    for k in range(m - 1):
+        for j in range(k, m):  # j == k: the pivot
+            ids[k, j], n = n, n + 1
+    edges = []
+    for k in range(m - 1):
+        edges += [(ids[k, k], ids[k, j]) for j in range(k + 1, m)]
+        if k + 1 < m - 1:
+            edges.append((ids[k, k + 1], ids[k + 1, k + 1]))
+            edges += [(ids[k, j], ids[k + 1, j]) for j in range(k + 2, m)]
+    return sorted(edges)
+
+
+def _mirror(tasks: int, edges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The same graph with every edge reversed, renumbered i -> tasks-1-i (still i < j)."""
+    return sorted((tasks - 1 - j, tasks - 1 - i) for i, j in edges)
+
+
+_OUT_TREE = [(0, 1), (0, 2), (0, 3), (1, 4), (1, 5), (2, 6), (2, 7), (3, 8), (3, 9)]
+# name -> (tasks, edges); every graph numbered in a topological order (i < j), as the SPEC's file format.
+CLASSICS = {
+    "gaussian_elimination_m4": (9, _gaussian_elimination(4)),
+    "fork_join_8": (10, [(0, i) for i in range(1, 9)] + [(i, 9) for i in range(1, 9)]),
+    "fork_join_2x3": (9, [(0, 1), (0, 2), (0, 3), (1, 4), (2, 4), (3, 4), (4, 5), (4, 6), (4, 7), (5, 8),
+                          (6, 8), (7, 8)]),
+    "out_tree_10": (10, _OUT_TREE),
+    "in_tree_10": (10, _mirror(10, _OUT_TREE)),
+    # a wavefront (Laplace / LU sweep): cell (i, j) = 3 i + j feeds (i + 1, j) and (i, j + 1)
+    "mesh_3x3": (9, [(3 * i + j, 3 * (i + 1) + j) for i in range(2) for j in range(3)]
+                 + [(3 * i + j, 3 * i + j + 1) for i in range(3) for j in range(2)]),
+    # Montage (Juve et al., FGCS 2013) on two images: mProject x2 -> mDiffFit -> mConcatFit -> mBgModel
+    # -> mBackground x2 (each also reads its projection) -> mImgtbl -> mAdd
+    "montage_9": (9, [(0, 2), (1, 2), (2, 3), (3, 4), (0, 5), (4, 5), (1, 6), (4, 6), (5, 7), (6, 7),
+                      (7, 8)]),
+    # Epigenomics (ibid.) with two lanes: split -> 3-stage pipeline per lane -> merge -> index -> pileup
+    "epigenomics_10": (10, [(0, 1), (1, 2), (2, 3), (0, 4), (4, 5), (5, 6), (3, 7), (6, 7), (7, 8), (8, 9)]),
+}
 MIXTURE_GRAPHS = 20_000  # synthetic training graphs of the `mixture` part (graphs.mixture, seed 0)
 LEARNED = ("teacher", "student_kd", "student_ce", "droo")
 
@@ -207,6 +255,26 @@ def part_families(out: Path, quickstart_dir: str) -> dict:
     return result
 
 
+def part_classics(out: Path, quickstart_dir: str) -> dict:
+    """The dag quickstart's runs on the graphs of `CLASSICS` (T = 10 slots, shorter graphs padded), each
+    graph alone in a topology file, every policy scored on 1,000 fresh states of it."""
+    from offload_jax import atomic, scenarios
+
+    runs_dir = Path(quickstart_dir) / "runs"
+    if not (Path(quickstart_dir) / "report.json").exists():
+        raise SystemExit(f"--quickstart {quickstart_dir}: no finished dag quickstart there")
+    result = {}
+    for name, (tasks, edges) in CLASSICS.items():
+        log(SCRIPT, f"classics: {name} ({tasks} sub-tasks, {len(edges)} edges)")
+        path = out / "classics" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        graph = {"name": name, "tasks": tasks, "edges": [list(e) for e in edges]}
+        atomic.write_json(path, {"format": "offload-jax-topologies/1", "graphs": [graph]})
+        cfg = scenarios.make("dag", {"tasks": 10, "topology": "file", "topology_file": str(path)}).cfg
+        result[name] = _score(runs_dir, out / "classics" / name, cfg, BUDGET.eval_states, 106)
+    return result
+
+
 # ----------------------------------------------------------------------------------------- output
 
 PLOTTED = ("greedy", "local_search", "optimal", "teacher", "student_kd", "droo", "student_kd_ls")
@@ -279,6 +347,12 @@ def markdown(report: dict) -> str:
                   "The dag quickstart's runs (trained on the synthetic mixture) on graph families with other "
                   "shapes: " + "; ".join(f"`{n}` = {k}" for n, k in FAMILIES.items()) + ".", "",
                   _ratio_table(report["families"]), ""]
+    if "classics" in report:
+        lines += ["## Task-graph shapes of the literature (T = 10 slots)", "",
+                  "The dag quickstart's runs (trained on the synthetic mixture, none of these graphs) on one "
+                  "published graph shape at a time (`CLASSICS`: "
+                  + ", ".join(f"`{n}` ({t} sub-tasks)" for n, (t, _) in CLASSICS.items()) + ").", "",
+                  _ratio_table(report["classics"]), ""]
     return "\n".join(lines)
 
 
@@ -364,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                "energy": part_energy, "users": part_users,
                "generalization": lambda o: part_generalization(o, args.topologies, args.quickstart),
                "mixture": lambda o: part_mixture(o, args.topologies),
-               "families": lambda o: part_families(o, args.quickstart)}
+               "families": lambda o: part_families(o, args.quickstart),
+               "classics": lambda o: part_classics(o, args.quickstart)}
     for part in parts:
         t0 = time.perf_counter()
         report[part] = runners[part](out)

@@ -190,3 +190,36 @@ def test_student_ls_report_takes_each_number_from_its_source(tmp_path):
     md = (out / "student_ls.md").read_text()
     assert "| T14 | 1.500 (10) | 1.600 (20) | 1.200 (30) | 1.013 (40) | 1.103 (50) | 1.700 (300) |" in md
     assert (out / "student_ls.png").read_bytes().startswith(PNG)
+
+
+def test_classic_graphs_are_valid_topologies(tmp_path):
+    """experiments/dag_learning.py's CLASSICS: each graph is what its comment says (Gaussian elimination
+    of a 4 x 4 matrix has (m^2 + m - 2) / 2 = 9 tasks; in_tree_10 is out_tree_10 reversed), and the
+    scenario reads them from a topology file into exactly their adjacency (padded to T = 10)."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        dag_learning = importlib.import_module("dag_learning")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    classics = dag_learning.CLASSICS
+    assert classics["gaussian_elimination_m4"][0] == (4 * 4 + 4 - 2) // 2
+    out_tree, in_tree = classics["out_tree_10"][1], classics["in_tree_10"][1]
+    assert sorted(9 - j for j, _ in in_tree) == list(range(1, 10)) and len(in_tree) == len(out_tree)
+    want = {}
+    for name, (tasks, edges) in classics.items():
+        assert all(0 <= i < j < tasks for i, j in edges) and len(set(edges)) == len(edges), name
+        assert {v for e in edges for v in e} == set(range(tasks)), name  # no isolated sub-task
+        adj = np.zeros((10, 10), bool)
+        adj[tuple(np.array(edges).T)] = True
+        want[name] = adj
+    path = tmp_path / "classics.json"
+    path.write_text(json.dumps({"format": "offload-jax-topologies/1", "graphs": [
+        {"name": n, "tasks": t, "edges": [list(e) for e in edges]} for n, (t, edges) in classics.items()]}))
+    dag = scenarios.make("dag", {"tasks": 10, "topology": "file", "topology_file": str(path)})
+    states = dag.sample(jax.random.key(0), dag.params, jax.numpy.arange(96, dtype=jax.numpy.uint32))
+    seen = set()
+    for adj, cycles in zip(np.asarray(states.adj[:, 0]), np.asarray(states.cycles[:, 0]), strict=True):
+        name = next(n for n, a in want.items() if np.array_equal(a, adj))
+        assert np.count_nonzero(cycles) == classics[name][0]  # real sub-tasks, then padding
+        seen.add(name)
+    assert seen == set(classics)
