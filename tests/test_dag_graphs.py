@@ -68,6 +68,25 @@ def test_mixture_graphs_are_valid_varied_and_prefix_stable():
             graphs.mixture(seed, 5, 4)
 
 
+def test_mirrored_mixture_swaps_sources_and_sinks():
+    """mirror_share = 1: each graph is the same draw with its edges reversed (its sources the original's
+    sinks, its in-degrees the original's out-degrees), renumbered in a topological order; 0 changes
+    nothing; a share outside [0, 1] is refused."""
+    mix, mirrored = graphs.mixture(3, 60, 7, 2), graphs.mixture(3, 60, 7, 2, mirror_share=1.0)
+    assert graphs.mixture(3, 60, 7, 2, mirror_share=0.0) == mix
+    for g, m in zip(mix, mirrored, strict=True):
+        assert g.tasks == m.tasks and len(g.edges) == len(m.edges)
+        assert all(0 <= i < j < m.tasks for i, j in m.edges)
+        a, b = _adj(g), _adj(m)
+        assert sorted(a.sum(axis=1)) == sorted(b.sum(axis=0))  # out-degrees became in-degrees
+        assert sorted(a.sum(axis=0)) == sorted(b.sum(axis=1))
+    half = graphs.mixture(3, 60, 7, 2, mirror_share=0.5)
+    changed = sum(h != g for h, g in zip(half, mix, strict=True))
+    assert 10 < changed < 50
+    with pytest.raises(ValueError, match=r"mirror_share must be in \[0, 1\], got 1.5"):
+        graphs.mixture(3, 5, 7, mirror_share=1.5)
+
+
 def test_topology_file_round_trip_and_cli(tmp_path, capsys):
     mix = graphs.mixture(1, 30, 6)
     path = dag_config.write_topology_file(tmp_path / "mix.json", mix, generator="test")

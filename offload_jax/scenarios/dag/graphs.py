@@ -119,15 +119,18 @@ _layered_batch = jax.jit(jax.vmap(layered, in_axes=(0, None, 0, 0, 0)), static_a
 
 def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *, full_share: float = 0.5,
             fat: tuple[float, float] = MIXTURE_FAT, density: tuple[float, float] = MIXTURE_DENSITY,
-            jump: tuple[int, int] = MIXTURE_JUMP) -> tuple[Graph, ...]:
+            jump: tuple[int, int] = MIXTURE_JUMP, mirror_share: float = 0.0) -> tuple[Graph, ...]:
     """`count` synthetic graphs for training students that must hold on graphs they never saw.
 
     Each graph is a layered graph (`layered`, the daggen-style family) with its own knobs: sub-task count
     `max_tasks` with probability `full_share`, else uniform in [min_tasks, max_tasks - 1]; `fat` and
     `density` uniform in their ranges, `jump` uniform in its integer range; its sub-tasks are then
     renumbered in a random topological order (so sources and sinks need not be first and last, as in
-    real job graphs). Graph k depends on (seed, k) alone (numpy for its knobs and order, JAX keys for
-    its edges), so a longer mixture of the same seed starts with the shorter one.
+    real job graphs). With probability `mirror_share` a graph is mirrored first (every edge reversed:
+    its sources become sinks, a fan-out a fan-in; drawn from its own generator, so mirror_share = 0
+    gives the same graphs as before it existed). Graph k depends on (seed, k) alone (numpy for its
+    knobs and order, JAX keys for its edges), so a longer mixture of the same seed starts with the
+    shorter one.
     """
     for name, value, low in (("count", count, 1), ("max_tasks", max_tasks, 1), ("min_tasks", min_tasks, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -136,8 +139,9 @@ def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *, full_s
         raise ValueError(f"min_tasks ({min_tasks}) must be <= max_tasks ({max_tasks})")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
-    if not 0.0 <= full_share <= 1.0:
-        raise ValueError(f"full_share must be in [0, 1], got {full_share!r}")
+    for name, share in (("full_share", full_share), ("mirror_share", mirror_share)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {share!r}")
     rngs = [np.random.default_rng((seed, k)) for k in range(count)]  # graph k depends on (seed, k) only
     sizes = np.empty(count, np.int64)
     fats, densities = np.empty(count, np.float32), np.empty(count, np.float32)
@@ -156,14 +160,20 @@ def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *, full_s
         adjs.update(zip(idx.tolist(), np.asarray(drawn)[:len(idx)], strict=True))
     out = []
     for k, rng in enumerate(rngs):
-        adj = relabel(adjs[k], random_topological_order(adjs[k], rng))
+        adj = adjs[k]
+        if mirror_share and np.random.default_rng((seed, k, 1)).random() < mirror_share:
+            adj = adj.T
+        adj = relabel(adj, random_topological_order(adj, rng))
         edges = tuple((int(i), int(j)) for i, j in zip(*np.nonzero(adj), strict=True))
         out.append(Graph(name=f"mix-{seed}-{k}", tasks=int(sizes[k]), edges=edges))
     return tuple(out)
 
 
-def write_mixture(path: str | os.PathLike, seed: int, count: int, max_tasks: int, min_tasks: int = 2) -> Path:
-    """`mixture(seed, count, max_tasks, min_tasks)` as a topology file (its call recorded as "generator")."""
-    mix = mixture(seed, count, max_tasks, min_tasks)
+def write_mixture(path: str | os.PathLike, seed: int, count: int, max_tasks: int, min_tasks: int = 2,
+                  mirror_share: float = 0.0) -> Path:
+    """`mixture(seed, count, max_tasks, min_tasks, mirror_share=...)` as a topology file (its call
+    recorded as "generator")."""
+    mix = mixture(seed, count, max_tasks, min_tasks, mirror_share=mirror_share)
+    mirror = f", mirror_share={mirror_share}" if mirror_share else ""
     return write_topology_file(path, mix, generator=f"offload_jax.scenarios.dag.graphs.mixture(seed={seed}, "
-                               f"count={count}, max_tasks={max_tasks}, min_tasks={min_tasks})")
+                               f"count={count}, max_tasks={max_tasks}, min_tasks={min_tasks}{mirror})")
