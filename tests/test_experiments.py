@@ -223,3 +223,21 @@ def test_classic_graphs_are_valid_topologies(tmp_path):
         assert np.count_nonzero(cycles) == classics[name][0]  # real sub-tasks, then padding
         seen.add(name)
     assert seen == set(classics)
+
+
+def test_mirror_mixture_markdown_compares_the_same_cases():
+    """experiments/mirror_mixture.py's table: each case's ratios, quickstart -> mirrored, per policy."""
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        mirror = importlib.import_module("mirror_mixture")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+    def side(shift):
+        rows = {n: {"objective_ratio": 1.1 + shift + k / 100} for k, n in enumerate(mirror.COMPARED)}
+        return {"layered": rows, "alibaba": rows, "families": {"chain": rows}, "classics": {"mesh_3x3": rows}}
+
+    md = mirror.markdown({"mirror_share": 0.5, "quickstart": side(0.0), "mirrored": side(0.2)})
+    assert ("| family chain | 1.100 -> 1.300 | 1.110 -> 1.310 | 1.120 -> 1.320 | 1.130 -> 1.330 | "
+            "1.140 -> 1.340 |") in md
+    assert md.count("\n| ") == 1 + 4  # the header, then layered, alibaba, one family, one shape
