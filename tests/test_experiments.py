@@ -241,3 +241,18 @@ def test_mirror_mixture_markdown_compares_the_same_cases():
     assert ("| family chain | 1.100 -> 1.300 | 1.110 -> 1.310 | 1.120 -> 1.320 | 1.130 -> 1.330 | "
             "1.140 -> 1.340 |") in md
     assert md.count("\n| ") == 1 + 4  # the header, then layered, alibaba, one family, one shape
+
+
+def test_tree_sites_markdown_shows_label_and_student_shares():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        tree_sites = importlib.import_module("tree_sites")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    result = {"out_tree_10": {"states": 1000, "student_ratio": 1.283, "accuracy": [0.84, 0.5],
+                              "label_share": [[0.2, 0.56, 0.24], [0.3, 0.3, 0.4]],
+                              "student_share": [[0.16, 0.58, 0.26], [0.1, 0.5, 0.4]]}}
+    md = tree_sites.markdown(result)
+    assert "## out_tree_10 (student J / J* 1.283, 1,000 states)" in md
+    assert "| 0 | 20 / 16 | 56 / 58 | 24 / 26 | 0.84 |" in md
+    assert "| 1 | 30 / 10 | 30 / 50 | 40 / 40 | 0.50 |" in md
