@@ -64,13 +64,11 @@ def student_model(width: int):
 
 def teacher_metrics(teacher, data) -> dict:
     """The teacher's metrics on the same held-out split (its own feature statistics)."""
-    import jax.numpy as jnp
-
-    from offload_jax import metrics, train
+    from offload_jax import train
 
     ev = data.eval
-    pred = jnp.argmax(train.teacher_logits(teacher, data.stats, ev.x), axis=-1).astype(jnp.int8)
-    out = metrics.summary(ev.costs, pred, ev.label, ev.optimal_latency)
+    pred = train.masked_argmax(train.teacher_logits(teacher, data.stats, ev.x), ev.mask)
+    out = train.held_out_metrics(data.scenario, data.scenario.params, ev, pred)
     return {k: float(v) for k, v in out.items() if np.ndim(v) == 0}
 
 

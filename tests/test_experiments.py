@@ -22,14 +22,19 @@ CFG = config.SystemConfig(tasks=3, subcarriers=3)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def scripts():
-    """The two scripts as modules (they import their sibling `exp_common` like `python experiments/x.py`)."""
+def _script(name: str):
+    """experiments/NAME.py as a module (it imports its siblings like `python experiments/NAME.py` does)."""
     sys.path.insert(0, str(EXPERIMENTS))
     try:
-        yield (importlib.import_module("compare_policies"), importlib.import_module("distill_ablation"))
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(EXPERIMENTS))
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    """The two scripts as modules."""
+    return _script("compare_policies"), _script("distill_ablation")
 
 
 @pytest.fixture(scope="module")
@@ -153,11 +158,7 @@ def test_compare_policies_tiny_end_to_end(scripts, tmp_path):
 def test_student_ls_report_takes_each_number_from_its_source(tmp_path):
     """experiments/student_ls.py --part report: the hybrid's quality from its evaluate JSONs, the other
     policies' from dag_learning.json, decision times from the timing JSONs (synthetic inputs)."""
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        student_ls = importlib.import_module("student_ls")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    student_ls = _script("student_ls")
     learning, out = tmp_path / "dag_learning", tmp_path / "out"
     learning.mkdir()
     out.mkdir()
@@ -196,11 +197,7 @@ def test_classic_graphs_are_valid_topologies(tmp_path):
     """experiments/dag_learning.py's CLASSICS: each graph is what its comment says (Gaussian elimination
     of a 4 x 4 matrix has (m^2 + m - 2) / 2 = 9 tasks; in_tree_10 is out_tree_10 reversed), and the
     scenario reads them from a topology file into exactly their adjacency (padded to T = 10)."""
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        dag_learning = importlib.import_module("dag_learning")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    dag_learning = _script("dag_learning")
     classics = dag_learning.CLASSICS
     assert classics["gaussian_elimination_m4"][0] == (4 * 4 + 4 - 2) // 2
     out_tree, in_tree = classics["out_tree_10"][1], classics["in_tree_10"][1]
@@ -227,11 +224,7 @@ def test_classic_graphs_are_valid_topologies(tmp_path):
 
 def test_mirror_mixture_markdown_compares_the_same_cases():
     """experiments/mirror_mixture.py's table: each case's ratios, quickstart -> mirrored, per policy."""
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        mirror = importlib.import_module("mirror_mixture")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    mirror = _script("mirror_mixture")
 
     def side(shift):
         rows = {n: {"objective_ratio": 1.1 + shift + k / 100} for k, n in enumerate(mirror.COMPARED)}
@@ -244,11 +237,7 @@ def test_mirror_mixture_markdown_compares_the_same_cases():
 
 
 def test_tree_sites_markdown_shows_label_and_student_shares():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        tree_sites = importlib.import_module("tree_sites")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    tree_sites = _script("tree_sites")
     result = {"out_tree_10": {"states": 1000, "student_ratio": 1.283, "accuracy": [0.84, 0.5],
                               "label_share": [[0.2, 0.56, 0.24], [0.3, 0.3, 0.4]],
                               "student_share": [[0.16, 0.58, 0.26], [0.1, 0.5, 0.4]]}}
