@@ -23,7 +23,8 @@ def test_bench_decision_dag_reports_every_policy(tmp_path):
                        "--calls", "20", "--rounds", "4", "--batch", "16", "--batch-reps", "1"]) == 0
     result = json.loads(out.read_text())
     assert set(result["policies"]) == {"local", "edge", "cloud", "random", "greedy", "local_search",
-                                       "optimal", "teacher", "student_kd", "student_ce", "droo"}
+                                       "optimal", "teacher", "student_kd", "student_ce", "droo",
+                                       "student_kd_ls", "student_kd_ls1"}  # the hybrids: random weights here
     assert result["policies"]["optimal"]["timed_as"].startswith("host driver")
     assert all(r["p50_us"] > 0 for r in result["policies"].values()) and result["numpy_student"]["p50_us"] > 0
     with pytest.raises(SystemExit):
