@@ -185,7 +185,7 @@ _CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     import test_train as t
-    from offload_jax import train
+    from offload_jax import runs
     real_save = runs.save_checkpoint
     def slow_save(*args, **kwargs):  # give the parent time to kill us between two checkpoints
         real_save(*args, **kwargs)
@@ -198,9 +198,10 @@ _CHILD = textwrap.dedent("""
 @pytest.mark.slow
 def test_sigkilled_process_resumes_to_the_same_params(tmp_path):
     _fit(tmp_path / "whole")
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD.format(tests=str(Path(__file__).parent), out=str(tmp_path / "killed"))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    err = tmp_path / "child.err"
+    with err.open("w") as stderr:
+        code = _CHILD.format(tests=str(Path(__file__).parent), out=str(tmp_path / "killed"))
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.time() + 300
     try:
         while time.time() < deadline and child.poll() is None:
@@ -208,6 +209,9 @@ def test_sigkilled_process_resumes_to_the_same_params(tmp_path):
             if step is not None and step >= 10:
                 break
             time.sleep(0.05)
+        if child.poll() is not None:  # say why, rather than fail to kill it
+            pytest.fail(f"the child exited (rc {child.returncode}) before it was killed: "
+                        f"{err.read_text()[-2000:]}")
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait()
