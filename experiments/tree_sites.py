@@ -22,6 +22,11 @@ SCRIPT = "tree_sites"
 SITES = ("local", "edge", "cloud")
 
 
+def _shares(x) -> list[list[float]]:
+    """x (n, slots) sites -> per slot, the share of states on each site."""
+    return [[float((x[:, t] == s).mean()) for s in range(len(SITES))] for t in range(x.shape[1])]
+
+
 def measure(dag_learning_dir: Path, quickstart: Path) -> dict:
     import jax
     import jax.numpy as jnp
@@ -38,11 +43,8 @@ def measure(dag_learning_dir: Path, quickstart: Path) -> dict:
         x = np.asarray(jax.jit(policy.fn)(jax.random.key(0), ds.states))[:, 0, :tasks]
         label = np.asarray(ds.label)[:, 0, :tasks]
         ratio = np.asarray(scenario.objective(scenario.params, ds.states, jnp.asarray(x[:, None])).value)
-        def share(p):
-            return [[float((p[:, t] == s).mean()) for s in range(3)] for t in range(tasks)]  # noqa: B023
-
         result[shape] = {"states": int(len(x)), "student_ratio": float((ratio / ds.objective).mean()),
-                         "label_share": share(label), "student_share": share(x),
+                         "label_share": _shares(label), "student_share": _shares(x),
                          "accuracy": [float(a) for a in (x == label).mean(axis=0)]}
     return result
 

@@ -172,8 +172,8 @@ def evaluate_cli(data: str | os.PathLike, runs: Sequence[str], policies: str,
     names = parse_policy_names(policies, scenario, hybrids=True) if policies else []
     loaded = load_runs(runs, scenario)
     for name in names:
-        if name in HYBRIDS and HYBRIDS[name].base not in loaded:
-            base = HYBRIDS[name].base
+        base = HYBRIDS[name].base if name in HYBRIDS else None
+        if base is not None and base not in loaded:
             raise ConfigError(f"--policies {name}: starts from the run named {base!r}; give it with "
                               f"--runs DIR/{base}")
     pols = {name: make_policy(name, scenario=scenario, runs=loaded) for name in names}

@@ -107,8 +107,8 @@ def interleaved_seconds(calls: Mapping[str, Callable[[], object]], per_callable:
     (seeded) order: a call right after a heavy one (the teacher evicts ~2 MB of weights) runs cold,
     measured +30% for the first calls of a block, and a fixed order would always charge it to the
     same callable. A callable whose `warmup` calls take `slow_s` or more (median) gets one untimed
-    call a block: a cold start's tens of microseconds are noise there, and ten calls of the exact
-    search (~10 ms each) per block were most of the quickstart's timing stage.
+    call a block: a cold start's tens of microseconds are noise there, and ten untimed calls of the
+    exact search (~10 ms each) a block cost ~20 s per 200 blocks in the dag quickstart.
     """
     block = math.ceil(per_callable / rounds)
     names = list(calls)
