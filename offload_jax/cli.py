@@ -262,6 +262,9 @@ def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: boo
                    help="override which features the network reads: all, or the state's fields only")
     p.add_argument("--arch", choices=ARCHS, default=None,
                    help="override the network family: mlp, or graph (a transformer over a dag's sub-tasks)")
+    p.add_argument("--decode-steps", type=int, default=None, metavar="K",
+                   help="override the passes the network decides in (1: one pass on the features; K > 1: "
+                        "it also reads the decisions taken and fixes the most confident open ones each pass)")
     p.add_argument("--steps", type=int, default=steps_default,
                    help=f"optimizer steps (default {steps_default})")
     if not sweep:  # a sweep takes --seeds
@@ -279,6 +282,9 @@ def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: boo
         p.add_argument("--latency-weight", type=float, default=0.0,
                        help="weight of the objective-aware term (chain: E[latency]/optimal, exact; dag: "
                             "E[J]/J* over sampled placements; default 0: off)")
+    p.add_argument("--regret-weight", type=float, default=0.0,
+                   help="weight of the single-change regret term: E over the network's sites of J(label "
+                        "with that one decision changed) / J* - 1, summed over decisions (default 0: off)")
     p.add_argument("--holdout", type=int, default=None, metavar="N",
                    help="held-out states at the end of --data (default min(5%%, 50000))")
     p.add_argument("--val-data", default=None, metavar="DIR", help="held-out dataset instead of --holdout")
@@ -306,7 +312,8 @@ def _model_config(args):
     cfg = DEFAULT_MODELS[scenario, args.model]
     overrides = {k: v for k, v in (("hidden", tuple(args.hidden) if args.hidden else None),
                                    ("activation", args.activation), ("norm", args.norm),
-                                   ("inputs", args.inputs), ("arch", args.arch)) if v is not None}
+                                   ("inputs", args.inputs), ("arch", args.arch),
+                                   ("decode_steps", args.decode_steps)) if v is not None}
     return dataclasses.replace(cfg, **overrides).validate()
 
 
@@ -316,7 +323,7 @@ def _train_config(args, **extra):
     fields = dict(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                   warmup_frac=args.warmup_frac, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
                   seed=getattr(args, "seed", 0), latency_weight=args.latency_weight,
-                  eval_every=args.eval_every)
+                  regret_weight=args.regret_weight, eval_every=args.eval_every)
     return TrainConfig(**{**fields, **extra}).validate()
 
 

@@ -169,6 +169,17 @@ INPUTS = ("all", "fields")
 ARCHS = ("mlp", "graph", "gnn")
 
 
+# Settings added after runs were first recorded, at the default that changes nothing: left out of
+# to_dict there, so the record (and identity) of a run made before they existed stays what it was and
+# the run still resumes, counts as finished and loads (from_dict gives them their defaults).
+_LATER_MODEL_SETTINGS = {"decode_steps": 1}
+_LATER_TRAIN_SETTINGS = {"regret_weight": 0.0}
+
+
+def _without_later_defaults(d: dict[str, Any], later: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not (k in later and v == later[k])}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """A network that maps features (the `inputs` set of features.py) to logits (*decision_shape, 3).
@@ -176,6 +187,10 @@ class ModelConfig:
     arch "mlp": layers of the widths `hidden`; arch "graph": len(hidden) transformer blocks of width
     hidden[0] (all equal) with `heads` attention heads; arch "gnn": `graph_layers` rounds of message
     passing at width `graph_width`, then MLP layers of the widths `hidden`.
+    `decode_steps` > 1 (mlp and gnn): the network also reads a partial placement (one-hot site of each
+    decision already taken, zeros for the others) and decides in that many passes, each taking the
+    most confident of the open decisions (`decoding.decide`); trained on labels with random subsets
+    given (`train.py`). 1: one pass on the features alone.
     """
 
     hidden: tuple[int, ...] = (384, 384, 384, 384)
@@ -186,6 +201,7 @@ class ModelConfig:
     heads: int = 4
     graph_width: int = 48
     graph_layers: int = 3
+    decode_steps: int = 1
 
     def validate(self) -> ModelConfig:
         if not isinstance(self.hidden, tuple) or not all(
@@ -200,7 +216,7 @@ class ModelConfig:
             raise ConfigError(f"inputs must be one of {INPUTS}, got {self.inputs!r}")
         if self.arch not in ARCHS:
             raise ConfigError(f"arch must be one of {ARCHS}, got {self.arch!r}")
-        for name in ("heads", "graph_width", "graph_layers"):
+        for name in ("heads", "graph_width", "graph_layers", "decode_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -210,10 +226,13 @@ class ModelConfig:
                                   f"{self.heads}, got {self.hidden!r}")
         if self.arch != "mlp" and self.inputs != "all":
             raise ConfigError(f"a {self.arch} model reads all features (inputs 'all')")
+        if self.arch == "graph" and self.decode_steps != 1:
+            raise ConfigError(f"decode_steps must be 1 for arch 'graph' (mlp and gnn decode in steps), "
+                              f"got {self.decode_steps}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = _without_later_defaults(dataclasses.asdict(self), _LATER_MODEL_SETTINGS)
         out["hidden"] = list(self.hidden)
         return out
 
@@ -254,9 +273,14 @@ DROO_MODEL = ModelConfig(hidden=(64, 64, 64, 64), activation="gelu", norm="layer
 # 3 x 96 ReLU MLP on the flat features (42.6k, 4.6% of the teacher). At T = 10 on 95k states the student
 # was capacity-bound (its train and held-out accuracy equal): 2 x 64 1.216, 3 x 64 1.202, 2 x 128 1.197,
 # 3 x 96 1.170 held-out J / J* (benchmarks/RESULTS.md, "dag: learning").
+# Both decide in steps (`decoding.py`): each reads the decisions already taken, the teacher in 10
+# passes, the student in 5 (on the dag quickstart's data, one-pass networks: teacher 1.187, student
+# 1.223; in steps: teacher 1.148, student ~1.19 at 31 us instead of 12 us; benchmarks/RESULTS.md,
+# "Deciding in steps"). The partial placement adds 30 inputs at T = 10 (student 45,438 parameters,
+# 4.8% of the teacher's 939,198).
 DAG_TEACHER_MODEL = ModelConfig(hidden=(512, 512, 512), activation="gelu", norm="layer", arch="gnn",
-                                graph_width=48, graph_layers=3)
-DAG_STUDENT_MODEL = ModelConfig(hidden=(96, 96, 96), activation="relu", norm="none")
+                                graph_width=48, graph_layers=3, decode_steps=10)
+DAG_STUDENT_MODEL = ModelConfig(hidden=(96, 96, 96), activation="relu", norm="none", decode_steps=5)
 DEFAULT_MODELS = {("chain", "teacher"): TEACHER_MODEL, ("chain", "student"): STUDENT_MODEL,
                   ("dag", "teacher"): DAG_TEACHER_MODEL, ("dag", "student"): DAG_STUDENT_MODEL}
 
@@ -285,6 +309,7 @@ class TrainConfig:
     alpha: float = 1.0  # 1 = labels only
     temperature: float = 1.0
     latency_weight: float = 0.0
+    regret_weight: float = 0.0  # weight of the labels' single-change regret term (`losses.regret_loss`)
     eval_every: int = 1000  # steps between held-out evaluations (0 = only at the end)
 
     def validate(self) -> TrainConfig:
@@ -300,7 +325,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not _is_finite_number(value) or value <= 0:
                 raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-        for name in ("weight_decay", "latency_weight"):
+        for name in ("weight_decay", "latency_weight", "regret_weight"):
             value = getattr(self, name)
             if not _is_finite_number(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -311,7 +336,7 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _without_later_defaults(dataclasses.asdict(self), _LATER_TRAIN_SETTINGS)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:

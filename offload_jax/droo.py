@@ -82,6 +82,9 @@ class DROOConfig:
 
     def validate(self, decisions: int | None = None) -> DROOConfig:
         self.model.validate()
+        if self.model.decode_steps != 1:
+            raise ConfigError(f"droo model decode_steps must be 1 (DROO decodes by its quantizer), got "
+                              f"{self.model.decode_steps}")
         for name in ("memory_size", "batch_size", "train_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

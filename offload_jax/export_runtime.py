@@ -307,6 +307,13 @@ class StudentPolicy:
         self.activation = _activation(meta["activation"], 1.01 * bound + 1.0 if self.layer_norm else None)
         self.head_kernel = arrays["head_kernel"].astype(np.float64)
         self.head_bias = arrays["head_bias"].astype(np.float64)
+        # A student that decodes in steps (`decoding.decide`): the first layer's rows for the partial
+        # placement (centered as the other rows with LayerNorm).
+        self.decode_steps = int(meta.get("decode_steps", 1))
+        self.partial_kernel = None
+        if self.decode_steps > 1:
+            kp = arrays["partial_kernel"].astype(np.float64)
+            self.partial_kernel = kp - kp.mean(axis=1, keepdims=True) if self.layer_norm else kp
         if not self.layer_norm:
             self._fold_biases()
         fast_one = meta["activation"] == "relu" and not self.layer_norm
@@ -329,6 +336,9 @@ class StudentPolicy:
             kernels.append(np.concatenate([k, unit], axis=1).astype(np.float32))
         self.kernels = kernels
         self.head_kernel = np.concatenate([self.head_kernel, self.head_bias[None] / a1]).astype(np.float32)
+        if self.partial_kernel is not None:  # no input to the constant unit
+            kp = self.partial_kernel
+            self.partial_kernel = np.concatenate([kp, np.zeros((kp.shape[0], 1))], axis=1).astype(np.float32)
 
     def _feature_recipe(self, count: int | None) -> None:
         """`feature_recipe` reordered for numpy: z holds the logged features first (one log call on a
@@ -392,15 +402,24 @@ class StudentPolicy:
         """(..., P) packed states -> (..., F) normalized features (same as features.features)."""
         return (self.raw_features(packed) - self.mean) / self.std
 
-    def logits(self, packed: np.ndarray) -> np.ndarray:
-        """(..., P) packed states -> (..., T, 3) logits (float32 without LayerNorm, else float64)."""
+    def logits(self, packed: np.ndarray, partial: np.ndarray | None = None) -> np.ndarray:
+        """(..., P) packed states [, (..., *decision, 3) partial placement of a student that decodes in
+        steps; None: nothing given] -> (..., *decision, 3) logits (float32 without LayerNorm, else
+        float64)."""
         z = self._z(packed)
+        first = np.matmul(z, self.kernels[0])  # bias included (z ends with 1)
+        if partial is not None and self.partial_kernel is not None:
+            first = first + np.matmul(np.reshape(partial, z.shape[:-1] + (-1,)), self.partial_kernel)
+        return self._network(first).reshape(z.shape[:-1] + (*self.decision_shape, 3))
+
+    def _network(self, first: np.ndarray) -> np.ndarray:
+        """The network from its first layer's pre-activation on (a fresh array: modified in place)."""
         if not self.layer_norm:  # biases folded into the kernels (_fold_biases)
-            h = z
-            for kernel in self.kernels:
+            h = self.activation(first)
+            for kernel in self.kernels[1:]:
                 h = self.activation(np.matmul(h, kernel))
-            return np.matmul(h, self.head_kernel).reshape(z.shape[:-1] + (*self.decision_shape, 3))
-        h = z @ self.kernels[0]  # bias included (z ends with 1)
+            return np.matmul(h, self.head_kernel)
+        h = first
         for i in range(len(self.kernels)):
             if i:
                 h = h @ self.kernels[i]
@@ -416,7 +435,40 @@ class StudentPolicy:
             h = self.activation(h)
         out = h @ self.head_kernel
         out += self.head_bias
-        return out.reshape(z.shape[:-1] + (*self.decision_shape, 3))
+        return out
+
+    def _real(self, packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """(..., *decision) bool: the decisions that are not dag padding (cycles 0)."""
+        if self.scenario != "dag":
+            return np.ones(shape, bool)
+        return np.asarray(packed)[..., self.slices["cycles"]].reshape(shape) > 0
+
+    def _decide_in_steps(self, packed: np.ndarray) -> np.ndarray:
+        """`decoding.decide` in numpy: `decode_steps` passes, each fixing the most confident open
+        decisions (the first layer's part from the features computed once)."""
+        z = self._z(packed)
+        lead = z.shape[:-1]
+        d = int(np.prod(self.decision_shape))
+        base = np.matmul(z, self.kernels[0])
+        real = self._real(packed, (*lead, d))
+        known = ~real
+        sites = np.zeros((*lead, d), np.int64)
+        take = -(-d // self.decode_steps)
+        eye = np.eye(3, dtype=self.partial_kernel.dtype)
+        for step in range(self.decode_steps):
+            given = (eye[sites] * (known & real)[..., None]).reshape(*lead, 3 * d)
+            logits = self._network(base + np.matmul(given, self.partial_kernel)).reshape(*lead, d, 3)
+            pick = logits.argmax(axis=-1)
+            if step == self.decode_steps - 1:
+                sites = np.where(known, sites, pick)
+                break
+            top = logits.max(axis=-1, keepdims=True)
+            confidence = np.where(known, -1.0, 1.0 / np.exp(logits - top).sum(axis=-1))
+            threshold = -np.partition(-confidence, take - 1, axis=-1)[..., take - 1:take]
+            fix = (confidence >= threshold) & ~known
+            sites = np.where(fix, pick, sites)
+            known = known | fix
+        return sites.astype(np.int8).reshape(*lead, *self.decision_shape)
 
     def _single_state_buffers(self) -> tuple:
         """Preallocated arrays of the single-state path (`_decide_one`), views included."""
@@ -439,6 +491,8 @@ class StudentPolicy:
         np.divide(numerators, denominators, out=quotients)
         h = matmul(self._ones, quotients, out=z)
         np.log(logs, out=logs)
+        if self.decode_steps > 1:
+            return self._steps_one(packed, h)
         for kernel, buf in zip(self.kernels, hidden):  # noqa: B905 (same length by construction)
             h = maximum(matmul(h, kernel, out=buf), 0.0, out=buf)
         matmul(h, self.head_kernel, out=out)
@@ -446,6 +500,40 @@ class StudentPolicy:
             real = packed[self.slices["cycles"]] > 0
             return np.where(real, out3.argmax(1), 0).astype(np.int8).reshape(self.decision_shape)
         return out3.argmax(1).astype(np.int8)
+
+    def _steps_one(self, packed: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """`_decide_in_steps` for one state of a ReLU student without LayerNorm, from its features z:
+        the first layer's input from the decisions taken is kept as a running sum of their rows of
+        the partial kernel; a decision's confidence max softmax = 1 / sum(exp(logits - max)), so the
+        most confident have the smallest sums."""
+        hidden, out, out3 = self._one[6:]
+        matmul, maximum = np.matmul, np.maximum
+        first = matmul(z, self.kernels[0])
+        real = packed[self.slices["cycles"]].reshape(-1) > 0 if self.scenario == "dag" else np.ones(
+            out3.shape[0], bool)
+        open_ = real.copy()
+        sites = np.zeros(out3.shape[0], np.int8)
+        take = -(-out3.shape[0] // self.decode_steps)
+        rows = self.partial_kernel
+        for step in range(self.decode_steps):
+            h = maximum(first, 0.0, out=hidden[0])
+            for kernel, buf in zip(self.kernels[1:], hidden[1:]):  # noqa: B905
+                h = maximum(matmul(h, kernel, out=buf), 0.0, out=buf)
+            matmul(h, self.head_kernel, out=out)
+            pick = out3.argmax(1)
+            if step == self.decode_steps - 1:
+                sites[open_] = pick[open_]
+                break
+            sums = np.exp(out3 - out3.max(1, keepdims=True)).sum(1)
+            sums[~open_] = np.inf
+            fix = open_ & (sums <= np.partition(sums, take - 1)[take - 1])
+            chosen = np.flatnonzero(fix)
+            sites[chosen] = pick[chosen]
+            open_[chosen] = False
+            first = first + rows[3 * chosen + pick[chosen]].sum(0)
+            if not open_.any():
+                break
+        return sites.reshape(self.decision_shape)
 
     def __call__(self, packed: np.ndarray) -> np.ndarray:
         """(n, P) or (P,) packed states -> placements (n, *decision) or (*decision,) int8 (ties to the
@@ -457,10 +545,11 @@ class StudentPolicy:
             if packed.shape[0] != self.packed_size:
                 self._refuse(packed)
             return self._decide_one(packed)
+        if self.decode_steps > 1:
+            return self._decide_in_steps(packed)
         x = self.logits(packed).argmax(axis=-1).astype(np.int8)
         if self.scenario == "dag":
-            real = np.asarray(packed)[..., self.slices["cycles"]].reshape(x.shape) > 0
-            x = np.where(real, x, np.int8(0))
+            x = np.where(self._real(packed, x.shape), x, np.int8(0))
         return x
 
 

@@ -68,7 +68,8 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
             log(f"{run_dir}: finished at step {step}; nothing to do")
             return done
         trainer = train.make_train(cfg, model_cfg, data.scenario, int(data.train.x.shape[0]),
-                             use_teacher=teacher is not None, use_latency=cfg.latency_weight > 0)
+                             use_teacher=teacher is not None, use_latency=cfg.latency_weight > 0,
+                             use_regret=cfg.regret_weight > 0)
         rng = jax.random.key(cfg.seed)
         teacher_info = None
         if teacher is not None:
@@ -84,7 +85,9 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
                 log(f"{run_dir}: resuming from step {step}")
             # The teacher's pass over the training split, only when there are steps left to train.
             consts = train.Consts(data.train, data.eval, data.scenario.params,
-                            train.teacher_logits(teacher, data.stats, data.train.x) if teacher else None)
+                            train.teacher_logits(teacher, data.stats, data.train.x) if teacher else None,
+                            train.single_change_regret(data.scenario, data.scenario.params, data.train)
+                            if cfg.regret_weight > 0 else None)
             return _loop(run_dir, mgr, trainer, state, step, cfg, model_cfg, rng, train.loss_weights(cfg),
                          consts, data, kind, fixed, history, progress, chunk_steps, checkpoint_every_s)
         finally:

@@ -35,6 +35,7 @@ class LossWeights(NamedTuple):
     alpha: jax.Array | float = 1.0  # weight of CE on labels vs. the KD term
     temperature: jax.Array | float = 1.0
     latency_weight: jax.Array | float = 0.0  # weight of the objective-aware term
+    regret_weight: jax.Array | float = 0.0  # weight of the single-change regret term
 
 
 def _mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -100,15 +101,33 @@ def sampled_objective_loss(logits: jax.Array, key: jax.Array, objective: Callabl
     return jnp.mean(advantage * log_prob), jnp.mean(ratio)
 
 
+def regret_loss(logits: jax.Array, regret: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean over states of sum over decisions of E_{s ~ softmax(logits)}[regret[s]].
+
+    `regret` (n, *D, 3) holds J(label with that one decision moved to site s) / J(label) - 1 (zero at the
+    label's site; `single_change_regret`), so the term is the first-order expected excess of J / J* of
+    the factorized distribution around the label: exact when one decision at a time is wrong, and a
+    cost-sensitive loss that weighs each possible mistake by what it costs. Deterministic (no samples).
+    """
+    chex.assert_equal_shape([logits, regret])
+    per_decision = jnp.sum(jax.nn.softmax(logits, axis=-1) * regret, axis=-1)
+    if mask is not None:
+        per_decision = jnp.where(mask, per_decision, 0.0)
+    return jnp.mean(jnp.sum(per_decision.reshape(per_decision.shape[0], -1), axis=-1))
+
+
 def total_loss(logits: jax.Array, labels: jax.Array, weights: LossWeights, *,
                teacher_logits: jax.Array | None = None, objective_term: jax.Array | None = None,
-               mask: jax.Array | None = None) -> jax.Array:
+               regret: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
     """The training objective: CE (or the distillation loss if teacher logits are given), plus
-    `latency_weight * objective_term` if an objective-aware term (computed from these logits) is given."""
+    `latency_weight * objective_term` if an objective-aware term (computed from these logits) is given,
+    plus `regret_weight * regret_loss` if the labels' single-change regrets are given."""
     if teacher_logits is None:
         loss = cross_entropy(logits, labels, mask)
     else:
         loss = distillation_loss(logits, teacher_logits, labels, weights.alpha, weights.temperature, mask)
     if objective_term is not None:
         loss = loss + weights.latency_weight * objective_term
+    if regret is not None:
+        loss = loss + weights.regret_weight * regret_loss(logits, regret, mask)
     return loss

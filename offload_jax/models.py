@@ -2,7 +2,7 @@
 helpers that turn a model into a pure parameter dict and back.
 
 * `PlacementMLP`: features (n, F) -> logits (n, *decision_shape, 3); the chain's networks, the dag's
-  student.
+  student. With `decode_steps` > 1 it also reads a partial placement (`decoding.py`).
 * `GraphTransformer`: dag features -> logits (n, U, T, 3) by attention over the U*T sub-task slots,
   biased by the task graph (predecessor / successor / same user).
 * `GraphMLP`: dag features -> logits (n, U, T, 3) by message passing along the task graph, then an
@@ -38,13 +38,17 @@ def decision_shape(system) -> tuple[int, ...]:
 
 
 class PlacementMLP(nnx.Module):
-    """features (n, F) -> logits (n, *out_shape, 3)."""
+    """features (n, F) [, partial placement (n, *out_shape, 3) when cfg.decode_steps > 1] -> logits
+    (n, *out_shape, 3). The partial placement (`decoding.partial_placement`) enters the first layer
+    beside the features; None: nothing known."""
 
     def __init__(self, in_features: int, out_shape: tuple[int, ...], cfg: ModelConfig, *, rngs: nnx.Rngs):
         cfg.validate()
         self.out_shape = tuple(out_shape)
         self.activation = _ACTIVATIONS[cfg.activation]
-        widths = (in_features, *cfg.hidden)
+        self.decode_steps = cfg.decode_steps
+        self.partial_width = int(np.prod(self.out_shape)) * NUM_SITES if cfg.decode_steps > 1 else 0
+        widths = (in_features + self.partial_width, *cfg.hidden)
         pairs = zip(widths[:-1], widths[1:], strict=True)
         self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in pairs])
         self.norms = nnx.List(
@@ -52,7 +56,12 @@ class PlacementMLP(nnx.Module):
         )
         self.head = nnx.Linear(widths[-1], int(np.prod(self.out_shape)) * NUM_SITES, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, partial: jax.Array | None = None) -> jax.Array:
+        if self.partial_width:
+            lead = x.shape[:-1]
+            partial = (jnp.zeros((*lead, self.partial_width), x.dtype) if partial is None
+                       else partial.reshape(*lead, self.partial_width).astype(x.dtype))
+            x = jnp.concatenate([x, partial], axis=-1)
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if len(self.norms):
@@ -162,6 +171,7 @@ class GraphMLP(nnx.Module):
     def __init__(self, users: int, tasks: int, cfg: ModelConfig, *, rngs: nnx.Rngs):
         cfg.validate()
         self.users, self.tasks = users, tasks
+        self.decode_steps = cfg.decode_steps
         width = cfg.graph_width
         token_in = len(DAG_SLOT_FEATURES) + len(DAG_USER_FEATURES) + len(DAG_SHARED_FEATURES)
         self.activation = _ACTIVATIONS[cfg.activation]
@@ -171,7 +181,7 @@ class GraphMLP(nnx.Module):
         flat_in = users * tasks * width + dag_feature_layout(users, tasks)["shared"][1]
         self.head = PlacementMLP(flat_in, (users, tasks), cfg, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, partial: jax.Array | None = None) -> jax.Array:
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         tokens, adj = _dag_tokens(x, self.users, self.tasks)
@@ -186,7 +196,10 @@ class GraphMLP(nnx.Module):
             from_pred = jnp.einsum("nuji,nuid->nujd", pred, hu).reshape(n, u * t, -1)
             from_succ = jnp.einsum("nuji,nuid->nujd", succ, hu).reshape(n, u * t, -1)
             h = h + self.activation(norm(layer(jnp.concatenate([h, from_pred, from_succ], axis=-1))))
-        return self.head(jnp.concatenate([h.reshape(n, -1), x], axis=-1)).reshape(*lead, u, t, NUM_SITES)
+        if partial is not None:  # the head reads it (decode_steps > 1)
+            partial = partial.reshape(n, -1)
+        return self.head(jnp.concatenate([h.reshape(n, -1), x], axis=-1),
+                         partial).reshape(*lead, u, t, NUM_SITES)
 
 
 def build(model_cfg: ModelConfig, system, *, rngs: nnx.Rngs) -> nnx.Module:
@@ -226,7 +239,18 @@ def input_count(model: nnx.Module) -> int:
     """How many features (the first ones of `features.raw_features`) the model reads."""
     if isinstance(model, (GraphTransformer, GraphMLP)):
         return dag_feature_layout(model.users, model.tasks)["shared"][1]
-    return (model.layers[0] if len(model.layers) else model.head).in_features
+    return (model.layers[0] if len(model.layers) else model.head).in_features - model.partial_width
+
+
+def decode_steps(model: nnx.Module) -> int:
+    """The passes the model decides in (`ModelConfig.decode_steps`; 1 for a model that reads no partial
+    placement)."""
+    return getattr(model, "decode_steps", 1)
+
+
+def call(model: nnx.Module, x: jax.Array, partial: jax.Array | None = None) -> jax.Array:
+    """model(x), or model(x, partial) for a model that reads a partial placement (decode_steps > 1)."""
+    return model(x) if partial is None else model(x, partial)
 
 
 def count_params(model: nnx.Module) -> int:

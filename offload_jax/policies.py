@@ -26,8 +26,9 @@ from flax import nnx
 
 from offload_jax import droo, scenarios
 from offload_jax.config import ConfigError
+from offload_jax.decoding import argmax_sites, decide
 from offload_jax.features import FeatureStats, features
-from offload_jax.models import count_params, input_count
+from offload_jax.models import call, count_params, decode_steps, input_count
 from offload_jax.scenarios.base import Scenario
 
 # Policies backed by a trained run (`runs.load_run`); a run of kind "droo" decides as DROO does.
@@ -100,41 +101,44 @@ def _baseline_policy(scenario: Scenario, name: str) -> Policy:
     return Policy(name, fn)
 
 
-def logits_fn(model: nnx.Module, stats: FeatureStats) -> Callable[[Any], jax.Array]:
-    """state -> (n, T, 3) logits, closing over the model's split parameters (no NNX state in the jit)."""
+def network_fns(model: nnx.Module, stats: FeatureStats) -> tuple[Callable, Callable]:
+    """(state -> the features the model reads, (features, partial=None) -> logits), closing over the
+    model's split parameters (no NNX state in the jit)."""
     graphdef, params = nnx.split(model)
     stats = FeatureStats(jnp.asarray(stats.mean), jnp.asarray(stats.std))
     count = input_count(model)  # it reads the first `count` features
 
-    def fn(state):
-        return nnx.merge(graphdef, params)(features(state, stats, count))
+    def feats(state):
+        return features(state, stats, count)
 
-    return fn
+    def apply(x, partial=None):
+        return call(nnx.merge(graphdef, params), x, partial)
+
+    return feats, apply
 
 
-def argmax_sites(logits: jax.Array) -> jax.Array:
-    """Argmax over the last axis (sites), ties to the lowest label: jnp.argmax for non-NaN logits.
-
-    Written as a chain of compares, which XLA fuses into one elementwise loop; jnp.argmax is a
-    variadic reduce that costs about 3 us more per batch-1 decision on CPU (benchmarks/RESULTS.md).
-    """
-    best, arg = logits[..., 0], jnp.zeros(logits.shape[:-1], jnp.int8)
-    for site in range(1, logits.shape[-1]):
-        better = logits[..., site] > best
-        best = jnp.where(better, logits[..., site], best)
-        arg = jnp.where(better, jnp.int8(site), arg)
-    return arg
+def logits_fn(model: nnx.Module, stats: FeatureStats) -> Callable[[Any], jax.Array]:
+    """state -> (n, *D, 3) logits of one pass (nothing given, for a conditional model)."""
+    feats, apply = network_fns(model, stats)
+    return lambda state: apply(feats(state))
 
 
 def model_policy(model: nnx.Module, stats: FeatureStats, name: str = "model") -> Policy:
-    """Learned policy: per-decision argmax of the model's logits (ties to the lowest label); dag padding
-    slots (cycles 0) on 0, as the labels have them."""
-    logits = logits_fn(model, stats)
+    """Learned policy: per-decision argmax of the model's logits (ties to the lowest label), or for a
+    conditional model its `decode_steps` passes (`decoding.decide`); dag padding slots (cycles 0) on 0,
+    as the labels have them."""
+    feats, apply = network_fns(model, stats)
+    steps = decode_steps(model)
 
     def fn(key, state):
         del key
-        x = argmax_sites(logits(state))
-        if x.ndim == 3:  # dag (n, U, T): padding slots exist
+        dag = state.cycles.ndim == 3  # (n, U, T): padding slots exist
+        if steps > 1:
+            x = feats(state)
+            real = state.cycles > 0 if dag else jnp.ones(state.cycles.shape, bool)
+            return _check_out(decide(lambda partial: apply(x, partial), real, steps), state)
+        x = argmax_sites(apply(feats(state)))
+        if dag:
             x = jnp.where(state.cycles > 0, x, jnp.int8(0))
         return _check_out(x, state)
 

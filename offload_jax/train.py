@@ -13,16 +13,18 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from offload_jax import scenarios
 from offload_jax.config import ConfigError, ModelConfig, TrainConfig
+from offload_jax.decoding import decide, partial_placement
 from offload_jax.features import FeatureStats, num_inputs
 from offload_jax.losses import LossWeights, sampled_objective_loss, total_loss
-from offload_jax.models import graphdef_of, init_params, input_count, params_of
+from offload_jax.models import call, graphdef_of, init_params, input_count, params_of
 from offload_jax.runs import LoadedRun
-from offload_jax.scenarios.base import Scenario
+from offload_jax.scenarios.base import NUM_SITES, Scenario
 from offload_jax.splits import Split
 
 # Placements drawn per state for the objective term of a scenario without a closed-form expectation.
@@ -37,6 +39,7 @@ class Consts(NamedTuple):
     eval: Split
     values: Any  # the scenario's params (its values: weights of J, ...), for the objective
     teacher_logits: Any = None  # (n, *decision_shape, 3) the teacher's logits on the training split, or None
+    regret: Any = None  # (n, *decision_shape, 3) the training labels' single-change regrets, or None
 
 
 class TrainState(NamedTuple):
@@ -100,7 +103,8 @@ def held_out_metrics(scenario: Scenario, values, split: Split, pred: jax.Array) 
 
 
 def make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, num_train: int, *,
-               use_teacher: bool = False, use_latency: bool = False, eval_batch: int = 8192) -> Trainer:
+               use_teacher: bool = False, use_latency: bool = False, use_regret: bool = False,
+               eval_batch: int = 8192) -> Trainer:
     """Build the training program of one configuration.
 
     `trainer.train(rng, weights, consts)` is the whole run (a fori_loop over steps, then a held-out
@@ -112,18 +116,22 @@ def make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, num
     on the training split (`teacher_logits`, computed once, not every step). With `use_latency`, the
     loss adds the objective-aware term: the exact expected objective where the scenario has it (the
     chain's latency), else the sampled one (`losses.sampled_objective_loss`, OBJECTIVE_SAMPLES draws).
+    With `use_regret`, it adds `losses.regret_loss` over `consts.regret` (`single_change_regret`).
+    A student that decodes in steps is distilled from the teacher's logits with nothing given (one pass
+    over the split): a teacher run on each batch, given the student's decisions, cost twice the
+    student's training time on the dag quickstart and did not help it (1.188 vs 1.193).
     """
     cfg.validate()
     # Settings that are inputs of the program do not key the cache: such runs share compilations.
     program_cfg = dataclasses.replace(cfg, seed=0, alpha=1.0, temperature=1.0, latency_weight=0.0,
-                                      eval_every=0)
+                                      regret_weight=0.0, eval_every=0)
     return _make_train(program_cfg, model_cfg, scenarios.as_scenario(scenario), num_train, use_teacher,
-                       use_latency, eval_batch)
+                       use_latency, use_regret, eval_batch)
 
 
 @functools.lru_cache(maxsize=16)  # same settings -> same jitted functions -> no recompilation
 def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, num_train: int,
-                use_teacher: bool, use_latency: bool, eval_batch: int) -> Trainer:
+                use_teacher: bool, use_latency: bool, use_regret: bool, eval_batch: int) -> Trainer:
     batch = cfg.batch_size
     steps_per_epoch = num_train // batch
     if steps_per_epoch < 1:
@@ -133,8 +141,22 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
     tx = make_optimizer(cfg)
     n_in = num_inputs(model_cfg.inputs, system)
 
-    def apply(params, x):  # x holds every feature; the model reads the first n_in
-        return nnx.merge(graphdef, params)(x[..., :n_in])
+    steps_to_decide = model_cfg.decode_steps
+
+    def apply(params, x, partial=None):  # x holds every feature; the model reads the first n_in
+        return call(nnx.merge(graphdef, params), x[..., :n_in], partial)
+
+    def given_labels(key, labels, mask):
+        """A conditional network's training input: the label's sites on a random subset of the real
+        decisions (each state its own share, uniform in [0, 1), as decoding passes go from none to
+        most); its loss counts the others. (None, mask) for a network that reads no placement."""
+        if steps_to_decide == 1:
+            return None, None, mask
+        real = jnp.ones(labels.shape, bool) if mask is None else mask
+        share_key, pick_key = jax.random.split(key)
+        share = jax.random.uniform(share_key, (labels.shape[0],) + (1,) * (labels.ndim - 1))
+        known = (jax.random.uniform(pick_key, labels.shape) < share) & real
+        return partial_placement(labels, known), known, real & ~known
 
     def split_key(rng):
         init_key, shuffle_key = jax.random.split(rng)
@@ -163,15 +185,22 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
         data = consts.train
         x, labels = data.x[idx], data.label[idx]
         mask = None if data.mask is None else data.mask[idx]
-        teacher = consts.teacher_logits[idx] if use_teacher else None
+        regret = consts.regret[idx] if use_regret else None
         batch_state = jax.tree.map(lambda v: v[idx], data.state) if use_latency else None
         sample_key = jax.random.fold_in(jax.random.fold_in(rng, 2), k)
+        partial, known, mask = given_labels(jax.random.fold_in(jax.random.fold_in(rng, 3), k), labels, mask)
+        teacher = consts.teacher_logits[idx] if use_teacher else None
 
         def loss_fn(params):
-            logits = apply(params, x)
-            term = (objective_term(consts.values, logits, batch_state, data.optimal[idx], mask, sample_key)
+            logits = apply(params, x, partial)
+            # Given decisions keep their label's site in the sampled placements (their logits do not
+            # enter the term: it scores completions of the given part).
+            sampled = logits if known is None else jnp.where(
+                known[..., None], jnp.where(partial > 0, 1e4, -1e4), logits)
+            term = (objective_term(consts.values, sampled, batch_state, data.optimal[idx], mask, sample_key)
                     if use_latency else None)
-            loss = total_loss(logits, labels, weights, teacher_logits=teacher, objective_term=term, mask=mask)
+            loss = total_loss(logits, labels, weights, teacher_logits=teacher, objective_term=term,
+                              regret=regret, mask=mask)
             return loss, logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -190,8 +219,13 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
 
     def evaluate(params, consts: Consts):
         ev = consts.eval
-        logits = jax.lax.map(lambda x: apply(params, x), ev.x, batch_size=eval_batch)
-        return held_out_metrics(scenario, consts.values, ev, masked_argmax(logits, ev.mask))
+        if steps_to_decide == 1:
+            logits = jax.lax.map(lambda x: apply(params, x), ev.x, batch_size=eval_batch)
+            return held_out_metrics(scenario, consts.values, ev, masked_argmax(logits, ev.mask))
+        real = jnp.ones(ev.label.shape, bool) if ev.mask is None else ev.mask
+        pred = jax.lax.map(lambda a: decide(lambda p: apply(params, a[0][None], p)[0], a[1][None],
+                                            steps_to_decide)[0], (ev.x, real), batch_size=eval_batch)
+        return held_out_metrics(scenario, consts.values, ev, pred)
 
     def train(rng, weights: LossWeights, consts: Consts):
         state, _ = run(init(rng), rng, weights, consts, 0, cfg.steps)
@@ -205,7 +239,40 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:
     return LossWeights(alpha=jnp.float32(cfg.alpha), temperature=jnp.float32(cfg.temperature),
-                       latency_weight=jnp.float32(cfg.latency_weight))
+                       latency_weight=jnp.float32(cfg.latency_weight),
+                       regret_weight=jnp.float32(cfg.regret_weight))
+
+
+def single_change_regret(scenario: Scenario, values, split: Split, batch: int = 4096) -> jax.Array:
+    """(n, *decision_shape, 3) float32: J(label with that one decision moved to site s) / J(label) - 1.
+
+    Both J from the same function (`scenario.objective`); 0 at the label's own site and on padding
+    decisions (their site changes nothing); for an optimal label >= 0 elsewhere (clipped at 0 against
+    float rounding). Computed once per training split (n * D * 3 placements scored, in
+    batches of `batch` states), for `losses.regret_loss`.
+    """
+    scenario = scenarios.as_scenario(scenario)
+    label = split.label.astype(jnp.int8)
+    shape = label.shape[1:]
+    d = int(np.prod(shape))
+
+    def one_batch(state, lab):
+        flat = lab.reshape(lab.shape[0], d)
+        moved = jnp.repeat(flat[:, None, :], d * NUM_SITES, axis=1)  # (b, d*3, d): row d*3+s moves d to s
+        rows = jnp.arange(d * NUM_SITES)
+        moved = moved.at[:, rows, rows // NUM_SITES].set((rows % NUM_SITES).astype(jnp.int8))
+        value = scenario.objective(values, state, moved.reshape(lab.shape[0], d * NUM_SITES, *shape)).value
+        base = jnp.take_along_axis(value, flat[:, :1].astype(jnp.int32), axis=1)  # row label[0]: the label
+        ratio = jnp.maximum(value / base - 1.0, 0.0).reshape(lab.shape[0], *shape, NUM_SITES)
+        # Exact zeros where nothing moves (rows of one placement can differ in the last bit).
+        same = jax.nn.one_hot(lab, NUM_SITES, dtype=jnp.bool_) | ~scenario.real_mask(state)[..., None]
+        return jnp.where(same, 0.0, ratio).astype(jnp.float32)
+
+    run = jax.jit(one_batch)
+    n = label.shape[0]
+    parts = [run(jax.tree.map(lambda v, a=a: v[a:a + batch], split.state), label[a:a + batch])
+             for a in range(0, n, batch)]
+    return jnp.concatenate(parts, axis=0)
 
 
 def teacher_consts(teacher: LoadedRun, stats: FeatureStats) -> tuple[dict, jax.Array, jax.Array]:

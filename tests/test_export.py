@@ -141,3 +141,37 @@ def test_single_state_path_decides_as_the_batch_path():
     np.testing.assert_array_equal(one_by_one, batch)
     assert runtime(packed[0]) is not runtime(packed[0])  # a fresh array per decision
     assert runtime(packed[0].astype(np.float64)).tolist() == batch[0].tolist()  # any float input
+
+
+@pytest.mark.parametrize("scenario_name", ["chain", "dag"])
+@pytest.mark.parametrize("model_cfg", [
+    config.ModelConfig(hidden=(32, 32), activation="relu", norm="none", decode_steps=3),
+    config.ModelConfig(hidden=(16,), activation="gelu", norm="layer", decode_steps=10),
+])
+def test_numpy_student_decoding_in_steps_equals_jax(scenario_name, model_cfg):
+    """A student that decodes in steps: the same logits for any partial placement, and the same
+    placements as the JAX policy (`decoding.decide`) but where a confidence or logit nearly ties."""
+    from offload_jax import policies  # noqa: PLC0415
+
+    if scenario_name == "chain":
+        sc = scenarios.of(config.SystemConfig(tasks=6, subcarriers=5))
+    else:
+        sc = scenarios.make("dag", {"tasks": 5, "users": 2, "subcarriers": 3, "topology": "file",
+                                    "topology_file": "/work/shared/data/alibaba_dags.json"})
+    states = jax.jit(sc.sample)(jax.random.key(4), sc.params, jnp.arange(1000, dtype=jnp.uint32))
+    stats = features.compute_stats(jax.jit(features.raw_features)(states))
+    model = models.build(model_cfg, sc.cfg, rngs=nnx.Rngs(1))
+    runtime = _runtime(model, stats, model_cfg, sc.cfg)
+    packed = np.asarray(sc.pack(states))
+    partial = np.asarray(jax.nn.one_hot(jax.random.randint(jax.random.key(5), states.cycles.shape, 0, 3), 3)
+                         * (jax.random.uniform(jax.random.key(6), states.cycles.shape) < 0.5)[..., None])
+    want = np.asarray(jax.jit(lambda s, p: model(features.features(s, stats), p))(states, partial))
+    np.testing.assert_allclose(runtime.logits(packed, partial), want, rtol=1e-3, atol=1e-3)
+    jax_x = np.asarray(jax.jit(policies.model_policy(model, stats).fn)(None, states))
+    np_x = runtime(packed)
+    assert np_x.dtype == np.int8 and np_x.shape == jax_x.shape
+    differ = np.any((np_x != jax_x).reshape(len(np_x), -1), axis=1)
+    assert differ.mean() < 5e-3, differ.sum()
+    assert np.all(np_x[np.asarray(states.cycles) == 0] == 0)
+    for i in range(0, 40, 7):  # one packed vector decides as the batch does
+        np.testing.assert_array_equal(runtime(packed[i]), np_x[i])

@@ -156,3 +156,28 @@ def test_sampled_objective_term_estimates_the_exact_expectation_and_its_gradient
     assert cosine > 0.9, cosine
     with pytest.raises(ValueError, match="samples"):
         losses.sampled_objective_loss(logits, jax.random.key(0), value, optimal, samples=1)
+
+
+def test_regret_term_is_the_expected_excess_when_one_decision_varies():
+    """Chain (E[latency] in closed form): with every decision but one held on its optimal label, the
+    regret term is E[latency] / latency* - 1 exactly; regrets are 0 at the label's site and >= 0."""
+    from offload_jax import splits, train
+
+    states, costs, labels, optimal = _labelled(jax.random.key(18))
+    split = splits.Split(x=None, label=labels, mask=None, state=states, optimal=optimal)
+    regret = np.asarray(train.single_change_regret(scenarios.of(CFG), None, split, batch=2))
+    assert regret.shape == (5, 4, 3) and np.all(regret >= 0)
+    np.testing.assert_array_equal(np.take_along_axis(regret, np.asarray(labels)[..., None], -1), 0.0)
+    assert np.all(regret.sum(axis=-1) > 0)  # every other site costs something on these states
+    held = jnp.where(jax.nn.one_hot(labels, 3) > 0, 30.0, -30.0)  # softmax: one-hot in float32
+    for free in range(4):
+        logits = held.at[:, free].set(jnp.asarray(_logits(19 + free, 5, 1, scale=1.0)[:, 0], jnp.float32))
+        want = float(losses.latency_loss(logits, costs, optimal)) - 1.0
+        np.testing.assert_allclose(float(losses.regret_loss(logits, jnp.asarray(regret))), want, rtol=1e-4)
+    # total_loss adds regret_weight times it; a mask drops the masked decisions' part.
+    w = losses.LossWeights(regret_weight=0.3)
+    np.testing.assert_allclose(float(losses.total_loss(logits, labels, w, regret=jnp.asarray(regret))),
+                               float(losses.cross_entropy(logits, labels)
+                                     + 0.3 * losses.regret_loss(logits, jnp.asarray(regret))), rtol=1e-6)
+    mask = jnp.asarray(np.arange(4) != free)[None].repeat(5, axis=0)
+    assert float(losses.regret_loss(logits, jnp.asarray(regret), mask)) == pytest.approx(0.0, abs=1e-6)

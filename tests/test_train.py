@@ -379,3 +379,105 @@ def test_finished_distill_run_skips_the_teachers_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "teacher_logits", fail)
     meta = fit.fit(tmp_path / "d", data, SMALL, cfg, kind="distill", teacher=teacher, progress=False)
     assert meta["step"] == 20
+
+
+def test_single_change_regret_matches_the_reference_schedule_on_task_graphs():
+    """dag, two users, padded real job graphs: each regret is J(label with one decision moved) / J(label)
+    - 1 by the float64 reference schedule (tests/dag_reference.py), for its exact labels; 0 at the
+    label's site and on padding slots."""
+    import dag_reference as ref
+
+    dag = scenarios.make("dag", {"tasks": 3, "users": 2, "subcarriers": 2, "topology": "file",
+                                 "topology_file": "/work/shared/data/alibaba_dags.json", "w_energy": 0.5})
+    states = dag.sample(jax.random.key(7), dag.params, jnp.arange(4, dtype=jnp.uint32))
+    arrays = [{k: np.asarray(v)[i] for k, v in states._asdict().items()} for i in range(4)]
+    w = {**ref.DAG_WEIGHT_DEFAULTS, "w_energy": 0.5}
+    best = [ref.brute_force_label(d, w) for d in arrays]
+    label = np.stack([b[0] for b in best]).astype(np.int8)
+    split = splits.Split(x=None, label=jnp.asarray(label), mask=None, state=states,
+                         optimal=jnp.asarray([b[1] for b in best], jnp.float32))
+    regret = np.asarray(train.single_change_regret(dag, dag.params, split, batch=3))
+    assert regret.shape == (4, 2, 3, 3)
+    for i, d in enumerate(arrays):
+        for u, t, s in np.ndindex(2, 3, 3):
+            moved = label[i].copy()
+            moved[u, t] = s
+            want = ref.objective(d, moved, w)[0] / best[i][1] - 1.0
+            assert want >= -1e-9 and regret[i, u, t, s] == pytest.approx(want, abs=2e-5), (i, u, t, s)
+    padding = np.stack([d["cycles"] == 0 for d in arrays])
+    assert padding.any() and np.all(regret[padding] == 0)
+
+
+def test_regret_weight_trains_and_keys_the_run_only_when_set(tmp_path):
+    """A run with the regret term records its weight in its identity (another weight is another
+    command); at the default 0 the identity has no such key, as runs made before the term existed."""
+    cfg = dataclasses.replace(RUN_CFG, steps=20, eval_every=0, regret_weight=0.5)
+    meta = fit.fit(tmp_path / "r", _data(), SMALL, cfg, kind="student", progress=False)
+    assert meta["finished"] and np.isfinite(meta["metrics"]["objective_ratio_mean"])
+    assert meta["identity"]["train"]["regret_weight"] == 0.5
+    plain = runs.run_identity("student", SMALL, dataclasses.replace(cfg, regret_weight=0.0), teacher=None,
+                              data=None)
+    assert "regret_weight" not in plain["train"]
+    with pytest.raises(runs.RunError, match="regret_weight: existing 0.5, requested 0.25"):
+        fit.fit(tmp_path / "r", _data(), SMALL, dataclasses.replace(cfg, regret_weight=0.25), kind="student",
+                progress=False)
+    with pytest.raises(config.ConfigError, match="regret_weight must be a finite number >= 0"):
+        dataclasses.replace(cfg, regret_weight=-1.0).validate()
+
+
+def test_a_network_that_decodes_in_steps_trains_and_decides_as_evaluated(tmp_path):
+    """decode_steps > 1: the run trains on labels with random decisions given (the loss counts the
+    others), its held-out metrics come from decoding in steps, and its policy decides the same."""
+    model_cfg = dataclasses.replace(SMALL, decode_steps=2)
+    cfg = dataclasses.replace(RUN_CFG, eval_every=0)
+    data = _data()
+    meta = fit.fit(tmp_path / "s", data, model_cfg, cfg, kind="student", progress=False)
+    assert meta["finished"] and meta["metrics"]["train_accuracy"] > 0.9
+    assert meta["identity"]["model"]["decode_steps"] == 2
+    run = runs.load_run(tmp_path / "s")
+    assert run.model_cfg == model_cfg and models.decode_steps(run.model) == 2
+    states, label, latency = jax.tree.map(lambda v: v[-128:], _labelled())  # the held-out split
+    pred = np.asarray(jax.jit(policies.model_policy(run.model, run.stats).fn)(None, states))
+    value = scenarios.of(CFG).objective(None, states, jnp.asarray(pred)).value
+    ratio = np.asarray(value) / np.asarray(latency)
+    assert float(np.mean(ratio)) == pytest.approx(meta["metrics"]["objective_ratio_mean"], rel=1e-5)
+    assert np.mean(pred == np.asarray(label)) == pytest.approx(meta["metrics"]["accuracy"], abs=1e-6)
+    # Given the label's sites on all decisions but one, the network names the last one well.
+    model = run.model
+    x = jax.jit(lambda s: features.features(s, run.stats))(states)
+    given = jax.nn.one_hot(label, 3) * (jnp.arange(CFG.tasks) != 1)[None, :, None]
+    hit = np.argmax(np.asarray(model(x, given))[:, 1], -1) == np.asarray(label)[:, 1]
+    assert hit.mean() > 0.9
+
+
+def test_decode_steps_is_checked_and_left_out_of_records_at_its_default():
+    with pytest.raises(config.ConfigError, match="decode_steps must be an integer >= 1"):
+        dataclasses.replace(SMALL, decode_steps=0).validate()
+    with pytest.raises(config.ConfigError, match="decode_steps must be 1 for arch 'graph'"):
+        config.ModelConfig(hidden=(32,), arch="graph", heads=4, decode_steps=3).validate()
+    from offload_jax import droo  # noqa: PLC0415
+    with pytest.raises(config.ConfigError, match="droo model decode_steps must be 1"):
+        droo.DROOConfig(model=dataclasses.replace(config.DROO_MODEL, decode_steps=2)).validate()
+    assert "decode_steps" not in SMALL.to_dict()
+    assert config.ModelConfig.from_dict(SMALL.to_dict()) == SMALL
+    stepped = dataclasses.replace(SMALL, decode_steps=4)
+    assert config.ModelConfig.from_dict(stepped.to_dict()) == stepped
+
+
+def test_a_student_decoding_in_steps_distills_the_teachers_logits_with_nothing_given(tmp_path):
+    """Teacher and student both decode in steps: the KD term reads the teacher's logits with nothing
+    given (computed once over the split), on the decisions the student is not given."""
+    stepped = dataclasses.replace(SMALL, decode_steps=2)
+    data = _data()
+    fit.fit(tmp_path / "t", data, stepped, dataclasses.replace(RUN_CFG, eval_every=0), kind="teacher",
+            progress=False)
+    teacher = runs.load_run(tmp_path / "t")
+    want = jax.jit(lambda x: teacher.model(x))(data.train.x)
+    np.testing.assert_allclose(np.asarray(train.teacher_logits(teacher, data.stats, data.train.x)),
+                               np.asarray(want), atol=1e-5)
+    cfg = dataclasses.replace(RUN_CFG, eval_every=0, alpha=0.0, temperature=1.0, seed=5)
+    fit.fit(tmp_path / "s", data, stepped, cfg, kind="distill", teacher=teacher, progress=False)
+    student = runs.load_run(tmp_path / "s").model
+    x = data.eval.x
+    agree = np.argmax(np.asarray(student(x)), -1) == np.argmax(np.asarray(teacher.model(x)), -1)
+    assert agree.mean() > 0.9  # KD alone: the student's first pass follows the teacher's

@@ -1,0 +1,75 @@
+"""From logits to placements: the per-decision argmax, and iterative decoding of a network that also
+reads a partial placement (`ModelConfig.decode_steps` > 1).
+
+A factorized network (one softmax per decision) takes every decision at once, so where two sub-tasks
+are best placed together (both on the edge, or both in the cloud) it may split them. A conditional
+network reads the decisions already taken: `decide` runs it `steps` times, each pass fixing the most
+confident of the open decisions given those fixed before (MaskGIT-style decoding; Chang et al. 2022),
+so later decisions see earlier ones. Padding decisions (`real` False) are fixed on site 0 from the
+start, as the labels have them, and never given to the network (their input stays zeros). Training
+(`train.py`) gives the network the label's sites on a random subset of the real decisions and scores
+it on the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from offload_jax.scenarios.base import NUM_SITES
+
+
+def argmax_sites(logits: jax.Array) -> jax.Array:
+    """Argmax over the last axis (sites), ties to the lowest label: jnp.argmax for non-NaN logits.
+
+    Written as a chain of compares, which XLA fuses into one elementwise loop; jnp.argmax is a
+    variadic reduce that costs about 3 us more per batch-1 decision on CPU (benchmarks/RESULTS.md).
+    """
+    best, arg = logits[..., 0], jnp.zeros(logits.shape[:-1], jnp.int8)
+    for site in range(1, logits.shape[-1]):
+        better = logits[..., site] > best
+        best = jnp.where(better, logits[..., site], best)
+        arg = jnp.where(better, jnp.int8(site), arg)
+    return arg
+
+
+def partial_placement(sites: jax.Array, known: jax.Array) -> jax.Array:
+    """(n, *D, 3) float32 network input: the one-hot site of each known decision, zeros elsewhere."""
+    return jax.nn.one_hot(sites, NUM_SITES, dtype=jnp.float32) * known[..., None]
+
+
+def per_step(decisions: int, steps: int) -> int:
+    """Decisions fixed by each pass but the last (which fixes all that are left)."""
+    return -(-decisions // steps)
+
+
+def decide(logits_of: Callable[[jax.Array], jax.Array], real: jax.Array, steps: int) -> jax.Array:
+    """(n, *D) int8 placements of a conditional network in `steps` passes (padding on 0).
+
+    `logits_of(partial)` maps a partial placement (n, *D, 3) (`partial_placement`) to logits (n, *D, 3).
+    Each pass but the last fixes its argmax on the `per_step(D, steps)` open decisions whose softmax is
+    most confident (ties in confidence fix them all); the last fixes all that are left. steps = 1: the
+    argmax of one pass with nothing known but the padding.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    shape = real.shape
+    n, d = shape[0], real.size // shape[0]
+    known = ~real.reshape(n, d)
+    sites = jnp.zeros((n, d), jnp.int8)
+    take = per_step(d, steps)
+    real = real.reshape(n, d)
+    for step in range(steps):
+        given = partial_placement(sites, known & real)  # padding stays zeros, as in training
+        logits = logits_of(given.reshape(*shape, NUM_SITES)).reshape(n, d, NUM_SITES)
+        pick = argmax_sites(logits)
+        if step == steps - 1:
+            return jnp.where(known, sites, pick).reshape(shape)
+        confidence = jnp.where(known, -1.0, jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1))
+        threshold = jax.lax.top_k(confidence, take)[0][:, -1:]
+        fix = (confidence >= threshold) & ~known
+        sites = jnp.where(fix, pick, sites)
+        known = known | fix
+    raise AssertionError("unreachable")  # the last pass returns

@@ -1,0 +1,83 @@
+"""Iterative decoding (`decoding.decide`) against a plain Python statement of its rule."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from offload_jax import decoding
+
+
+def _softmax_max(row):
+    top = max(row)
+    return 1.0 / sum(math.exp(v - top) for v in row)
+
+
+def _reference(a, b, real, steps):
+    """decide for the conditional network logits = a + given @ b, one state at a time, in float64."""
+    n, d, _ = a.shape
+    take = math.ceil(d / steps)
+    out = np.zeros((n, d), np.int8)
+    for i in range(n):
+        known = [not r for r in real[i]]
+        sites = [0] * d
+        for step in range(steps):
+            given = np.zeros(3 * d)
+            for j in range(d):
+                if known[j] and real[i, j]:
+                    given[3 * j + sites[j]] = 1.0
+            logits = a[i] + (given @ b).reshape(d, 3)
+            pick = [int(np.argmax(logits[j])) for j in range(d)]  # first maximum
+            open_ = [j for j in range(d) if not known[j]]
+            if step == steps - 1 or len(open_) <= take:
+                fixed = open_
+            else:
+                conf = {j: _softmax_max(logits[j]) for j in open_}
+                threshold = sorted(conf.values(), reverse=True)[take - 1]
+                fixed = [j for j in open_ if conf[j] >= threshold]
+            for j in fixed:
+                sites[j], known[j] = pick[j], True
+        out[i] = sites
+    return out
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 6, 10])
+def test_decide_follows_the_rule(steps):
+    rng = np.random.default_rng(steps)
+    n, shape = 40, (2, 3)
+    d = 6
+    a = rng.normal(size=(n, d, 3)).astype(np.float32)
+    b = rng.normal(size=(3 * d, 3 * d)).astype(np.float32) * 2.0
+    real = rng.random((n, d)) < 0.8
+    real[0] = True  # no padding
+    real[1] = False  # all padding
+
+    def logits_of(partial):  # (n, 2, 3, 3) -> (n, 2, 3, 3)
+        return (a + (partial.reshape(n, -1) @ b).reshape(n, d, 3)).reshape(n, *shape, 3)
+
+    decide = jax.jit(lambda r: decoding.decide(logits_of, r, steps))
+    got = np.asarray(decide(jnp.asarray(real.reshape(n, *shape))))
+    assert got.dtype == np.int8 and got.shape == (n, *shape)
+    want = _reference(a.astype(np.float64), b.astype(np.float64), real, steps)
+    np.testing.assert_array_equal(got.reshape(n, d), want)
+    assert np.all(got.reshape(n, d)[~real] == 0)
+    if steps == 1:  # one pass, nothing given: the argmax of the features' logits
+        np.testing.assert_array_equal(got.reshape(n, d), np.where(real, a.argmax(-1), 0))
+
+
+def test_later_passes_see_the_earlier_decisions():
+    """A network whose second decision copies the first (once given) decides them alike in two passes,
+    and independently in one."""
+    a = jnp.asarray([[[5.0, 0.0, 0.0], [0.0, 0.0, 0.1]]])  # decision 0: sure of site 0; 1: unsure
+
+    def logits_of(partial):
+        copy = jnp.zeros_like(partial).at[:, 1].set(10.0 * partial[:, 0])
+        return a + copy
+
+    real = jnp.ones((1, 2), bool)
+    assert decoding.decide(logits_of, real, 1).tolist() == [[0, 2]]
+    assert decoding.decide(logits_of, real, 2).tolist() == [[0, 0]]
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        decoding.decide(logits_of, real, 0)
