@@ -50,8 +50,9 @@ def decide(logits_of: Callable[[jax.Array], jax.Array], real: jax.Array, steps: 
 
     `logits_of(partial)` maps a partial placement (n, *D, 3) (`partial_placement`) to logits (n, *D, 3).
     Each pass but the last fixes its argmax on the `per_step(D, steps)` open decisions whose softmax is
-    most confident (ties in confidence fix them all); the last fixes all that are left. steps = 1: the
-    argmax of one pass with nothing known but the padding.
+    most confident (max probability; equal ones by lower index), or on all open ones if fewer are
+    left; the last fixes all that are left. steps = 1: the argmax of one pass with nothing known but
+    the padding.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -68,8 +69,8 @@ def decide(logits_of: Callable[[jax.Array], jax.Array], real: jax.Array, steps: 
         if step == steps - 1:
             return jnp.where(known, sites, pick).reshape(shape)
         confidence = jnp.where(known, -1.0, jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1))
-        threshold = jax.lax.top_k(confidence, take)[0][:, -1:]
-        fix = (confidence >= threshold) & ~known
+        chosen = jax.lax.top_k(confidence, take)[1]  # equal confidences: the lower index first
+        fix = jnp.any(jax.nn.one_hot(chosen, d, dtype=jnp.bool_), axis=1) & ~known
         sites = jnp.where(fix, pick, sites)
         known = known | fix
     raise AssertionError("unreachable")  # the last pass returns

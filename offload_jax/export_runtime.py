@@ -260,7 +260,7 @@ class StudentPolicy:
     Any leading batch shape: (P,) -> decision, (n, P) -> (n, *decision).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, decode_steps: int | None = None):
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(bytes(arrays.pop("meta")).decode())
@@ -309,13 +309,19 @@ class StudentPolicy:
         self.head_bias = arrays["head_bias"].astype(np.float64)
         # A student that decodes in steps (`decoding.decide`): the first layer's rows for the partial
         # placement (centered as the other rows with LayerNorm).
-        self.decode_steps = int(meta.get("decode_steps", 1))
+        trained = int(meta.get("decode_steps", 1))
+        self.decode_steps = trained if decode_steps is None else int(decode_steps)
+        if self.decode_steps < 1 or (self.decode_steps > 1 and trained == 1):
+            raise ValueError(f"decode_steps must be >= 1, and 1 for a student exported with decode_steps 1, "
+                             f"got {decode_steps}")
         self.partial_kernel = None
-        if self.decode_steps > 1:
+        if trained > 1:
             kp = arrays["partial_kernel"].astype(np.float64)
             self.partial_kernel = kp - kp.mean(axis=1, keepdims=True) if self.layer_norm else kp
         if not self.layer_norm:
             self._fold_biases()
+        if self.partial_kernel is not None:  # (decision, site, units): a decision's row for its site
+            self._partial_rows = self.partial_kernel.reshape(-1, 3, self.partial_kernel.shape[1])
         fast_one = meta["activation"] == "relu" and not self.layer_norm
         self._one = self._single_state_buffers() if fast_one else None
 
@@ -464,8 +470,10 @@ class StudentPolicy:
                 break
             top = logits.max(axis=-1, keepdims=True)
             confidence = np.where(known, -1.0, 1.0 / np.exp(logits - top).sum(axis=-1))
-            threshold = -np.partition(-confidence, take - 1, axis=-1)[..., take - 1:take]
-            fix = (confidence >= threshold) & ~known
+            chosen = np.argsort(-confidence, axis=-1, kind="stable")[..., :take]  # equal: lower index
+            fix = np.zeros_like(known)
+            np.put_along_axis(fix, chosen, True, axis=-1)
+            fix &= ~known
             sites = np.where(fix, pick, sites)
             known = known | fix
         return sites.astype(np.int8).reshape(*lead, *self.decision_shape)
@@ -502,37 +510,40 @@ class StudentPolicy:
         return out3.argmax(1).astype(np.int8)
 
     def _steps_one(self, packed: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """`_decide_in_steps` for one state of a ReLU student without LayerNorm, from its features z:
-        the first layer's input from the decisions taken is kept as a running sum of their rows of
-        the partial kernel; a decision's confidence max softmax = 1 / sum(exp(logits - max)), so the
-        most confident have the smallest sums."""
+        """`_decide_in_steps` for one state of a ReLU student without LayerNorm, from its features z,
+        with few array operations a pass (each costs ~1 us at this size): the first layer's input from
+        the decisions taken is a running sum of their rows of the partial kernel; a decision's
+        confidence max softmax = 1 / sum(exp(logits - max)), so the most confident have the smallest
+        sums (closed decisions get +inf); the `take` smallest by a stable sort (equal: lower index)."""
         hidden, out, out3 = self._one[6:]
         matmul, maximum = np.matmul, np.maximum
         first = matmul(z, self.kernels[0])
-        real = packed[self.slices["cycles"]].reshape(-1) > 0 if self.scenario == "dag" else np.ones(
-            out3.shape[0], bool)
-        open_ = real.copy()
-        sites = np.zeros(out3.shape[0], np.int8)
-        take = -(-out3.shape[0] // self.decode_steps)
-        rows = self.partial_kernel
+        d = out3.shape[0]
+        real = (packed[self.slices["cycles"]].reshape(-1) > 0 if self.scenario == "dag"
+                else np.ones(d, bool))
+        open_ = np.flatnonzero(real).tolist()
+        closed = np.where(real, np.float32(0.0), np.float32(np.inf))
+        sites = np.zeros(d, np.int8)
+        take = -(-d // self.decode_steps)
+        rows = self._partial_rows
+        last = self.decode_steps - 1
         for step in range(self.decode_steps):
             h = maximum(first, 0.0, out=hidden[0])
             for kernel, buf in zip(self.kernels[1:], hidden[1:]):  # noqa: B905
                 h = maximum(matmul(h, kernel, out=buf), 0.0, out=buf)
             matmul(h, self.head_kernel, out=out)
             pick = out3.argmax(1)
-            if step == self.decode_steps - 1:
+            if step == last or len(open_) <= take:
                 sites[open_] = pick[open_]
                 break
             sums = np.exp(out3 - out3.max(1, keepdims=True)).sum(1)
-            sums[~open_] = np.inf
-            fix = open_ & (sums <= np.partition(sums, take - 1)[take - 1])
-            chosen = np.flatnonzero(fix)
-            sites[chosen] = pick[chosen]
-            open_[chosen] = False
-            first = first + rows[3 * chosen + pick[chosen]].sum(0)
-            if not open_.any():
-                break
+            sums += closed
+            for j in sums.argsort(kind="stable")[:take].tolist():
+                site = pick[j]
+                sites[j] = site
+                closed[j] = np.inf
+                open_.remove(j)
+                first += rows[j, site]
         return sites.reshape(self.decision_shape)
 
     def __call__(self, packed: np.ndarray) -> np.ndarray:
@@ -553,5 +564,6 @@ class StudentPolicy:
         return x
 
 
-def load(path: str | os.PathLike) -> StudentPolicy:
-    return StudentPolicy(path)
+def load(path: str | os.PathLike, decode_steps: int | None = None) -> StudentPolicy:
+    """The exported student of `path`, deciding in its own number of passes or in `decode_steps`."""
+    return StudentPolicy(path, decode_steps)

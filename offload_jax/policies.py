@@ -123,12 +123,16 @@ def logits_fn(model: nnx.Module, stats: FeatureStats) -> Callable[[Any], jax.Arr
     return lambda state: apply(feats(state))
 
 
-def model_policy(model: nnx.Module, stats: FeatureStats, name: str = "model") -> Policy:
+def model_policy(model: nnx.Module, stats: FeatureStats, name: str = "model",
+                 steps: int | None = None) -> Policy:
     """Learned policy: per-decision argmax of the model's logits (ties to the lowest label), or for a
-    conditional model its `decode_steps` passes (`decoding.decide`); dag padding slots (cycles 0) on 0,
-    as the labels have them."""
+    conditional model its `decode_steps` passes (`decoding.decide`; `steps` overrides how many); dag
+    padding slots (cycles 0) on 0, as the labels have them."""
     feats, apply = network_fns(model, stats)
-    steps = decode_steps(model)
+    steps = decode_steps(model) if steps is None else steps
+    if steps < 1 or (steps > 1 and decode_steps(model) == 1):
+        raise ConfigError(f"steps must be >= 1, and 1 for a network that reads no decisions "
+                          f"(decode_steps 1), got {steps}")
 
     def fn(key, state):
         del key

@@ -33,10 +33,8 @@ def _reference(a, b, real, steps):
             open_ = [j for j in range(d) if not known[j]]
             if step == steps - 1 or len(open_) <= take:
                 fixed = open_
-            else:
-                conf = {j: _softmax_max(logits[j]) for j in open_}
-                threshold = sorted(conf.values(), reverse=True)[take - 1]
-                fixed = [j for j in open_ if conf[j] >= threshold]
+            else:  # the `take` most confident, equal ones by lower index
+                fixed = sorted(open_, key=lambda j: (-_softmax_max(logits[j]), j))[:take]
             for j in fixed:
                 sites[j], known[j] = pick[j], True
         out[i] = sites

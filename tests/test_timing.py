@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, export, export_runtime, features, models, policies, scenarios, timing
+from offload_jax import (
+    config,
+    decoding,
+    export,
+    export_runtime,
+    features,
+    models,
+    policies,
+    scenarios,
+    timing,
+)
 from offload_jax import runs as run_dirs
 from offload_jax.droo import DROOConfig
 from offload_jax.scenarios.chain import system
@@ -79,7 +89,7 @@ def test_argmax_sites_equals_argmax():
     logits[50:100] = 0.0
     logits[100:150, :, 2] = -np.inf
     logits[150:200, :, 0] = np.inf
-    got = np.asarray(policies.argmax_sites(jnp.asarray(logits)))
+    got = np.asarray(decoding.argmax_sites(jnp.asarray(logits)))
     assert got.dtype == np.int8
     np.testing.assert_array_equal(got, np.argmax(logits, axis=-1))
 
