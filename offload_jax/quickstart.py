@@ -68,6 +68,9 @@ class QuickstartConfig:
     # dataset keeps the system's own graphs. Students trained on one graph family fail on others
     # (benchmarks/RESULTS.md, "unseen graphs"); 0 trains on the system's graphs.
     train_graphs: int = 0
+    # dag only: the share of those graphs that are random trees (`graphs.random_tree`, half out-trees,
+    # half in-trees), which layered graphs hardly ever are
+    train_tree_share: float = 0.0
 
     def validate(self) -> QuickstartConfig:
         from offload_jax import scenarios  # noqa: PLC0415
@@ -88,6 +91,8 @@ class QuickstartConfig:
         if self.train_graphs and self.scenario != "dag":
             raise ConfigError(f"train_graphs is a dag key (synthetic task graphs), got train_graphs="
                               f"{self.train_graphs} for scenario {self.scenario!r}")
+        if not (isinstance(self.train_tree_share, (int, float)) and 0.0 <= self.train_tree_share <= 1.0):
+            raise ConfigError(f"train_tree_share must be in [0, 1], got {self.train_tree_share!r}")
         if self.timing_states > self.timing_batch:
             raise ConfigError(f"timing_states ({self.timing_states}) must be <= timing_batch "
                               f"({self.timing_batch})")
@@ -115,7 +120,8 @@ class QuickstartConfig:
             return system
         path = out / "data" / "train_topologies.json"
         if not path.exists():  # deterministic: a rerun would write the same bytes
-            graphs.write_mixture(path, self.seed, self.train_graphs, self.tasks)
+            graphs.write_mixture(path, self.seed, self.train_graphs, self.tasks,
+                                 tree_share=self.train_tree_share)
         return scenarios.of(system.cfg.with_overrides({"topology": "file", "topology_file": str(path)}))
 
     def objective_weight(self, role: str) -> float:

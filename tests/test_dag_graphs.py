@@ -87,6 +87,28 @@ def test_mirrored_mixture_swaps_sources_and_sinks():
         graphs.mixture(3, 5, 7, mirror_share=1.5)
 
 
+def test_tree_share_replaces_graphs_by_random_trees_of_their_size():
+    """tree_share = 1: every graph is a tree of the mixture's size (n - 1 edges, connected, one source
+    or one sink), out-trees and in-trees both, in a topological order; 0 changes nothing; a share
+    outside [0, 1] is refused."""
+    mix, trees = graphs.mixture(4, 80, 8, 2), graphs.mixture(4, 80, 8, 2, tree_share=1.0)
+    assert graphs.mixture(4, 80, 8, 2, tree_share=0.0) == mix
+    kinds = set()
+    for g, t in zip(mix, trees, strict=True):
+        assert t.tasks == g.tasks and len(t.edges) == t.tasks - 1
+        assert all(0 <= i < j < t.tasks for i, j in t.edges)
+        a = _adj(t)
+        ins, outs = a.sum(axis=0), a.sum(axis=1)
+        out_tree = (ins <= 1).all() and (ins == 0).sum() == 1
+        in_tree = (outs <= 1).all() and (outs == 0).sum() == 1
+        assert out_tree or in_tree
+        if t.tasks >= 3 and out_tree != in_tree:
+            kinds.add("out" if out_tree else "in")
+    assert kinds == {"out", "in"}
+    with pytest.raises(ValueError, match=r"tree_share must be in \[0, 1\], got -0.1"):
+        graphs.mixture(3, 5, 7, tree_share=-0.1)
+
+
 def test_topology_file_round_trip_and_cli(tmp_path, capsys):
     mix = graphs.mixture(1, 30, 6)
     path = dag_config.write_topology_file(tmp_path / "mix.json", mix, generator="test")

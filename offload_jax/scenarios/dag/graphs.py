@@ -119,7 +119,8 @@ _layered_batch = jax.jit(jax.vmap(layered, in_axes=(0, None, 0, 0, 0)), static_a
 
 def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *, full_share: float = 0.5,
             fat: tuple[float, float] = MIXTURE_FAT, density: tuple[float, float] = MIXTURE_DENSITY,
-            jump: tuple[int, int] = MIXTURE_JUMP, mirror_share: float = 0.0) -> tuple[Graph, ...]:
+            jump: tuple[int, int] = MIXTURE_JUMP, mirror_share: float = 0.0,
+            tree_share: float = 0.0) -> tuple[Graph, ...]:
     """`count` synthetic graphs for training students that must hold on graphs they never saw.
 
     Each graph is a layered graph (`layered`, the daggen-style family) with its own knobs: sub-task count
@@ -128,9 +129,11 @@ def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *, full_s
     renumbered in a random topological order (so sources and sinks need not be first and last, as in
     real job graphs). With probability `mirror_share` a graph is mirrored first (every edge reversed:
     its sources become sinks, a fan-out a fan-in; drawn from its own generator, so mirror_share = 0
-    gives the same graphs as before it existed). Graph k depends on (seed, k) alone (numpy for its
-    knobs and order, JAX keys for its edges), so a longer mixture of the same seed starts with the
-    shorter one.
+    gives the same graphs as before it existed). With probability `tree_share` a graph is instead a
+    random recursive tree of the same size (`random_tree`: each sub-task but the first hangs under a
+    uniformly chosen earlier one), half of them out-trees (fan-outs), half in-trees (fan-ins); its own
+    generator too. Graph k depends on (seed, k) alone (numpy for its knobs and order, JAX keys for its
+    edges), so a longer mixture of the same seed starts with the shorter one.
     """
     for name, value, low in (("count", count, 1), ("max_tasks", max_tasks, 1), ("min_tasks", min_tasks, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -139,7 +142,8 @@ def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *, full_s
         raise ValueError(f"min_tasks ({min_tasks}) must be <= max_tasks ({max_tasks})")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
-    for name, share in (("full_share", full_share), ("mirror_share", mirror_share)):
+    for name, share in (("full_share", full_share), ("mirror_share", mirror_share),
+                        ("tree_share", tree_share)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {share!r}")
     rngs = [np.random.default_rng((seed, k)) for k in range(count)]  # graph k depends on (seed, k) only
@@ -163,17 +167,32 @@ def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *, full_s
         adj = adjs[k]
         if mirror_share and np.random.default_rng((seed, k, 1)).random() < mirror_share:
             adj = adj.T
+        if tree_share:
+            tree_rng = np.random.default_rng((seed, k, 2))
+            if tree_rng.random() < tree_share:
+                adj = random_tree(int(sizes[k]), tree_rng)
         adj = relabel(adj, random_topological_order(adj, rng))
         edges = tuple((int(i), int(j)) for i, j in zip(*np.nonzero(adj), strict=True))
         out.append(Graph(name=f"mix-{seed}-{k}", tasks=int(sizes[k]), edges=edges))
     return tuple(out)
 
 
+def random_tree(tasks: int, rng: np.random.Generator) -> np.ndarray:
+    """(tasks, tasks) bool adjacency of a random recursive tree: sub-task j > 0 hangs under a uniformly
+    chosen i < j (an out-tree: one source, edges away from it); reversed (an in-tree: one sink) with
+    probability 1/2."""
+    adj = np.zeros((tasks, tasks), bool)
+    for j in range(1, tasks):
+        adj[rng.integers(0, j), j] = True
+    return adj.T.copy() if rng.random() < 0.5 else adj
+
+
 def write_mixture(path: str | os.PathLike, seed: int, count: int, max_tasks: int, min_tasks: int = 2,
-                  mirror_share: float = 0.0) -> Path:
-    """`mixture(seed, count, max_tasks, min_tasks, mirror_share=...)` as a topology file (its call
-    recorded as "generator")."""
-    mix = mixture(seed, count, max_tasks, min_tasks, mirror_share=mirror_share)
-    mirror = f", mirror_share={mirror_share}" if mirror_share else ""
+                  mirror_share: float = 0.0, tree_share: float = 0.0) -> Path:
+    """`mixture(seed, count, max_tasks, min_tasks, mirror_share=..., tree_share=...)` as a topology file
+    (its call recorded as "generator")."""
+    mix = mixture(seed, count, max_tasks, min_tasks, mirror_share=mirror_share, tree_share=tree_share)
+    mirror = (f", mirror_share={mirror_share}" if mirror_share else "") + (
+        f", tree_share={tree_share}" if tree_share else "")
     return write_topology_file(path, mix, generator=f"offload_jax.scenarios.dag.graphs.mixture(seed={seed}, "
                                f"count={count}, max_tasks={max_tasks}, min_tasks={min_tasks}{mirror})")
