@@ -75,6 +75,11 @@ def test_dag_quickstart_trains_on_synthetic_graphs_and_evaluates_on_the_system(t
         dataclasses.replace(quickstart.TINY, train_graphs=5).validate()
     with pytest.raises(ConfigError, match="train_graphs must be an integer >= 0"):
         dataclasses.replace(qcfg, train_graphs=-1).validate()
+    with pytest.raises(ConfigError, match=r"train_tree_share must be in \[0, 1\], got 2"):
+        dataclasses.replace(qcfg, train_tree_share=2).validate()
+    treed = dataclasses.replace(qcfg, train_tree_share=0.5).train_system(tmp_path / "treed")
+    assert dag_config.read_topology_file(treed.cfg.topology_file) == graphs.mixture(3, 20, qcfg.tasks,
+                                                                                  tree_share=0.5)
     with pytest.raises(ConfigError, match=r"timing_states \(2000\) must be <= timing_batch \(1024\)"):
         dataclasses.replace(qcfg, timing_states=2000).validate()
     with pytest.raises(ConfigError, match="timing_states must be an integer >= 1"):
