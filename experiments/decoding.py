@@ -36,7 +36,6 @@ def part_steps(quickstart: Path) -> dict:
 
     from offload_jax import dataset, evaluate, export_runtime, policies, runs, timing
 
-    timing.configure_for_latency()
     ds = dataset.load(quickstart / "data" / "eval")
     scenario = ds.scenario
     quality: dict[str, dict[int, float]] = {}
@@ -190,8 +189,10 @@ def main() -> None:
     quickstart, dl = Path(args.quickstart), Path(args.dag_learning)
     if not (quickstart / "report.json").exists():
         raise SystemExit(f"--quickstart {quickstart}: no finished dag quickstart there")
-    from offload_jax import atomic
+    from offload_jax import atomic, timing
 
+    if "steps" in parts:  # its timing needs the latency settings before the process's first computation
+        timing.configure_for_latency()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "decoding.json"

@@ -245,3 +245,20 @@ def test_tree_sites_markdown_shows_label_and_student_shares():
     assert "## out_tree_10 (student J / J* 1.283, 1,000 states)" in md
     assert "| 0 | 20 / 16 | 56 / 58 | 24 / 26 | 0.84 |" in md
     assert "| 1 | 30 / 10 | 30 / 50 | 40 / 40 | 0.50 |" in md
+
+
+def test_decoding_markdown_shows_every_pass_count_and_the_one_pass_networks():
+    """experiments/decoding.py's tables from a result in its JSON form (string keys)."""
+    decoding = _script("decoding")
+    steps = {"quality": {"teacher": {str(k): 1.2 - k / 100 for k in decoding.STEPS},
+                         "student_kd": {str(k): 1.3 - k / 100 for k in decoding.STEPS}},
+             "jax_us": {str(k): 10.0 + k for k in decoding.STEPS},
+             "jax_p99_us": {str(k): 20.0 + k for k in decoding.STEPS},
+             "numpy_us": {str(k): 19.0 + 13 * k for k in decoding.STEPS},
+             "greedy_us": 50.0, "identity_us": 5.5, "load_avg": 1.0}
+    rows = {n: {"objective_ratio": 1.05 + k / 100} for k, n in enumerate(decoding.SHOWN)}
+    before = {"alibaba": {"teacher": {"objective_ratio": 1.5}, "student_kd": {"objective_ratio": 1.6}}}
+    md = decoding.markdown({"steps": steps, "unseen": {"alibaba": rows}}, before)
+    assert "| 5 | 1.150 | 1.250 | 15.0 / 25 | 84.0 |" in md
+    assert "| alibaba | 1.050 | 1.060 | 1.070 | 1.080 | 1.090 | 1.100 | 1.500 | 1.600 |" in md
+    assert md.count("\n| ") == 2 + len(decoding.STEPS) + 1
