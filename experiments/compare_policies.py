@@ -86,8 +86,10 @@ def _quickstart_config(budget: Budget, tasks: int, tiny: bool):
 
 
 def _config_json(qcfg) -> dict:
-    """A QuickstartConfig as its report.json records it."""
-    return json.loads(json.dumps(dataclasses.asdict(qcfg)))
+    """A QuickstartConfig as its report.json records it (`quickstart.config_dict`)."""
+    from offload_jax import quickstart
+
+    return json.loads(json.dumps(quickstart.config_dict(qcfg)))
 
 
 def _read_report(base: Path) -> dict:
