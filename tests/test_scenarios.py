@@ -24,7 +24,11 @@ SCENARIOS = [
 ]
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+# The dag case compiles every dag baseline (~37 s, the default run's slowest test): slow. By default its
+# parts are covered elsewhere: the dag baselines against the reference (test_evaluate), the packed
+# vectors (test_dag_features, test_timing), the exact search against enumeration (test_dag_search).
+@pytest.mark.parametrize("scenario", [SCENARIOS[0], pytest.param(SCENARIOS[1], marks=pytest.mark.slow)],
+                         ids=lambda s: s.name)
 def test_interface_shapes_objective_and_baselines(scenario):
     params, key = scenario.params, jax.random.key(0)
     state = scenario.sample(key, params, jnp.arange(16, dtype=jnp.uint32))
