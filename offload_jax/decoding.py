@@ -35,6 +35,11 @@ def argmax_sites(logits: jax.Array) -> jax.Array:
     return arg
 
 
+def real_or_all(mask: jax.Array | None, shape: tuple[int, ...]) -> jax.Array:
+    """The decisions that matter: `mask` (dag: the real slots), or all of `shape` when None (the chain)."""
+    return jnp.ones(shape, bool) if mask is None else mask
+
+
 def partial_placement(sites: jax.Array, known: jax.Array) -> jax.Array:
     """(n, *D, 3) float32 network input: the one-hot site of each known decision, zeros elsewhere."""
     return jax.nn.one_hot(sites, NUM_SITES, dtype=jnp.float32) * known[..., None]

@@ -13,6 +13,8 @@ helpers that turn a model into a pure parameter dict and back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -182,7 +184,11 @@ class GraphMLP(nnx.Module):
         self.head = PlacementMLP(flat_in, (users, tasks), cfg, rngs=rngs)
 
     def __call__(self, x: jax.Array, partial: jax.Array | None = None) -> jax.Array:
-        lead = x.shape[:-1]
+        return self.decode(self.encode(x), partial, x.shape[:-1])
+
+    def encode(self, x: jax.Array) -> jax.Array:
+        """Features (..., F) -> the head's input (n, U*T*graph_width + F): what does not depend on the
+        partial placement, so deciding in steps computes it once (`decoder`)."""
         x = x.reshape(-1, x.shape[-1])
         tokens, adj = _dag_tokens(x, self.users, self.tasks)
         n, u, t = x.shape[0], self.users, self.tasks
@@ -196,10 +202,14 @@ class GraphMLP(nnx.Module):
             from_pred = jnp.einsum("nuji,nuid->nujd", pred, hu).reshape(n, u * t, -1)
             from_succ = jnp.einsum("nuji,nuid->nujd", succ, hu).reshape(n, u * t, -1)
             h = h + self.activation(norm(layer(jnp.concatenate([h, from_pred, from_succ], axis=-1))))
+        return jnp.concatenate([h.reshape(n, -1), x], axis=-1)
+
+    def decode(self, context: jax.Array, partial: jax.Array | None, lead: tuple[int, ...]) -> jax.Array:
+        """The MLP head on `encode`'s output (and the partial placement, decode_steps > 1) -> logits
+        (*lead, U, T, 3)."""
         if partial is not None:  # the head reads it (decode_steps > 1)
-            partial = partial.reshape(n, -1)
-        return self.head(jnp.concatenate([h.reshape(n, -1), x], axis=-1),
-                         partial).reshape(*lead, u, t, NUM_SITES)
+            partial = partial.reshape(context.shape[0], -1)
+        return self.head(context, partial).reshape(*lead, self.users, self.tasks, NUM_SITES)
 
 
 def build(model_cfg: ModelConfig, system, *, rngs: nnx.Rngs) -> nnx.Module:
@@ -251,6 +261,15 @@ def decode_steps(model: nnx.Module) -> int:
 def call(model: nnx.Module, x: jax.Array, partial: jax.Array | None = None) -> jax.Array:
     """model(x), or model(x, partial) for a model that reads a partial placement (decode_steps > 1)."""
     return model(x) if partial is None else model(x, partial)
+
+
+def decoder(model: nnx.Module, x: jax.Array) -> Callable[[jax.Array | None], jax.Array]:
+    """partial -> `call(model, x, partial)`, with what does not read the partial placement (a GraphMLP's
+    message passing) computed once, for the passes of `decoding.decide`."""
+    if isinstance(model, GraphMLP):
+        context = model.encode(x)
+        return lambda partial: model.decode(context, partial, x.shape[:-1])
+    return lambda partial: call(model, x, partial)
 
 
 def count_params(model: nnx.Module) -> int:

@@ -26,9 +26,9 @@ from flax import nnx
 
 from offload_jax import droo, scenarios
 from offload_jax.config import ConfigError
-from offload_jax.decoding import argmax_sites, decide
+from offload_jax.decoding import argmax_sites, decide, real_or_all
 from offload_jax.features import FeatureStats, features
-from offload_jax.models import call, count_params, decode_steps, input_count
+from offload_jax.models import count_params, decode_steps, decoder, input_count
 from offload_jax.scenarios.base import Scenario
 
 # Policies backed by a trained run (`runs.load_run`); a run of kind "droo" decides as DROO does.
@@ -102,8 +102,9 @@ def _baseline_policy(scenario: Scenario, name: str) -> Policy:
 
 
 def network_fns(model: nnx.Module, stats: FeatureStats) -> tuple[Callable, Callable]:
-    """(state -> the features the model reads, (features, partial=None) -> logits), closing over the
-    model's split parameters (no NNX state in the jit)."""
+    """(state -> the features the model reads, features -> (partial=None -> logits)), closing over the
+    model's split parameters (no NNX state in the jit); the second is `models.decoder`: what does not
+    read the partial placement runs once per decision, however many passes."""
     graphdef, params = nnx.split(model)
     stats = FeatureStats(jnp.asarray(stats.mean), jnp.asarray(stats.std))
     count = input_count(model)  # it reads the first `count` features
@@ -111,16 +112,16 @@ def network_fns(model: nnx.Module, stats: FeatureStats) -> tuple[Callable, Calla
     def feats(state):
         return features(state, stats, count)
 
-    def apply(x, partial=None):
-        return call(nnx.merge(graphdef, params), x, partial)
+    def decoder_of(x):
+        return decoder(nnx.merge(graphdef, params), x)
 
-    return feats, apply
+    return feats, decoder_of
 
 
 def logits_fn(model: nnx.Module, stats: FeatureStats) -> Callable[[Any], jax.Array]:
     """state -> (n, *D, 3) logits of one pass (nothing given, for a conditional model)."""
-    feats, apply = network_fns(model, stats)
-    return lambda state: apply(feats(state))
+    feats, decoder_of = network_fns(model, stats)
+    return lambda state: decoder_of(feats(state))(None)
 
 
 def model_policy(model: nnx.Module, stats: FeatureStats, name: str = "model",
@@ -128,7 +129,7 @@ def model_policy(model: nnx.Module, stats: FeatureStats, name: str = "model",
     """Learned policy: per-decision argmax of the model's logits (ties to the lowest label), or for a
     conditional model its `decode_steps` passes (`decoding.decide`; `steps` overrides how many); dag
     padding slots (cycles 0) on 0, as the labels have them."""
-    feats, apply = network_fns(model, stats)
+    feats, decoder_of = network_fns(model, stats)
     steps = decode_steps(model) if steps is None else steps
     if steps < 1 or (steps > 1 and decode_steps(model) == 1):
         raise ConfigError(f"steps must be >= 1, and 1 for a network that reads no decisions "
@@ -138,10 +139,9 @@ def model_policy(model: nnx.Module, stats: FeatureStats, name: str = "model",
         del key
         dag = state.cycles.ndim == 3  # (n, U, T): padding slots exist
         if steps > 1:
-            x = feats(state)
-            real = state.cycles > 0 if dag else jnp.ones(state.cycles.shape, bool)
-            return _check_out(decide(lambda partial: apply(x, partial), real, steps), state)
-        x = argmax_sites(apply(feats(state)))
+            real = real_or_all(state.cycles > 0 if dag else None, state.cycles.shape)
+            return _check_out(decide(decoder_of(feats(state)), real, steps), state)
+        x = argmax_sites(decoder_of(feats(state))(None))
         if dag:
             x = jnp.where(state.cycles > 0, x, jnp.int8(0))
         return _check_out(x, state)

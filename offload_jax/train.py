@@ -19,10 +19,10 @@ from flax import nnx
 
 from offload_jax import scenarios
 from offload_jax.config import ConfigError, ModelConfig, TrainConfig
-from offload_jax.decoding import decide, partial_placement
+from offload_jax.decoding import decide, partial_placement, real_or_all
 from offload_jax.features import FeatureStats, num_inputs
 from offload_jax.losses import LossWeights, sampled_objective_loss, total_loss
-from offload_jax.models import call, graphdef_of, init_params, input_count, params_of
+from offload_jax.models import call, decoder, graphdef_of, init_params, input_count, params_of
 from offload_jax.runs import LoadedRun
 from offload_jax.scenarios.base import NUM_SITES, Scenario
 from offload_jax.splits import Split
@@ -88,7 +88,7 @@ def masked_argmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
 def held_out_metrics(scenario: Scenario, values, split: Split, pred: jax.Array) -> dict:
     """Scalars on a split: accuracy and exact match over the decisions that matter, the mean of the
     per-state objective ratios J(pred) / J*, and for the chain its latency metrics (J is latency)."""
-    mask = jnp.ones(pred.shape, bool) if split.mask is None else split.mask
+    mask = real_or_all(split.mask, pred.shape)
     hit = (pred == split.label) | ~mask
     value = scenario.objective(values, split.state, pred).value
     ratio = value / split.optimal
@@ -152,7 +152,7 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
         most); its loss counts the others. (None, mask) for a network that reads no placement."""
         if steps_to_decide == 1:
             return None, None, mask
-        real = jnp.ones(labels.shape, bool) if mask is None else mask
+        real = real_or_all(mask, labels.shape)
         share_key, pick_key = jax.random.split(key)
         share = jax.random.uniform(share_key, (labels.shape[0],) + (1,) * (labels.ndim - 1))
         known = (jax.random.uniform(pick_key, labels.shape) < share) & real
@@ -222,9 +222,12 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
         if steps_to_decide == 1:
             logits = jax.lax.map(lambda x: apply(params, x), ev.x, batch_size=eval_batch)
             return held_out_metrics(scenario, consts.values, ev, masked_argmax(logits, ev.mask))
-        real = jnp.ones(ev.label.shape, bool) if ev.mask is None else ev.mask
-        pred = jax.lax.map(lambda a: decide(lambda p: apply(params, a[0][None], p)[0], a[1][None],
-                                            steps_to_decide)[0], (ev.x, real), batch_size=eval_batch)
+        real = real_or_all(ev.mask, ev.label.shape)
+        def decide_one(a):  # one state: features (F,), real (*D,)
+            logits_of = decoder(nnx.merge(graphdef, params), a[0][None, :n_in])
+            return decide(logits_of, a[1][None], steps_to_decide)[0]
+
+        pred = jax.lax.map(decide_one, (ev.x, real), batch_size=eval_batch)
         return held_out_metrics(scenario, consts.values, ev, pred)
 
     def train(rng, weights: LossWeights, consts: Consts):

@@ -79,3 +79,30 @@ def test_later_passes_see_the_earlier_decisions():
     assert decoding.decide(logits_of, real, 2).tolist() == [[0, 0]]
     with pytest.raises(ValueError, match="steps must be >= 1"):
         decoding.decide(logits_of, real, 0)
+
+
+@pytest.mark.parametrize("arch", ["gnn", "mlp"])
+def test_decoder_equals_calling_the_model(arch):
+    """`models.decoder` (a GraphMLP's message passing once for all passes) gives the model's own logits
+    for any partial placement, and a policy deciding in steps through it matches `decide` on `call`."""
+    from flax import nnx
+
+    from offload_jax import config, features, models, policies, scenarios
+
+    scenario = scenarios.make("dag", {"tasks": 4, "users": 2})
+    cfg = config.ModelConfig(hidden=(16, 16), activation="gelu", norm="layer", arch=arch, graph_width=8,
+                             graph_layers=2, decode_steps=3)
+    model = models.build(cfg, scenario.cfg, rngs=nnx.Rngs(0))
+    states = scenario.sample(jax.random.key(1), scenario.params, jnp.arange(6, dtype=jnp.uint32))
+    stats = features.compute_stats(features.raw_features(states))
+    x = features.features(states, stats, models.input_count(model))
+    rng = np.random.default_rng(0)
+    sites = jnp.asarray(rng.integers(0, 3, (6, 2, 4)), jnp.int8)
+    partial = decoding.partial_placement(sites, jnp.asarray(rng.random((6, 2, 4)) < 0.5))
+    logits_of = models.decoder(model, x)
+    np.testing.assert_allclose(logits_of(partial), models.call(model, x, partial), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits_of(None), model(x), rtol=1e-5, atol=1e-5)
+    real = states.cycles > 0
+    want = decoding.decide(lambda p: models.call(model, x, p), real, 3)
+    got = policies.model_policy(model, stats).fn(jax.random.key(0), states)
+    np.testing.assert_array_equal(got, want)
