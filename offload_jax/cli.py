@@ -248,7 +248,7 @@ def _csv_of(kind):
 
 
 def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: bool = False) -> None:
-    from offload_jax.config import ACTIVATIONS, ARCHS, INPUTS, NORMS  # noqa: PLC0415 (light module)
+    from offload_jax.config import ACTIVATIONS, ARCHS, INPUTS, NORMS, TARGETS  # noqa: PLC0415 (light module)
 
     p.add_argument("--data", required=True, metavar="DIR", help="dataset directory (offload-jax generate)")
     p.add_argument("--model", choices=("teacher", "student"), default=model_default,
@@ -285,6 +285,10 @@ def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: boo
     p.add_argument("--regret-weight", type=float, default=0.0,
                    help="weight of the single-change regret term: E over the network's sites of J(label "
                         "with that one decision changed) / J* - 1, summed over decisions (default 0: off)")
+    p.add_argument("--targets", choices=TARGETS, default="labels",
+                   help="what the CE term imitates on each training state: the exact labels (default); "
+                        "with --teacher, the teacher's placements, or those improved by local search "
+                        "(teacher_ls, dag)")
     p.add_argument("--holdout", type=int, default=None, metavar="N",
                    help="held-out states at the end of --data (default min(5%%, 50000))")
     p.add_argument("--val-data", default=None, metavar="DIR", help="held-out dataset instead of --holdout")
@@ -323,7 +327,7 @@ def _train_config(args, **extra):
     fields = dict(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                   warmup_frac=args.warmup_frac, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
                   seed=getattr(args, "seed", 0), latency_weight=args.latency_weight,
-                  regret_weight=args.regret_weight, eval_every=args.eval_every)
+                  regret_weight=args.regret_weight, eval_every=args.eval_every, targets=args.targets)
     return TrainConfig(**{**fields, **extra}).validate()
 
 

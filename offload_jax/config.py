@@ -167,13 +167,17 @@ INPUTS = ("all", "fields")
 # the sub-task slots with adjacency-aware attention, and "gnn", message passing along the task graph
 # followed by an MLP on the slots' embeddings and the flat features.
 ARCHS = ("mlp", "graph", "gnn")
+# What a run's CE term (and a conditional network's given decisions) imitate on each training state:
+# "labels", the dataset's exact labels; for a distilled run also "teacher", the teacher's own
+# placements, or "teacher_ls", those improved by the scenario's local search (`train.targets`).
+TARGETS = ("labels", "teacher", "teacher_ls")
 
 
 # Settings added after runs were first recorded, at the default that changes nothing: left out of
 # to_dict there, so the record (and identity) of a run made before they existed stays what it was and
 # the run still resumes, counts as finished and loads (from_dict gives them their defaults).
 _LATER_MODEL_SETTINGS = {"decode_steps": 1}
-_LATER_TRAIN_SETTINGS = {"regret_weight": 0.0}
+_LATER_TRAIN_SETTINGS = {"regret_weight": 0.0, "targets": "labels"}
 
 
 def _without_later_defaults(d: dict[str, Any], later: Mapping[str, Any]) -> dict[str, Any]:
@@ -292,9 +296,10 @@ DEFAULT_MODELS = {("chain", "teacher"): TEACHER_MODEL, ("chain", "student"): STU
 class TrainConfig:
     """One training run: Optax AdamW with warmup + cosine decay and global-norm clipping.
 
-    The loss is `alpha * CE(labels) + (1 - alpha) * temperature^2 * KL(teacher || student)`
+    The loss is `alpha * CE(targets) + (1 - alpha) * temperature^2 * KL(teacher || student)`
     (the KD term only when a teacher is given), plus `latency_weight` times the expected
-    latency of the student's placement distribution over the optimal latency.
+    latency of the student's placement distribution over the optimal latency. The targets are the
+    dataset's labels, or with a teacher its placements (`targets`, `train.targets`).
     Step k's batch is a pure function of (seed, k), so a resumed run repeats an uninterrupted one.
     """
 
@@ -311,6 +316,7 @@ class TrainConfig:
     latency_weight: float = 0.0
     regret_weight: float = 0.0  # weight of the labels' single-change regret term (`losses.regret_loss`)
     eval_every: int = 1000  # steps between held-out evaluations (0 = only at the end)
+    targets: str = "labels"  # what the CE term imitates (TARGETS; not "labels": needs a teacher)
 
     def validate(self) -> TrainConfig:
         for name in ("steps", "batch_size"):
@@ -333,6 +339,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not _is_finite_number(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+        if self.targets not in TARGETS:
+            raise ConfigError(f"targets must be one of {list(TARGETS)}, got {self.targets!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

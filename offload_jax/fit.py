@@ -55,6 +55,8 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
         raise ConfigError(f"chunk_steps must be >= 1, got {chunk_steps}")
     if teacher is None and cfg.alpha != 1.0:
         raise ConfigError(f"alpha must be 1 without a teacher (labels only), got {cfg.alpha}")
+    if teacher is None and cfg.targets != "labels":
+        raise ConfigError(f"targets {cfg.targets!r} need a teacher; without one: 'labels'")
     if teacher is not None:
         runs.check_compatible(data.system, teacher.meta.get("features", feature_spec(teacher.system)),
                          f"teacher run {teacher_dir!r}")
@@ -83,11 +85,8 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
             else:
                 state, history = _resume(run_dir, step, data, trainer, rng)
                 log(f"{run_dir}: resuming from step {step}")
-            # The teacher's pass over the training split, only when there are steps left to train.
-            consts = train.Consts(data.train, data.eval, data.scenario.params,
-                            train.teacher_logits(teacher, data.stats, data.train.x) if teacher else None,
-                            train.single_change_regret(data.scenario, data.scenario.params, data.train)
-                            if cfg.regret_weight > 0 else None)
+            # The teacher's passes over the training split, only when there are steps left to train.
+            consts = train.make_consts(cfg, data, teacher)
             return _loop(run_dir, mgr, trainer, state, step, cfg, model_cfg, rng, train.loss_weights(cfg),
                          consts, data, kind, fixed, history, progress, chunk_steps, checkpoint_every_s)
         finally:

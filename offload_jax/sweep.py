@@ -25,7 +25,7 @@ from offload_jax.config import ConfigError, ModelConfig, TrainConfig
 from offload_jax.losses import LossWeights
 from offload_jax.runs import LoadedRun
 from offload_jax.splits import Prepared
-from offload_jax.train import Consts, Trainer, make_train, single_change_regret, teacher_logits
+from offload_jax.train import Consts, Trainer, make_consts, make_train
 
 LOSS_VARIANTS = ("ce", "latency")  # ce: (distillation) cross-entropy only; latency: plus the latency term
 # Held-out metrics of a member: J / J* for every scenario, the latency columns for the chain (J is latency).
@@ -89,10 +89,7 @@ def build(data: Prepared, model_cfg: ModelConfig, base: TrainConfig, points: lis
     trainer = make_train(base, model_cfg, data.scenario, int(data.train.x.shape[0]),
                          use_teacher=teacher is not None, use_latency=use_latency,
                          use_regret=base.regret_weight > 0)
-    consts = Consts(data.train, data.eval, data.scenario.params,
-                    teacher_logits(teacher, data.stats, data.train.x) if teacher else None,
-                    single_change_regret(data.scenario, data.scenario.params, data.train)
-                    if base.regret_weight > 0 else None)
+    consts = make_consts(base, data, teacher)
     rngs = jax.vmap(jax.random.key)(jnp.asarray([p.seed for p in points], jnp.uint32))
     lat_w = [latency_weight if p.loss == "latency" else 0.0 for p in points]
     weights = LossWeights(alpha=jnp.asarray([p.alpha for p in points], jnp.float32),

@@ -22,7 +22,7 @@ from offload_jax.config import ConfigError, ModelConfig, TrainConfig
 from offload_jax.decoding import decide, partial_placement, real_or_all
 from offload_jax.features import FeatureStats, num_inputs
 from offload_jax.losses import LossWeights, sampled_objective_loss, total_loss
-from offload_jax.models import call, decoder, graphdef_of, init_params, input_count, params_of
+from offload_jax.models import call, decode_steps, decoder, graphdef_of, init_params, input_count, params_of
 from offload_jax.runs import LoadedRun
 from offload_jax.scenarios.base import NUM_SITES, Scenario
 from offload_jax.splits import Split
@@ -35,11 +35,11 @@ class Consts(NamedTuple):
     """Everything big a training program reads. Passed as an argument, never closed over, so the
     arrays are not baked into the compiled program as constants."""
 
-    train: Split
+    train: Split  # its `label`: the run's targets (`targets`)
     eval: Split
     values: Any  # the scenario's params (its values: weights of J, ...), for the objective
     teacher_logits: Any = None  # (n, *decision_shape, 3) the teacher's logits on the training split, or None
-    regret: Any = None  # (n, *decision_shape, 3) the training labels' single-change regrets, or None
+    regret: Any = None  # (n, *decision_shape, 3) the training targets' single-change regrets, or None
 
 
 class TrainState(NamedTuple):
@@ -297,3 +297,65 @@ def teacher_logits(teacher: LoadedRun, stats: FeatureStats, x: jax.Array, batch:
                            batch_size=batch)
 
     return run(params, x)
+
+
+def teacher_placements(teacher: LoadedRun, stats: FeatureStats, split: Split, batch: int = 2048) -> jax.Array:
+    """(n, *decision_shape) int8: the teacher's decisions on `split` (features normalized with `stats`),
+    in its own `decode_steps` passes, padding on 0: what its policy decides (`policies.model_policy`)."""
+    params, scale, shift = teacher_consts(teacher, stats)
+    graphdef = nnx.split(teacher.model)[0]
+    count = input_count(teacher.model)
+    steps = decode_steps(teacher.model)
+
+    @jax.jit
+    def run(params, x, real):
+        def one_batch(a):
+            logits_of = decoder(nnx.merge(graphdef, params), (a[0] * scale + shift)[..., :count])
+            return decide(logits_of, a[1], steps) if steps > 1 else masked_argmax(logits_of(None), a[1])
+        n = x.shape[0]
+        whole, rest = divmod(n, batch)
+        parts = []
+        if whole:
+            cut = whole * batch
+            parts.append(jax.lax.map(one_batch, (x[:cut].reshape(whole, batch, -1),
+                                                 real[:cut].reshape(whole, batch, *real.shape[1:])))
+                         .reshape(cut, *real.shape[1:]))
+        if rest:
+            parts.append(one_batch((x[n - rest:], real[n - rest:])))
+        return jnp.concatenate(parts, axis=0)
+
+    return run(params, split.x, real_or_all(split.mask, split.label.shape))
+
+
+def targets(cfg: TrainConfig, scenario: Scenario, split: Split, teacher: LoadedRun | None,
+            stats: FeatureStats, batch: int = 2048) -> jax.Array:
+    """(n, *decision_shape) int8: what the CE term imitates on `split` (`TrainConfig.targets`): its
+    labels; the teacher's placements ("teacher"); or those improved by the scenario's local search
+    ("teacher_ls": sequence-level distillation, Kim & Rush 2016, whose targets are one function of the
+    state that a small network fits more easily than exact labels, which jump between near-equal
+    optima, and close to them: `Scenario.improve`, never worse than the teacher's placement)."""
+    if cfg.targets == "labels":
+        return split.label
+    if teacher is None:
+        raise ConfigError(f"targets {cfg.targets!r} need a teacher (distill with --teacher RUN)")
+    if cfg.targets == "teacher_ls" and type(scenario).improve is Scenario.improve:
+        raise ConfigError(f"targets 'teacher_ls' need a local search, which scenario {scenario.name!r} "
+                          f"has not; allowed: 'labels', 'teacher'")
+    x = teacher_placements(teacher, stats, split, batch)
+    if cfg.targets == "teacher":
+        return x
+    values = scenario.params
+    improve = jax.jit(lambda state, x: scenario.improve(values, state, x))
+    n = x.shape[0]
+    return jnp.concatenate([improve(jax.tree.map(lambda v, a=a: v[a:a + batch], split.state), x[a:a + batch])
+                            for a in range(0, n, batch)], axis=0).astype(jnp.int8)
+
+
+def make_consts(cfg: TrainConfig, data: Any, teacher: LoadedRun | None) -> Consts:
+    """The `Consts` of a run on `data` (a `splits.Prepared`): the training split with the run's targets,
+    the teacher's logits on it when distilling, the targets' regrets when the regret term is on."""
+    train = data.train._replace(label=targets(cfg, data.scenario, data.train, teacher, data.stats))
+    return Consts(train, data.eval, data.scenario.params,
+                  teacher_logits(teacher, data.stats, train.x) if teacher else None,
+                  single_change_regret(data.scenario, data.scenario.params, train)
+                  if cfg.regret_weight > 0 else None)

@@ -481,3 +481,68 @@ def test_a_student_decoding_in_steps_distills_the_teachers_logits_with_nothing_g
     x = data.eval.x
     agree = np.argmax(np.asarray(student(x)), -1) == np.argmax(np.asarray(teacher.model(x)), -1)
     assert agree.mean() > 0.9  # KD alone: the student's first pass follows the teacher's
+
+
+def test_targets_are_the_teachers_decisions_or_their_local_search():
+    """dag, two users: `targets` "teacher" is what the teacher's policy decides (in its passes, padding
+    on 0), in batches of any size; "teacher_ls" is no worse than it and a local optimum: no single
+    change of a real decision lowers J."""
+    dag = scenarios.make("dag", {"tasks": 4, "users": 2, "subcarriers": 2})
+    states = dag.sample(jax.random.key(2), dag.params, jnp.arange(40, dtype=jnp.uint32))
+    label = jnp.zeros((40, 2, 4), jnp.int8)  # any labels: the targets ignore them
+    data = splits.prepare(states, label, dag.objective(dag.params, states, label).value, dag, holdout=8)
+    model_cfg = config.ModelConfig(hidden=(16, 16), arch="gnn", graph_width=8, graph_layers=1, decode_steps=2)
+    model = models.build(model_cfg, dag.cfg, rngs=nnx.Rngs(0))
+    teacher = runs.LoadedRun(model=model, stats=data.stats, model_cfg=model_cfg, system=dag.cfg,
+                             meta={"kind": "teacher"})
+    own = np.asarray(policies.model_policy(model, data.stats).fn(None, data.train.state))
+    got = train.targets(dataclasses.replace(RUN_CFG, targets="teacher"), dag, data.train, teacher, data.stats,
+                        batch=7)  # 32 states: four whole batches and a rest
+    np.testing.assert_array_equal(np.asarray(got), own)
+    ls = np.asarray(train.targets(dataclasses.replace(RUN_CFG, targets="teacher_ls"), dag, data.train,
+                                  teacher, data.stats, batch=32))
+    # J of every placement and of each of its single changes (site s on decision d), in one call
+    moves = np.repeat(np.stack([own, ls])[:, :, None], 25, axis=2).reshape(2, 32, 25, 8)
+    for k in range(24):
+        moves[:, :, k + 1, k // 3] = k % 3
+    moves = moves.reshape(2, 32, 25, 2, 4)
+    each = jax.tree.map(lambda v: jnp.tile(jnp.repeat(v, 25, axis=0), (2,) + (1,) * (v.ndim - 1)),
+                        data.train.state)  # state i for row (a, i, k)
+    value = np.asarray(dag.objective(dag.params, each, jnp.asarray(moves.reshape(-1, 2, 4))).value)
+    value = value.reshape(2, 32, 25)
+    real = np.asarray(data.train.state.cycles > 0).reshape(32, 8)
+    movable = np.concatenate([np.ones((32, 1), bool), np.repeat(real, 3, axis=1)], axis=1)
+    assert np.all(value[1, :, 0] <= value[0, :, 0]) and np.any(value[1, :, 0] < value[0, :, 0])
+    assert np.all(np.where(movable, value[1], np.inf) >= value[1, :, :1])  # a local optimum
+    assert train.targets(RUN_CFG, dag, data.train, None, data.stats) is data.train.label
+    with pytest.raises(config.ConfigError, match="targets 'teacher' need a teacher"):
+        train.targets(dataclasses.replace(RUN_CFG, targets="teacher"), dag, data.train, None, data.stats)
+    with pytest.raises(config.ConfigError, match="targets must be one of"):
+        dataclasses.replace(RUN_CFG, targets="optimal").validate()
+
+
+def test_a_student_imitates_the_teachers_decisions_with_targets_teacher(tmp_path):
+    """The CE term reads the targets: a student trained on labels alone (alpha 1) with targets
+    "teacher" decides as a (random, untrained) teacher does, not as the labels; the run's identity
+    records the targets (and has no such key at the default, as runs made before they existed).
+    The chain has no local search: "teacher_ls" is refused there, and any targets but the labels
+    without a teacher."""
+    data = _data()
+    teacher_model = _model(11)
+    teacher = runs.LoadedRun(model=teacher_model, stats=data.stats, model_cfg=SMALL, system=CFG,
+                             meta={"kind": "teacher"})
+    cfg = dataclasses.replace(RUN_CFG, eval_every=0, targets="teacher")
+    meta = fit.fit(tmp_path / "s", data, SMALL, cfg, kind="distill", teacher=teacher, progress=False)
+    assert meta["identity"]["train"]["targets"] == "teacher"
+    assert "targets" not in runs.run_identity("student", SMALL, RUN_CFG, teacher=None, data=None)["train"]
+    student = runs.load_run(tmp_path / "s").model
+    x = data.train.x  # what it was fit to (a random teacher is no function to generalize)
+    follows = np.argmax(np.asarray(student(x)), -1) == np.argmax(np.asarray(teacher_model(x)), -1)
+    labels = np.argmax(np.asarray(student(x)), -1) == np.asarray(data.train.label)
+    assert follows.mean() > 0.9 and labels.mean() < follows.mean() - 0.2
+    with pytest.raises(config.ConfigError, match="targets 'teacher_ls' need a local search, which scenario "
+                                                 "'chain' has not"):
+        train.targets(dataclasses.replace(cfg, targets="teacher_ls"), data.scenario, data.train, teacher,
+                      data.stats)
+    with pytest.raises(config.ConfigError, match="targets 'teacher' need a teacher; without one: 'labels'"):
+        fit.fit(tmp_path / "t", data, SMALL, cfg, kind="student", progress=False)
