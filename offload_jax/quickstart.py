@@ -24,7 +24,7 @@ from pathlib import Path
 import jax
 
 from offload_jax import __version__
-from offload_jax.config import DEFAULT_MODELS, DROO_MODEL, ConfigError, ModelConfig, TrainConfig
+from offload_jax.config import DEFAULT_MODELS, DROO_MODEL, TARGETS, ConfigError, ModelConfig, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +71,10 @@ class QuickstartConfig:
     # dag only: the share of those graphs that are random trees (`graphs.random_tree`, half out-trees,
     # half in-trees), which layered graphs hardly ever are
     train_tree_share: float = 0.0
+    # what student_kd's CE term imitates (`TrainConfig.targets`): "labels" (the exact ones), or the
+    # teacher's placements, improved by local search ("teacher_ls", dag: sequence-level distillation,
+    # benchmarks/RESULTS.md "Targets"); student_ce stays on the labels, the paper's plain imitation
+    student_targets: str = "labels"
 
     def validate(self) -> QuickstartConfig:
         from offload_jax import scenarios  # noqa: PLC0415
@@ -93,6 +97,11 @@ class QuickstartConfig:
                               f"{self.train_graphs} for scenario {self.scenario!r}")
         if not (isinstance(self.train_tree_share, (int, float)) and 0.0 <= self.train_tree_share <= 1.0):
             raise ConfigError(f"train_tree_share must be in [0, 1], got {self.train_tree_share!r}")
+        if self.student_targets not in TARGETS:
+            raise ConfigError(f"student_targets must be one of {list(TARGETS)}, got {self.student_targets!r}")
+        if self.student_targets == "teacher_ls" and self.scenario != "dag":
+            raise ConfigError(f"student_targets 'teacher_ls' needs the dag scenario's local search, got "
+                              f"scenario {self.scenario!r}; allowed there: 'labels', 'teacher'")
         if self.timing_states > self.timing_batch:
             raise ConfigError(f"timing_states ({self.timing_states}) must be <= timing_batch "
                               f"({self.timing_batch})")
@@ -146,12 +155,13 @@ OBJECTIVE_WEIGHTS = {("chain", "teacher"): 0.0, ("chain", "student"): 0.5,
 # slower than the run before's on the same commands).
 DAG = QuickstartConfig(scenario="dag", train_states=100_000, holdout=5_000, eval_states=5_000,
                        teacher_steps=3_000, student_steps=12_000, batch_size=512, calls=1000,
-                       timing_states=100, timing_rounds=200, train_graphs=20_000)
+                       timing_states=100, timing_rounds=200, train_graphs=20_000,
+                       student_targets="teacher_ls")
 # Settings small enough for the test suite (seconds of training, not minutes).
 TINY = QuickstartConfig(tasks=4, train_states=3_000, holdout=500, eval_states=500, teacher_steps=60,
                         student_steps=200, batch_size=256, calls=50, droo_memory=256)
 TINY_DAG = dataclasses.replace(TINY, scenario="dag", tasks=3, users=2, eval_states=200, calls=30,
-                               train_graphs=100)
+                               train_graphs=100, student_targets="teacher_ls")
 PRESETS = {("chain", False): QuickstartConfig(), ("chain", True): TINY, ("dag", False): DAG,
            ("dag", True): TINY_DAG}
 
@@ -207,7 +217,7 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
 
     stage("student_kd")
     kd_cfg = dataclasses.replace(base, steps=qcfg.student_steps, alpha=qcfg.alpha,
-                                 temperature=qcfg.temperature,
+                                 temperature=qcfg.temperature, targets=qcfg.student_targets,
                                  latency_weight=qcfg.objective_weight("student"))
     fit.fit(runs_dir / "student_kd", data, qcfg.model("student"), kd_cfg, kind="distill", teacher=teacher,
             teacher_dir=str(runs_dir / "teacher"), progress=progress)

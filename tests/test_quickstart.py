@@ -58,6 +58,8 @@ def test_quickstart_dag_tiny_end_to_end(tmp_path, capsys):
     assert manifest["system"]["topology"] == "layered"  # evaluated on layered graphs ...
     train = json.loads((out / report["train_dataset"] / "manifest.json").read_text())
     assert train["system"]["topology"] == "file"  # ... trained on the synthetic mixture
+    student = json.loads((out / "runs" / "student_kd" / "run.json").read_text())
+    assert student["identity"]["train"]["targets"] == "teacher_ls"
     for png in ("objective_ratio.png", "decision_latency.png", "quality_vs_time.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| student_kd |" in (out / "report.md").read_text() and (out / "student_kd.npz").exists()
@@ -86,3 +88,10 @@ def test_dag_quickstart_trains_on_synthetic_graphs_and_evaluates_on_the_system(t
         dataclasses.replace(qcfg, timing_states=0).validate()
     with pytest.raises(ConfigError, match="timing_rounds must be an integer >= 1"):
         dataclasses.replace(qcfg, timing_rounds=0).validate()
+    assert quickstart.DAG.student_targets == qcfg.student_targets == "teacher_ls"
+    with pytest.raises(ConfigError, match=r"student_targets must be one of \['labels', 'teacher', "
+                                          r"'teacher_ls'\], got 'optimal'"):
+        dataclasses.replace(qcfg, student_targets="optimal").validate()
+    with pytest.raises(ConfigError, match="student_targets 'teacher_ls' needs the dag scenario's local "
+                                          "search, got scenario 'chain'"):
+        dataclasses.replace(quickstart.TINY, student_targets="teacher_ls").validate()
