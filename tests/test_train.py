@@ -489,9 +489,10 @@ def test_targets_are_the_teachers_decisions_or_their_local_search():
     change of a real decision lowers J."""
     dag = scenarios.make("dag", {"tasks": 4, "users": 2, "subcarriers": 2})
     states = dag.sample(jax.random.key(2), dag.params, jnp.arange(40, dtype=jnp.uint32))
+    objective = jax.jit(lambda s, x: dag.objective(dag.params, s, x).value)
     label = jnp.zeros((40, 2, 4), jnp.int8)  # any labels: the targets ignore them
-    data = splits.prepare(states, label, dag.objective(dag.params, states, label).value, dag, holdout=8)
-    model_cfg = config.ModelConfig(hidden=(16, 16), arch="gnn", graph_width=8, graph_layers=1, decode_steps=2)
+    data = splits.prepare(states, label, objective(states, label), dag, holdout=8)
+    model_cfg = config.ModelConfig(hidden=(16, 16), decode_steps=2)  # (the GNN's decoder: test_decoding)
     model = models.build(model_cfg, dag.cfg, rngs=nnx.Rngs(0))
     teacher = runs.LoadedRun(model=model, stats=data.stats, model_cfg=model_cfg, system=dag.cfg,
                              meta={"kind": "teacher"})
@@ -508,7 +509,7 @@ def test_targets_are_the_teachers_decisions_or_their_local_search():
     moves = moves.reshape(2, 32, 25, 2, 4)
     each = jax.tree.map(lambda v: jnp.tile(jnp.repeat(v, 25, axis=0), (2,) + (1,) * (v.ndim - 1)),
                         data.train.state)  # state i for row (a, i, k)
-    value = np.asarray(dag.objective(dag.params, each, jnp.asarray(moves.reshape(-1, 2, 4))).value)
+    value = np.asarray(objective(each, jnp.asarray(moves.reshape(-1, 2, 4))))
     value = value.reshape(2, 32, 25)
     real = np.asarray(data.train.state.cycles > 0).reshape(32, 8)
     movable = np.concatenate([np.ones((32, 1), bool), np.repeat(real, 3, axis=1)], axis=1)
