@@ -73,7 +73,7 @@ def baseline_names(scenario: Scenario) -> tuple[str, ...]:
 
 def hybrid_names(scenario: Scenario) -> tuple[str, ...]:
     """The hybrid policies `scenario` offers: all of `HYBRIDS` where it has a local search, else none."""
-    return tuple(HYBRIDS) if type(scenario).improve is not Scenario.improve else ()
+    return tuple(HYBRIDS) if scenario.has_local_search else ()
 
 
 def policy_names(scenario: Scenario) -> tuple[str, ...]:

@@ -223,6 +223,7 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
             logits = jax.lax.map(lambda x: apply(params, x), ev.x, batch_size=eval_batch)
             return held_out_metrics(scenario, consts.values, ev, masked_argmax(logits, ev.mask))
         real = real_or_all(ev.mask, ev.label.shape)
+
         def decide_one(a):  # one state: features (F,), real (*D,)
             logits_of = decoder(nnx.merge(graphdef, params), a[0][None, :n_in])
             return decide(logits_of, a[1][None], steps_to_decide)[0]
@@ -338,7 +339,7 @@ def targets(cfg: TrainConfig, scenario: Scenario, split: Split, teacher: LoadedR
         return split.label
     if teacher is None:
         raise ConfigError(f"targets {cfg.targets!r} need a teacher (distill with --teacher RUN)")
-    if cfg.targets == "teacher_ls" and type(scenario).improve is Scenario.improve:
+    if cfg.targets == "teacher_ls" and not scenario.has_local_search:
         raise ConfigError(f"targets 'teacher_ls' need a local search, which scenario {scenario.name!r} "
                           f"has not; allowed: 'labels', 'teacher'")
     x = teacher_placements(teacher, stats, split, batch)

@@ -138,6 +138,11 @@ class Scenario(abc.ABC):
         (`policies.HYBRIDS`)."""
         return None
 
+    @property
+    def has_local_search(self) -> bool:
+        """Whether `improve` is implemented (it returns placements, not None)."""
+        return type(self).improve is not Scenario.improve
+
     def real_mask(self, state: Any) -> jax.Array:
         """(n, *decision_shape) bool: the decisions that matter (padding slots do not)."""
         return jnp.ones(state.cycles.shape, bool)
