@@ -99,7 +99,7 @@ class QuickstartConfig:
             raise ConfigError(f"train_tree_share must be in [0, 1], got {self.train_tree_share!r}")
         if self.student_targets not in TARGETS:
             raise ConfigError(f"student_targets must be one of {list(TARGETS)}, got {self.student_targets!r}")
-        if self.student_targets == "teacher_ls" and self.scenario != "dag":
+        if self.student_targets == "teacher_ls" and not self.system().has_local_search:
             raise ConfigError(f"student_targets 'teacher_ls' needs the dag scenario's local search, got "
                               f"scenario {self.scenario!r}; allowed there: 'labels', 'teacher'")
         if self.timing_states > self.timing_batch:

@@ -192,7 +192,7 @@ def write_mixture(path: str | os.PathLike, seed: int, count: int, max_tasks: int
     """`mixture(seed, count, max_tasks, min_tasks, mirror_share=..., tree_share=...)` as a topology file
     (its call recorded as "generator")."""
     mix = mixture(seed, count, max_tasks, min_tasks, mirror_share=mirror_share, tree_share=tree_share)
-    mirror = (f", mirror_share={mirror_share}" if mirror_share else "") + (
+    shares = (f", mirror_share={mirror_share}" if mirror_share else "") + (
         f", tree_share={tree_share}" if tree_share else "")
     return write_topology_file(path, mix, generator=f"offload_jax.scenarios.dag.graphs.mixture(seed={seed}, "
-                               f"count={count}, max_tasks={max_tasks}, min_tasks={min_tasks}{mirror})")
+                               f"count={count}, max_tasks={max_tasks}, min_tasks={min_tasks}{shares})")
