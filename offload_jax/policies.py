@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from offload_jax import droo, scenarios
+from offload_jax import droo
 from offload_jax.config import ConfigError
 from offload_jax.decoding import argmax_sites, decide, real_or_all
 from offload_jax.features import FeatureStats, features
@@ -185,7 +185,7 @@ def _describe(scenario: Scenario) -> str:
 def check_run_matches(run: Any, scenario: Scenario, what: str) -> None:
     """Refuse a run trained for another scenario or other state shapes (T, U, sub-carriers) than
     `scenario`'s; the error names both sides. The run's scenario is the one its system belongs to."""
-    trained = scenarios.of(run.system)
+    trained = run.scenario
     if trained.name != scenario.name or trained.state_shapes() != scenario.state_shapes():
         raise ConfigError(f"{what}: run has {_describe(trained)}, but the data has {_describe(scenario)}")
 

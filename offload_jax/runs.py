@@ -78,7 +78,8 @@ class LoadedRun:
 
     @property
     def scenario(self) -> Scenario:
-        return scenarios.of(self.system)
+        """The scenario the run decides for (`system.for_deciding()`: its training graphs not needed)."""
+        return scenarios.of(self.system.for_deciding())
 
 
 # --- run directory --------------------------------------------------------------------------------

@@ -70,6 +70,38 @@ def test_dag_features_equal_the_reference_in_jax_and_numpy(overrides, tmp_path):
     np.testing.assert_array_equal(runtime(packed[5]), jax_pred[5])
 
 
+def test_a_run_decides_after_its_training_graphs_are_gone(tmp_path):
+    """A run records the topology file it was trained on by path; moved or copied without that file, it
+    still loads and decides (deciding draws no graphs), and still refuses data of other sizes."""
+    from offload_jax import runs
+    from offload_jax.scenarios.dag import config as dag_config
+    from offload_jax.scenarios.dag import graphs
+
+    graph_file = dag_config.write_topology_file(
+        tmp_path / "train_graphs.json", graphs.mixture(0, 20, max_tasks=4),
+        generator="test")
+    trained = scenarios.make("dag", {"tasks": 4, "topology": "file", "topology_file": str(graph_file)})
+    model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
+    model = models.build(model_cfg, trained.cfg, rngs=nnx.Rngs(0))
+    states = trained.sample(jax.random.key(0), trained.params, jnp.arange(32, dtype=jnp.uint32))
+    stats = features.compute_stats(features.raw_features(states))
+    runs.save_run(tmp_path / "run", model, stats, model_cfg, trained.cfg, {"kind": "student"})
+    layered = scenarios.make("dag", {"tasks": 4})
+
+    def decide(scenario):
+        run = runs.load_run(tmp_path / "run")
+        policy = policies.make_policy("student_kd", scenario=scenario, runs={"student_kd": run})
+        return np.asarray(policy.fn(jax.random.key(0), states))
+
+    before = decide(layered)
+    graph_file.unlink()
+    np.testing.assert_array_equal(decide(layered), before)
+    assert runs.load_run(tmp_path / "run").system.topology_file == str(graph_file)  # the record unchanged
+    with pytest.raises(config.ConfigError, match="run has scenario=dag, users=1, tasks=4, subcarriers=8, but "
+                                                 "the data has scenario=dag, users=1, tasks=5"):
+        decide(scenarios.make("dag", {"tasks": 5}))
+
+
 def test_a_student_exported_for_one_system_refuses_another_systems_state(tmp_path):
     small, large = scenarios.make("dag", {"tasks": 4}), scenarios.make("dag", {"tasks": 5})
     states = small.sample(jax.random.key(0), small.params, jnp.arange(64, dtype=jnp.uint32))

@@ -172,6 +172,15 @@ class DagConfig:
             cfg = dataclasses.replace(cfg, topology_file_sha256=file_sha256(cfg.topology_file))
         return cfg
 
+    def for_deciding(self) -> DagConfig:
+        """This system as a trained network's decisions need it: the same sizes and values. Deciding
+        never draws graphs, so when the `topology_file` a run was trained on is gone (a run directory
+        moved or copied without its data), its graphs give way to generated ones (layered) instead of
+        failing; with the file in place, the system itself."""
+        if self.topology != "file" or os.path.exists(self.topology_file):
+            return self
+        return dataclasses.replace(self, topology="layered", topology_file=None, topology_file_sha256=None)
+
     # ------------------------------------------------------------------ the static / values split
 
     def static(self) -> DagStatic:
