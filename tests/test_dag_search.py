@@ -86,6 +86,16 @@ def test_precompile_leaves_no_compile_for_the_calls():
     assert solver.cap == 4 and bnb.search_jit._cache_size() == before + 2
     exhaustive = jax.jit(search.solve_enumerate)(params, states)[0]
     np.testing.assert_array_equal(np.asarray(labels), np.asarray(exhaustive))
+    # Growing 4x at a time (the optimal policy's solver): cap 1 straight to 4 (whose program is above's),
+    # one program more, the same labels.
+    quick = bnb.Solver(cap=1, budget=8, max_cap=4, growth=4)
+    quick.precompile(params, states)
+    assert quick.cap == 1 and bnb.search_jit._cache_size() == before + 3
+    labels, _ = quick(params, states)
+    assert quick.cap == 4 and bnb.search_jit._cache_size() == before + 3
+    np.testing.assert_array_equal(np.asarray(labels), np.asarray(exhaustive))
+    with pytest.raises(ValueError, match="growth must be an integer >= 2, got 1"):
+        bnb.Solver(growth=1)
 
 
 def test_trees_too_large_for_the_budget_are_split_into_subtrees():

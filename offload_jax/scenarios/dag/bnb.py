@@ -335,23 +335,25 @@ class Solver:
     """Exact labels for batches of states by `search_batch`, growing the pool, then splitting the trees
     that still do not fit it.
 
-    The pool gives each job `cap` nodes on average at each level (every node of the first levels); a
-    call searches up to `budget // cap` jobs (at first one per state, its whole tree), so its pool holds
-    at most `budget` nodes a level. Jobs that overflow are searched again, the others are done: while
-    `cap` < `max_cap` with twice the cap (kept for the next batches, so a long job compiles the search
-    a few times at most), then by splitting the first overflowing job's tree into the 3^SPLIT_LEVELS
-    subtrees of its next free levels (its prefix), searched as separate jobs that start from the best
-    placement found so far and share their incumbent: a depth-first walk over subtrees that needs no
-    more memory, whatever the state. With a `mesh` of D devices, a call's jobs (a multiple of D) are
-    cut in D parts, each searched on its device with its own pool. Labels never depend on the cap, the
+    The pool gives each job `cap` nodes on average at each level (every node of the first levels); a call
+    searches up to `budget // cap` jobs (at first one per state, its whole tree), so its pool holds at
+    most `budget` nodes a level. Jobs that overflow are searched again, the others are done: while `cap` <
+    `max_cap` with `growth` times the cap (twice by default; kept for the next batches, so a long job
+    compiles the search a few times at most), then by splitting the first overflowing job's tree into the
+    3^SPLIT_LEVELS subtrees of its next free levels (its prefix), searched as separate jobs that start
+    from the best placement found so far and share their incumbent: a depth-first walk over subtrees that
+    needs no more memory, whatever the state. With a `mesh` of D devices, a call's jobs (a multiple of D)
+    are cut in D parts, each searched on its device with its own pool. Labels never depend on the cap, the
     budget, the batch or the devices. The default `max_cap` (512 at the default budget) is what T = 12
     settles at; U = 3 x T = 6 labels about 2x faster at 512 (with a few splits per 256 states) than at
     4096 (no splits, but 8x the pool per state to compute).
     """
 
     def __init__(self, cap: int = 32, dives: int = 2, mesh: jax.sharding.Mesh | None = None,
-                 budget: int = POOL_BUDGET, max_cap: int | None = None):
-        self.cap, self.dives, self.mesh, self.budget = cap, dives, mesh, budget
+                 budget: int = POOL_BUDGET, max_cap: int | None = None, growth: int = 2):
+        if isinstance(growth, bool) or not isinstance(growth, int) or growth < 2:
+            raise ValueError(f"growth must be an integer >= 2, got {growth!r}")
+        self.cap, self.dives, self.mesh, self.budget, self.growth = cap, dives, mesh, budget, growth
         self.max_cap = max(1, budget // 512) if max_cap is None else max_cap
         self.kept: np.ndarray | None = None  # (L,) nodes kept after each level, all calls of the last batch
         self._states = 0  # states of the last batch
@@ -397,7 +399,7 @@ class Solver:
                     redo.append((k, prefix))
             if redo:
                 if self.cap < self.max_cap:
-                    self.cap *= 2
+                    self.cap *= self.growth
                 else:
                     (k, prefix), rest = redo[0], redo[1:]
                     grow = min(SPLIT_LEVELS, levels - 1 - len(prefix))
@@ -424,7 +426,7 @@ class Solver:
                 jax.block_until_ready(self._search(params, part, jobs, devices))
                 if self.cap >= self.max_cap:
                     break
-                self.cap *= 2
+                self.cap *= self.growth
         finally:
             self.cap = cap
 
