@@ -152,7 +152,8 @@ OBJECTIVE_WEIGHTS = {("chain", "teacher"): 0.0, ("chain", "student"): 0.5,
 # blocks of 5 calls (the exact search takes ~10 ms a state on the median, so 400 blocks, each with its 10
 # untimed calls, made the whole quickstart 813 s; with 200, 702 s; 752 s in the sixth session, with
 # student_kd_ls1 and one untimed call a block for the exact search; its training stages ran 9-18%
-# slower than the run before's on the same commands).
+# slower than the run before's on the same commands; 835 s in the eighth, with the teacher_ls targets;
+# 752 s in the ninth, the exact search's pool growing 4x at a time: fewer programs to compile).
 DAG = QuickstartConfig(scenario="dag", train_states=100_000, holdout=5_000, eval_states=5_000,
                        teacher_steps=3_000, student_steps=12_000, batch_size=512, calls=1000,
                        timing_states=100, timing_rounds=200, train_graphs=20_000,
