@@ -113,10 +113,6 @@ class SystemConfig:
             merged[key] = value
         return SystemConfig.from_dict(merged)
 
-    def for_deciding(self) -> SystemConfig:
-        """This system as a trained network's decisions need it (the chain's: itself; see DagConfig's)."""
-        return self
-
 
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(SystemConfig))

@@ -78,8 +78,7 @@ class LoadedRun:
 
     @property
     def scenario(self) -> Scenario:
-        """The scenario the run decides for (`system.for_deciding()`: its training graphs not needed)."""
-        return scenarios.of(self.system.for_deciding())
+        return scenarios.of(self.system)
 
 
 # --- run directory --------------------------------------------------------------------------------

@@ -71,8 +71,9 @@ def test_dag_features_equal_the_reference_in_jax_and_numpy(overrides, tmp_path):
 
 
 def test_a_run_decides_after_its_training_graphs_are_gone(tmp_path):
-    """A run records the topology file it was trained on by path; moved or copied without that file, it
-    still loads and decides (deciding draws no graphs), and still refuses data of other sizes."""
+    """A run (and a dataset) records the topology file it was made from by path; moved or copied without
+    that file, it still loads and decides (deciding draws no graphs), and still refuses data of other
+    sizes; drawing states of that system fails, naming the file."""
     from offload_jax import runs
     from offload_jax.scenarios.dag import config as dag_config
     from offload_jax.scenarios.dag import graphs
@@ -100,6 +101,11 @@ def test_a_run_decides_after_its_training_graphs_are_gone(tmp_path):
     with pytest.raises(config.ConfigError, match="run has scenario=dag, users=1, tasks=4, subcarriers=8, but "
                                                  "the data has scenario=dag, users=1, tasks=5"):
         decide(run, scenarios.make("dag", {"tasks": 5}))
+    gone = scenarios.of(trained.cfg)
+    assert gone.cfg == trained.cfg and gone.state_shapes() == trained.state_shapes()
+    with pytest.raises(config.ConfigError, match=f"topology_file '{graph_file}': not found; states of this "
+                                                 "system are drawn from its graphs"):
+        gone.sample(jax.random.key(0), gone.params, jnp.arange(2, dtype=jnp.uint32))
 
 
 def test_a_student_exported_for_one_system_refuses_another_systems_state(tmp_path):

@@ -172,25 +172,25 @@ class DagConfig:
             cfg = dataclasses.replace(cfg, topology_file_sha256=file_sha256(cfg.topology_file))
         return cfg
 
-    def for_deciding(self) -> DagConfig:
-        """This system as a trained network's decisions need it: the same sizes and values. Deciding
-        never draws graphs, so when the `topology_file` a run was trained on is gone (a run directory
-        moved or copied without its data), its graphs give way to generated ones (layered) instead of
-        failing; with the file in place, the system itself."""
-        if self.topology != "file" or os.path.exists(self.topology_file):
-            return self
-        return dataclasses.replace(self, topology="layered", topology_file=None, topology_file_sha256=None)
-
     # ------------------------------------------------------------------ the static / values split
 
     def static(self) -> DagStatic:
-        """What fixes shapes and program structure (hashable: a static jit argument)."""
+        """What fixes shapes and program structure (hashable: a static jit argument).
+
+        A `topology_file` that is not on disk (a dataset or run directory moved or copied without it)
+        leaves the graphs out: everything but drawing states works (loading, deciding, scoring stored
+        states), and drawing them fails naming the file. A file that is there but changed is refused.
+        """
         graphs: tuple[Graph, ...] = ()
+        missing = None
         if self.topology == "file":
-            graphs = eligible_graphs(self.topology_file, self.tasks, self.topology_file_sha256)
+            if os.path.exists(self.topology_file):
+                graphs = eligible_graphs(self.topology_file, self.tasks, self.topology_file_sha256)
+            else:
+                missing = self.topology_file
         return DagStatic(tasks=self.tasks, users=self.users, subcarriers=self.subcarriers,
                          topology=self.topology, topology_per_state=self.topology_per_state,
-                         topology_seed=self.topology_seed, graphs=graphs)
+                         topology_seed=self.topology_seed, graphs=graphs, missing_file=missing)
 
     def params(self) -> DagParams:
         """The values (a pytree of numpy float32 / int32 scalars and pairs)."""
@@ -222,6 +222,7 @@ class DagStatic:
     topology_per_state: bool
     topology_seed: int
     graphs: tuple[Graph, ...] = ()  # topology "file": the eligible graphs (<= T sub-tasks)
+    missing_file: str | None = None  # topology "file" not on disk: no graphs, states cannot be drawn
 
     @property
     def decisions(self) -> int:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from offload_jax.config import ConfigError
 from offload_jax.scenarios import sampling
 from offload_jax.scenarios.dag import graphs
 from offload_jax.scenarios.dag.config import DagParams, DagStatic
@@ -58,6 +59,9 @@ def _graph(key: jax.Array, static: DagStatic, params: DagParams) -> tuple[jax.Ar
         return graphs.chain(static.tasks)
     if static.topology == "layered":
         return graphs.layered(key, static.tasks, params.fat, params.density, params.jump)
+    if static.missing_file is not None:
+        raise ConfigError(f"topology_file {static.missing_file!r}: not found; states of this system are "
+                          f"drawn from its graphs (stored states load and score without it)")
     adj_bank, sizes = graphs.bank(static.graphs, static.tasks)
     return graphs.from_bank(jax.random.uniform(key), adj_bank, sizes)
 
