@@ -78,9 +78,8 @@ def test_a_run_decides_after_its_training_graphs_are_gone(tmp_path):
     from offload_jax.scenarios.dag import config as dag_config
     from offload_jax.scenarios.dag import graphs
 
-    graph_file = dag_config.write_topology_file(
-        tmp_path / "train_graphs.json", graphs.mixture(0, 20, max_tasks=4),
-        generator="test")
+    graph_file = dag_config.write_topology_file(tmp_path / "train_graphs.json", graphs.mixture(0, 20, 4),
+                                                generator="test")
     trained = scenarios.make("dag", {"tasks": 4, "topology": "file", "topology_file": str(graph_file)})
     model_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
     model = models.build(model_cfg, trained.cfg, rngs=nnx.Rngs(0))

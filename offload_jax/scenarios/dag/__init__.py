@@ -56,7 +56,8 @@ class _Optimal:
     (the labeler keeps the grown size: its batches are large and alike). The pool grows 4x at a
     time (32, 128, 512 nodes a level): three programs to compile instead of the five of doubling (each
     ~15-30 s here, in the first calls of a process), and on the dag quickstart's 100 timing states at
-    batch 1 the same median (8.8 vs 8.9 ms), a lower mean (15.2 vs 18.0 ms) and p99 (115 vs 138 ms)."""
+    batch 1 the same median (8.8 vs 8.9 ms), a lower mean (15.2 vs 18.0 ms) and p99 (115 vs 138 ms)
+    (one interleaved run, the CPU shared with a training job)."""
 
     host = True
 
