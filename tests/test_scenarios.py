@@ -172,9 +172,13 @@ def test_dag_dataset_follows_the_spec(dag_data):
     np.testing.assert_array_equal(np.asarray(obj.value), ds.objective)  # J(label), bit for bit
 
 
-def test_dag_dataset_same_bytes_other_batch_size_and_resume(dag_data, tmp_path, monkeypatch):
+@pytest.mark.slow  # the sampler and the search compiled for another batch (~20 s)
+def test_dag_dataset_same_bytes_other_batch_size(dag_data, tmp_path):
     _gen(tmp_path / "b64", batch_size=64)
     assert _bytes(tmp_path / "b64") == _bytes(dag_data)
+
+
+def test_dag_dataset_same_bytes_after_resume(dag_data, tmp_path, monkeypatch):
     real_write, calls = dataset._write_shard, []
 
     def failing_write(path, arrays):
