@@ -310,20 +310,13 @@ def teacher_placements(teacher: LoadedRun, stats: FeatureStats, split: Split, ba
 
     @jax.jit
     def run(params, x, real):
-        def one_batch(a):
-            logits_of = decoder(nnx.merge(graphdef, params), (a[0] * scale + shift)[..., :count])
-            return decide(logits_of, a[1], steps) if steps > 1 else masked_argmax(logits_of(None), a[1])
-        n = x.shape[0]
-        whole, rest = divmod(n, batch)
-        parts = []
-        if whole:
-            cut = whole * batch
-            parts.append(jax.lax.map(one_batch, (x[:cut].reshape(whole, batch, -1),
-                                                 real[:cut].reshape(whole, batch, *real.shape[1:])))
-                         .reshape(cut, *real.shape[1:]))
-        if rest:
-            parts.append(one_batch((x[n - rest:], real[n - rest:])))
-        return jnp.concatenate(parts, axis=0)
+        def decide_one(a):  # one state: features (F,), real (*D,); as the trainer's `evaluate` decides
+            logits_of = decoder(nnx.merge(graphdef, params), (a[0] * scale + shift)[None, :count])
+            if steps == 1:
+                return masked_argmax(logits_of(None), a[1][None])[0]
+            return decide(logits_of, a[1][None], steps)[0]
+
+        return jax.lax.map(decide_one, (x, real), batch_size=batch)
 
     return run(params, split.x, real_or_all(split.mask, split.label.shape))
 
