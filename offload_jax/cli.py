@@ -285,6 +285,9 @@ def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: boo
     p.add_argument("--regret-weight", type=float, default=0.0,
                    help="weight of the single-change regret term: E over the network's sites of J(label "
                         "with that one decision changed) / J* - 1, summed over decisions (default 0: off)")
+    p.add_argument("--objective-states", type=int, default=0, metavar="N",
+                   help="the sampled objective term (dag) scores N states of each batch (default 0: all); "
+                        "it is most of a small network's step")
     p.add_argument("--targets", choices=TARGETS, default="labels",
                    help="what the CE term imitates on each training state: the exact labels (default); "
                         "with --teacher, the teacher's placements, or those improved by local search "
@@ -327,7 +330,8 @@ def _train_config(args, **extra):
     fields = dict(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                   warmup_frac=args.warmup_frac, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
                   seed=getattr(args, "seed", 0), latency_weight=args.latency_weight,
-                  regret_weight=args.regret_weight, eval_every=args.eval_every, targets=args.targets)
+                  regret_weight=args.regret_weight, eval_every=args.eval_every, targets=args.targets,
+                  objective_states=args.objective_states)
     return TrainConfig(**{**fields, **extra}).validate()
 
 

@@ -177,7 +177,7 @@ TARGETS = ("labels", "teacher", "teacher_ls")
 # to_dict there, so the record (and identity) of a run made before they existed stays what it was and
 # the run still resumes, counts as finished and loads (from_dict gives them their defaults).
 _LATER_MODEL_SETTINGS = {"decode_steps": 1}
-_LATER_TRAIN_SETTINGS = {"regret_weight": 0.0, "targets": "labels"}
+_LATER_TRAIN_SETTINGS = {"regret_weight": 0.0, "targets": "labels", "objective_states": 0}
 
 
 def _without_later_defaults(d: dict[str, Any], later: Mapping[str, Any]) -> dict[str, Any]:
@@ -317,13 +317,16 @@ class TrainConfig:
     regret_weight: float = 0.0  # weight of the labels' single-change regret term (`losses.regret_loss`)
     eval_every: int = 1000  # steps between held-out evaluations (0 = only at the end)
     targets: str = "labels"  # what the CE term imitates (TARGETS; not "labels": needs a teacher)
+    # The sampled objective term (dag) scores this many states of each batch (0: all of them): an
+    # unbiased estimate of the same term at a fraction of its cost, which is most of a small network's step.
+    objective_states: int = 0
 
     def validate(self) -> TrainConfig:
         for name in ("steps", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("seed", "eval_every"):
+        for name in ("seed", "eval_every", "objective_states"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
@@ -341,6 +344,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
         if self.targets not in TARGETS:
             raise ConfigError(f"targets must be one of {list(TARGETS)}, got {self.targets!r}")
+        if self.objective_states > self.batch_size:
+            raise ConfigError(f"objective_states ({self.objective_states}) must be <= batch_size "
+                              f"({self.batch_size}); 0 scores every state of the batch")
         return self
 
     def to_dict(self) -> dict[str, Any]:

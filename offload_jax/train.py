@@ -116,6 +116,7 @@ def make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, num
     on the training split (`teacher_logits`, computed once, not every step). With `use_latency`, the
     loss adds the objective-aware term: the exact expected objective where the scenario has it (the
     chain's latency), else the sampled one (`losses.sampled_objective_loss`, OBJECTIVE_SAMPLES draws).
+    With `cfg.objective_states` > 0 the term scores only that many states of each batch.
     With `use_regret`, it adds `losses.regret_loss` over `consts.regret` (`single_change_regret`).
     A student that decodes in steps is distilled from the teacher's logits with nothing given (one pass
     over the split): a teacher run on each batch, given the student's decisions, cost twice the
@@ -142,6 +143,7 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
     n_in = num_inputs(model_cfg.inputs, system)
 
     steps_to_decide = model_cfg.decode_steps
+    objective_states = cfg.objective_states or batch  # batches are random: the first ones are a sample
 
     def apply(params, x, partial=None):  # x holds every feature; the model reads the first n_in
         return call(nnx.merge(graphdef, params), x[..., :n_in], partial)
@@ -186,7 +188,8 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
         x, labels = data.x[idx], data.label[idx]
         mask = None if data.mask is None else data.mask[idx]
         regret = consts.regret[idx] if use_regret else None
-        batch_state = jax.tree.map(lambda v: v[idx], data.state) if use_latency else None
+        scored = idx[:objective_states]  # the states the objective term scores (a batch's first ones)
+        batch_state = jax.tree.map(lambda v: v[scored], data.state) if use_latency else None
         sample_key = jax.random.fold_in(jax.random.fold_in(rng, 2), k)
         partial, known, mask = given_labels(jax.random.fold_in(jax.random.fold_in(rng, 3), k), labels, mask)
         teacher = consts.teacher_logits[idx] if use_teacher else None
@@ -197,8 +200,9 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
             # enter the term: it scores completions of the given part).
             sampled = logits if known is None else jnp.where(
                 known[..., None], jnp.where(partial > 0, 1e4, -1e4), logits)
-            term = (objective_term(consts.values, sampled, batch_state, data.optimal[idx], mask, sample_key)
-                    if use_latency else None)
+            term = (objective_term(consts.values, sampled[:objective_states], batch_state,
+                                   data.optimal[scored], None if mask is None else mask[:objective_states],
+                                   sample_key) if use_latency else None)
             loss = total_loss(logits, labels, weights, teacher_logits=teacher, objective_term=term,
                               regret=regret, mask=mask)
             return loss, logits

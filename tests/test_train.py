@@ -547,3 +547,38 @@ def test_a_student_imitates_the_teachers_decisions_with_targets_teacher(tmp_path
                       data.stats)
     with pytest.raises(config.ConfigError, match="targets 'teacher' need a teacher; without one: 'labels'"):
         fit.fit(tmp_path / "t", data, SMALL, cfg, kind="student", progress=False)
+
+
+def test_objective_states_scores_a_part_of_each_batch():
+    """dag: `objective_states` = the batch size trains the very parameters of the default (every state
+    scored); fewer states change the run (the term is a sample of the batch's), and the value is keyed
+    in the run's identity only when set; more than the batch is refused, naming both."""
+    dag = scenarios.make("dag", {"tasks": 3, "users": 1, "subcarriers": 2})
+    states = dag.sample(jax.random.key(4), dag.params, jnp.arange(48, dtype=jnp.uint32))
+    objective = jax.jit(lambda s, x: dag.objective(dag.params, s, x).value)
+    label = jnp.ones((48, 1, 3), jnp.int8)
+    data = splits.prepare(states, label, objective(states, label), dag, holdout=8)
+    model_cfg = config.ModelConfig(hidden=(16,))
+    base = config.TrainConfig(steps=6, batch_size=8, eval_every=0, latency_weight=1.0)
+    consts = train.make_consts(base, data, None)
+
+    def params_after(objective_states):
+        cfg = dataclasses.replace(base, objective_states=objective_states)
+        trainer = train.make_train(cfg, model_cfg, dag, 40, use_latency=True)
+        rng = jax.random.key(0)
+        start = trainer.jitted["init"](rng)
+        state, _ = trainer.jitted["run"](start, rng, train.loss_weights(cfg), consts, 0, 6)
+        return jax.tree.leaves(state.params)
+
+    every, full, part = params_after(0), params_after(8), params_after(3)
+    assert all(np.array_equal(a, b) for a, b in zip(every, full, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(every, part, strict=True))
+    def identity(cfg):
+        return runs.run_identity("student", model_cfg, cfg, teacher=None, data=None)["train"]
+
+    assert identity(dataclasses.replace(base, objective_states=3))["objective_states"] == 3
+    assert "objective_states" not in identity(base)
+    with pytest.raises(config.ConfigError, match=r"objective_states \(9\) must be <= batch_size \(8\)"):
+        dataclasses.replace(base, objective_states=9).validate()
+    with pytest.raises(config.ConfigError, match="objective_states must be an integer >= 0"):
+        dataclasses.replace(base, objective_states=-1).validate()
