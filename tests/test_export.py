@@ -172,5 +172,8 @@ def test_numpy_student_decoding_in_steps_equals_jax(scenario_name, model_cfg):
     differ = np.any((np_x != jax_x).reshape(len(np_x), -1), axis=1)
     assert differ.mean() < 5e-3, differ.sum()
     assert np.all(np_x[np.asarray(states.cycles) == 0] == 0)
-    for i in range(0, 40, 7):  # one packed vector decides as the batch does
-        np.testing.assert_array_equal(runtime(packed[i]), np_x[i])
+    # One packed vector decides as the batch does (the single-state path adds the partial kernel's rows
+    # as it goes, the batch path multiplies: float32 sums in another order, so a near-tie may differ).
+    one = np.stack([runtime(v) for v in packed])
+    assert one.dtype == np.int8 and one.shape == np_x.shape
+    assert np.any((one != np_x).reshape(len(one), -1), axis=1).sum() <= 2
