@@ -6,7 +6,7 @@ import json
 import pytest
 
 from offload_jax import cli, policies, quickstart, scenarios
-from offload_jax.config import ConfigError
+from offload_jax.config import ConfigError, TrainConfig
 from offload_jax.scenarios.dag import config as dag_config
 from offload_jax.scenarios.dag import graphs
 
@@ -60,6 +60,11 @@ def test_quickstart_dag_tiny_end_to_end(tmp_path, capsys):
     assert train["system"]["topology"] == "file"  # ... trained on the synthetic mixture
     student = json.loads((out / "runs" / "student_kd" / "run.json").read_text())
     assert student["identity"]["train"]["targets"] == "teacher_ls"
+    scored = student["identity"]["train"]["objective_states"]
+    assert scored == quickstart.TINY_DAG.student_objective_states > 0
+    for name in ("teacher", "student_kd", "student_ce"):  # the preset's learning rate, not TrainConfig's
+        got = json.loads((out / "runs" / name / "run.json").read_text())["identity"]["train"]["learning_rate"]
+        assert got == quickstart.TINY_DAG.learning_rate != TrainConfig().learning_rate
     for png in ("objective_ratio.png", "decision_latency.png", "quality_vs_time.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| student_kd |" in (out / "report.md").read_text() and (out / "student_kd.npz").exists()
@@ -95,3 +100,8 @@ def test_dag_quickstart_trains_on_synthetic_graphs_and_evaluates_on_the_system(t
     with pytest.raises(ConfigError, match="student_targets 'teacher_ls' needs the dag scenario's local "
                                           "search, got scenario 'chain'"):
         dataclasses.replace(quickstart.TINY, student_targets="teacher_ls").validate()
+    with pytest.raises(ConfigError, match=r"student_objective_states must be an integer in "
+                                          r"\[0, batch_size=256\], got 300"):
+        dataclasses.replace(qcfg, student_objective_states=300).validate()
+    with pytest.raises(ConfigError, match="learning_rate must be a finite number > 0, got 0.0"):
+        dataclasses.replace(qcfg, learning_rate=0.0).validate()
