@@ -255,10 +255,23 @@ def part_families(out: Path, quickstart_dir: str) -> dict:
     return result
 
 
+def classic_topology_file(out: Path, name: str) -> Path:
+    """out/classics/NAME.json: the graph of CLASSICS[name] alone in a topology file (written atomically,
+    the same bytes every time)."""
+    from offload_jax import atomic
+
+    tasks, edges = CLASSICS[name]
+    path = out / "classics" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = {"name": name, "tasks": tasks, "edges": [list(e) for e in edges]}
+    atomic.write_json(path, {"format": "offload-jax-topologies/1", "graphs": [graph]})
+    return path
+
+
 def part_classics(out: Path, quickstart_dir: str) -> dict:
     """The dag quickstart's runs on the graphs of `CLASSICS` (T = 10 slots, shorter graphs padded), each
     graph alone in a topology file, every policy scored on 1,000 fresh states of it."""
-    from offload_jax import atomic, scenarios
+    from offload_jax import scenarios
 
     runs_dir = Path(quickstart_dir) / "runs"
     if not (Path(quickstart_dir) / "report.json").exists():
@@ -266,10 +279,7 @@ def part_classics(out: Path, quickstart_dir: str) -> dict:
     result = {}
     for name, (tasks, edges) in CLASSICS.items():
         log(SCRIPT, f"classics: {name} ({tasks} sub-tasks, {len(edges)} edges)")
-        path = out / "classics" / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        graph = {"name": name, "tasks": tasks, "edges": [list(e) for e in edges]}
-        atomic.write_json(path, {"format": "offload-jax-topologies/1", "graphs": [graph]})
+        path = classic_topology_file(out, name)
         cfg = scenarios.make("dag", {"tasks": 10, "topology": "file", "topology_file": str(path)}).cfg
         result[name] = _score(runs_dir, out / "classics" / name, cfg, BUDGET.eval_states, 106)
     return result

@@ -93,8 +93,8 @@ def part_unseen(quickstart: Path, dag_learning_dir: Path) -> dict:
                         dag_learning_dir / "quickstart_on_file", 101)}
     for name, keys in dag_learning.FAMILIES.items():
         sets[name] = (keys, dag_learning_dir / "families" / name, 105)
-    for name in dag_learning.CLASSICS:
-        graph_file = str(dag_learning_dir / "classics" / f"{name}.json")
+    for name in dag_learning.CLASSICS:  # (their files are not in git: written here if missing)
+        graph_file = str(dag_learning.classic_topology_file(dag_learning_dir, name))
         sets[name] = ({"topology": "file", "topology_file": graph_file},
                       dag_learning_dir / "classics" / name, 106)
     result = {}

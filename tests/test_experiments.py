@@ -220,6 +220,15 @@ def test_classic_graphs_are_valid_topologies(tmp_path):
         assert np.count_nonzero(cycles) == classics[name][0]  # real sub-tasks, then padding
         seen.add(name)
     assert seen == set(classics)
+    # One graph alone in its file (what dag_learning.py and decoding.py --part unseen score on): written
+    # where the scripts look, the same bytes again on a second call, read back as that graph.
+    one = dag_learning.classic_topology_file(tmp_path, "fork_join_2x3")
+    assert one == tmp_path / "classics" / "fork_join_2x3.json"
+    first = one.read_bytes()
+    assert dag_learning.classic_topology_file(tmp_path, "fork_join_2x3").read_bytes() == first
+    alone = scenarios.make("dag", {"tasks": 10, "topology": "file", "topology_file": str(one)})
+    two = alone.sample(jax.random.key(1), alone.params, jax.numpy.arange(2, dtype=jax.numpy.uint32))
+    assert all(np.array_equal(a, want["fork_join_2x3"]) for a in np.asarray(two.adj)[:, 0])
 
 
 def test_mirror_mixture_markdown_compares_the_same_cases():
