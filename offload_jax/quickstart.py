@@ -72,6 +72,8 @@ class QuickstartConfig:
     # dag only: the share of those graphs that are random trees (`graphs.random_tree`, half out-trees,
     # half in-trees), which layered graphs hardly ever are
     train_tree_share: float = 0.0
+    # dag only: the share of those graphs with all T sub-tasks (the others have 2..T-1, uniform)
+    train_full_share: float = 0.5
     # what student_kd's CE term imitates (`TrainConfig.targets`): "labels" (the exact ones), or the
     # teacher's placements, improved by local search ("teacher_ls", dag: sequence-level distillation,
     # benchmarks/RESULTS.md "Targets"); student_ce stays on the labels, the paper's plain imitation
@@ -100,8 +102,10 @@ class QuickstartConfig:
         if self.train_graphs and self.scenario != "dag":
             raise ConfigError(f"train_graphs is a dag key (synthetic task graphs), got train_graphs="
                               f"{self.train_graphs} for scenario {self.scenario!r}")
-        if not (isinstance(self.train_tree_share, (int, float)) and 0.0 <= self.train_tree_share <= 1.0):
-            raise ConfigError(f"train_tree_share must be in [0, 1], got {self.train_tree_share!r}")
+        for name in ("train_tree_share", "train_full_share"):
+            share = getattr(self, name)
+            if isinstance(share, bool) or not (isinstance(share, (int, float)) and 0.0 <= share <= 1.0):
+                raise ConfigError(f"{name} must be in [0, 1], got {share!r}")
         scored = self.student_objective_states
         if isinstance(scored, bool) or not isinstance(scored, int) or not 0 <= scored <= self.batch_size:
             raise ConfigError(f"student_objective_states must be an integer in [0, batch_size="
@@ -143,7 +147,7 @@ class QuickstartConfig:
         path = out / "data" / "train_topologies.json"
         if not path.exists():  # deterministic: a rerun would write the same bytes
             graphs.write_mixture(path, self.seed, self.train_graphs, self.tasks,
-                                 tree_share=self.train_tree_share)
+                                 tree_share=self.train_tree_share, full_share=self.train_full_share)
         return scenarios.of(system.cfg.with_overrides({"topology": "file", "topology_file": str(path)}))
 
     def objective_weight(self, role: str) -> float:

@@ -87,6 +87,11 @@ def test_dag_quickstart_trains_on_synthetic_graphs_and_evaluates_on_the_system(t
     treed = dataclasses.replace(qcfg, train_tree_share=0.5).train_system(tmp_path / "treed")
     assert dag_config.read_topology_file(treed.cfg.topology_file) == graphs.mixture(3, 20, qcfg.tasks,
                                                                                   tree_share=0.5)
+    full = dataclasses.replace(qcfg, train_full_share=1.0).train_system(tmp_path / "full")
+    assert {g.tasks for g in dag_config.read_topology_file(full.cfg.topology_file)} == {qcfg.tasks}
+    assert "full_share=1.0" in json.loads(open(full.cfg.topology_file).read())["generator"]
+    with pytest.raises(ConfigError, match=r"train_full_share must be in \[0, 1\], got -0.5"):
+        dataclasses.replace(qcfg, train_full_share=-0.5).validate()
     with pytest.raises(ConfigError, match=r"timing_states \(2000\) must be <= timing_batch \(1024\)"):
         dataclasses.replace(qcfg, timing_states=2000).validate()
     with pytest.raises(ConfigError, match="timing_states must be an integer >= 1"):

@@ -188,11 +188,13 @@ def random_tree(tasks: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_mixture(path: str | os.PathLike, seed: int, count: int, max_tasks: int, min_tasks: int = 2,
-                  mirror_share: float = 0.0, tree_share: float = 0.0) -> Path:
-    """`mixture(seed, count, max_tasks, min_tasks, mirror_share=..., tree_share=...)` as a topology file
-    (its call recorded as "generator")."""
-    mix = mixture(seed, count, max_tasks, min_tasks, mirror_share=mirror_share, tree_share=tree_share)
-    shares = (f", mirror_share={mirror_share}" if mirror_share else "") + (
+                  mirror_share: float = 0.0, tree_share: float = 0.0, full_share: float = 0.5) -> Path:
+    """`mixture(seed, count, max_tasks, min_tasks, full_share=..., mirror_share=..., tree_share=...)` as a
+    topology file (its call recorded as "generator")."""
+    mix = mixture(seed, count, max_tasks, min_tasks, full_share=full_share, mirror_share=mirror_share,
+                  tree_share=tree_share)
+    shares = (f", full_share={full_share}" if full_share != 0.5 else "") + (
+        f", mirror_share={mirror_share}" if mirror_share else "") + (
         f", tree_share={tree_share}" if tree_share else "")
     return write_topology_file(path, mix, generator=f"offload_jax.scenarios.dag.graphs.mixture(seed={seed}, "
                                f"count={count}, max_tasks={max_tasks}, min_tasks={min_tasks}{shares})")
