@@ -30,8 +30,8 @@ from offload_jax.config import DEFAULT_MODELS, DROO_MODEL, TARGETS, ConfigError,
 
 @dataclasses.dataclass(frozen=True)
 class QuickstartConfig:
-    """Sizes of the quickstart. The chain's defaults take about 6 minutes on an idle 2-core CPU (364 s
-    measured); `DAG` gives the dag scenario's."""
+    """Sizes of the quickstart. The chain's defaults take 3 to 6 minutes on an idle 2-core CPU (152 s on
+    one VM, 328-364 s on others); `DAG` gives the dag scenario's."""
 
     scenario: str = "chain"
     tasks: int = 10
