@@ -85,6 +85,21 @@ def masked_argmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
     return pred if mask is None else jnp.where(mask, pred, jnp.int8(0))
 
 
+def decide_each(graphdef, params, x: jax.Array, real: jax.Array, steps: int, batch: int,
+                inputs: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """(n, *decision_shape) decisions of the network (graphdef, params) on the states' features x (n, F),
+    state by state under jax.lax.map(batch_size=batch), in `steps` passes (`decoding.decide`; one pass:
+    the masked argmax), padding (real False) on 0. `inputs` maps one state's row of x to what the
+    network reads (e.g. its first inputs, normalized)."""
+    def decide_one(a):  # one state: features (F,), real (*D,)
+        logits_of = decoder(nnx.merge(graphdef, params), inputs(a[0])[None])
+        if steps == 1:
+            return masked_argmax(logits_of(None), a[1][None])[0]
+        return decide(logits_of, a[1][None], steps)[0]
+
+    return jax.lax.map(decide_one, (x, real), batch_size=batch)
+
+
 def held_out_metrics(scenario: Scenario, values, split: Split, pred: jax.Array) -> dict:
     """Scalars on a split: accuracy and exact match over the decisions that matter, the mean of the
     per-state objective ratios J(pred) / J*, and for the chain its latency metrics (J is latency)."""
@@ -226,13 +241,8 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
         if steps_to_decide == 1:
             logits = jax.lax.map(lambda x: apply(params, x), ev.x, batch_size=eval_batch)
             return held_out_metrics(scenario, consts.values, ev, masked_argmax(logits, ev.mask))
-        real = real_or_all(ev.mask, ev.label.shape)
-
-        def decide_one(a):  # one state: features (F,), real (*D,)
-            logits_of = decoder(nnx.merge(graphdef, params), a[0][None, :n_in])
-            return decide(logits_of, a[1][None], steps_to_decide)[0]
-
-        pred = jax.lax.map(decide_one, (ev.x, real), batch_size=eval_batch)
+        pred = decide_each(graphdef, params, ev.x, real_or_all(ev.mask, ev.label.shape), steps_to_decide,
+                           eval_batch, lambda f: f[:n_in])
         return held_out_metrics(scenario, consts.values, ev, pred)
 
     def train(rng, weights: LossWeights, consts: Consts):
@@ -313,14 +323,8 @@ def teacher_placements(teacher: LoadedRun, stats: FeatureStats, split: Split, ba
     steps = decode_steps(teacher.model)
 
     @jax.jit
-    def run(params, x, real):
-        def decide_one(a):  # one state: features (F,), real (*D,); as the trainer's `evaluate` decides
-            logits_of = decoder(nnx.merge(graphdef, params), (a[0] * scale + shift)[None, :count])
-            if steps == 1:
-                return masked_argmax(logits_of(None), a[1][None])[0]
-            return decide(logits_of, a[1][None], steps)[0]
-
-        return jax.lax.map(decide_one, (x, real), batch_size=batch)
+    def run(params, x, real):  # as the trainer's `evaluate` decides
+        return decide_each(graphdef, params, x, real, steps, batch, lambda f: (f * scale + shift)[:count])
 
     return run(params, split.x, real_or_all(split.mask, split.label.shape))
 
