@@ -16,7 +16,6 @@ what is missing (datasets and runs are resumable; the report is rewritten).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -25,7 +24,15 @@ from pathlib import Path
 import jax
 
 from offload_jax import __version__
-from offload_jax.config import DEFAULT_MODELS, DROO_MODEL, TARGETS, ConfigError, ModelConfig, TrainConfig
+from offload_jax.config import (
+    DEFAULT_MODELS,
+    DROO_MODEL,
+    TARGETS,
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    _is_finite_number,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +117,8 @@ class QuickstartConfig:
         if isinstance(scored, bool) or not isinstance(scored, int) or not 0 <= scored <= self.batch_size:
             raise ConfigError(f"student_objective_states must be an integer in [0, batch_size="
                               f"{self.batch_size}], got {scored!r}")
-        rate = self.learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) \
-                or not (math.isfinite(rate) and rate > 0):
-            raise ConfigError(f"learning_rate must be a finite number > 0, got {rate!r}")
+        if not _is_finite_number(self.learning_rate) or self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
         if self.student_targets not in TARGETS:
             raise ConfigError(f"student_targets must be one of {list(TARGETS)}, got {self.student_targets!r}")
         if self.student_targets == "teacher_ls" and not self.system().has_local_search:
