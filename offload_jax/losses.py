@@ -76,6 +76,18 @@ def latency_loss(logits: jax.Array, costs: StageCosts, optimal_latency: jax.Arra
     return jnp.mean(expected_latency(costs, probs) / optimal_latency)
 
 
+def sample_sites(key: jax.Array, logits: jax.Array, samples: int) -> jax.Array:
+    """`samples` draws of a site per decision from softmax(logits) (..., 3): (samples, ...) int8.
+
+    By the inverse CDF, one uniform per decision (u >= p0, u >= p0 + p1 counted): on the 2-core CPU
+    ~1.6 ms for 16 x 512 x 10 draws, where `jax.random.categorical` (Gumbel-max: three uniforms and
+    two logs per draw) took ~7.5 ms, more than the schedules the draws are scored by."""
+    probs = jax.nn.softmax(jax.lax.stop_gradient(logits), axis=-1)
+    u = jax.random.uniform(key, (samples, *logits.shape[:-1]))
+    below_edge = probs[..., 0]
+    return (u >= below_edge).astype(jnp.int8) + (u >= below_edge + probs[..., 1]).astype(jnp.int8)
+
+
 def sampled_objective_loss(logits: jax.Array, key: jax.Array, objective: Callable[[jax.Array], jax.Array],
                            optimal: jax.Array, samples: int = 4,
                            mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
@@ -89,7 +101,7 @@ def sampled_objective_loss(logits: jax.Array, key: jax.Array, objective: Callabl
     """
     if samples < 2:
         raise ValueError(f"samples must be >= 2 (a leave-one-out baseline), got {samples}")
-    x = jax.random.categorical(key, logits, axis=-1, shape=(samples, *logits.shape[:-1])).astype(jnp.int8)
+    x = sample_sites(key, logits, samples)
     ratio = jnp.swapaxes(objective(jnp.swapaxes(x, 0, 1)), 0, 1) / optimal  # (samples, n)
     baseline = (jnp.sum(ratio, axis=0, keepdims=True) - ratio) / (samples - 1)
     advantage = jax.lax.stop_gradient(ratio - baseline)

@@ -158,6 +158,16 @@ def test_sampled_objective_term_estimates_the_exact_expectation_and_its_gradient
         losses.sampled_objective_loss(logits, jax.random.key(0), value, optimal, samples=1)
 
 
+def test_sampled_sites_follow_the_softmax_and_given_decisions_keep_their_site():
+    logits = jnp.asarray([[0.3, -1.0, 1.2], [2.0, 0.0, -3.0], [1e4, -1e4, -1e4], [-1e4, 1e4, -1e4],
+                          [-1e4, -1e4, 1e4]], jnp.float32)
+    x = np.asarray(losses.sample_sites(jax.random.key(0), logits, 40_000))
+    assert x.shape == (40_000, 5) and x.dtype == np.int8
+    freq = np.stack([(x == s).mean(axis=0) for s in range(3)], axis=-1)
+    np.testing.assert_allclose(freq[:2], np.asarray(jax.nn.softmax(logits[:2])), atol=0.01)
+    np.testing.assert_array_equal(x[:, 2:], np.broadcast_to([0, 1, 2], (40_000, 3)))
+
+
 def test_regret_term_is_the_expected_excess_when_one_decision_varies():
     """Chain (E[latency] in closed form): with every decision but one held on its optimal label, the
     regret term is E[latency] / latency* - 1 exactly; regrets are 0 at the label's site and >= 0."""
