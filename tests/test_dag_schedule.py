@@ -103,6 +103,25 @@ def test_exhaustive_search_value_is_the_objective_of_its_label_bit_for_bit():
     np.testing.assert_array_equal(np.asarray(j), np.asarray(j2))
 
 
+@pytest.mark.parametrize("users,tasks", [(2, 4)])
+def test_unrolled_and_looped_schedules_are_the_same_numbers(users, tasks):
+    """`schedule.run` unrolled on a split schedule and as a loop of slice updates: every field equal,
+    bit for bit (the searches compare objectives computed by different programs)."""
+    cfg = DagConfig(tasks=tasks, users=users, topology="layered", w_energy=0.5).validate()
+    states = dag_state.sample(jax.random.key(5), cfg.static(), cfg.params(), 64)
+    xs = jax.random.randint(jax.random.key(6), (64, 8, users, tasks), 0, 3).astype(jnp.int8)
+
+    def schedules(unroll):
+        return jax.jit(jax.vmap(lambda s, x: schedule.run(schedule.tables(s, cfg.params()), x, unroll)))(
+            states, xs)
+
+    unrolled, looped = schedules(True), schedules(False)
+    for name, a, b in zip(schedule.Partial._fields, unrolled, looped, strict=True):
+        assert a.shape == b.shape == (64, 8, *np.shape(getattr(schedule.empty(users, tasks), name))), name
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+    assert np.asarray(unrolled.latency).min() > 0  # real schedules, not two empty ones
+
+
 @SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), users=st.integers(1, 2), padding=st.booleans(),
        w_energy=st.sampled_from([0.0, 0.5]))

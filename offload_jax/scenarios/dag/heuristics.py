@@ -51,8 +51,10 @@ def local_search_from(tab: Tables, params: DagParams, nrm: Norm, x0: jax.Array,
     site_of = (jnp.arange(NUM_SITES * d) % NUM_SITES).astype(jnp.int8)
     movable = jnp.repeat(tab.real.reshape(d), NUM_SITES)
 
+    unroll = d <= schedule.UNROLL_MAX_SLOTS  # faster at these sizes (see `schedule.run`)
+
     def j_of(x):
-        return schedule.objective_of(tab, params, nrm, schedule.run(tab, x))[0]
+        return schedule.objective_of(tab, params, nrm, schedule.run(tab, x, unroll))[0]
 
     def neighbors(x):
         flat = jnp.broadcast_to(x.reshape(d), (NUM_SITES * d, d))
