@@ -269,10 +269,11 @@ def run(tab: Tables, x: jax.Array, unroll: bool = False) -> Partial:
     schedule (`split`): elementwise arithmetic over the batch of placements, no slice updates. Both
     do the same operations in the same order: the same numbers (tests/test_dag_schedule.py).
 
-    Unrolled is faster where it was measured alone (T = 10, the 2-core CPU): local search at batch 1
-    262 vs 652 us; 8,192 schedules ~0.07 vs ~0.5 us each, also inside a loop of gradient steps. But in
-    the training step of the sampled objective term it was slower (16.8 vs 6.9 ms a step; XLA's
-    fusion of the whole step), so it is local search's choice (`heuristics`), not the default."""
+    Unrolled is faster where it was measured alone (T = 10, the 2-core CPU,
+    benchmarks/profile_objective.py): 0.12 vs 0.54 us a schedule over 8,192, one state's 30
+    candidates 62 vs 214 us, local search at batch 1 112 vs 366 us. But inside the student's training
+    step it was slower (12.6 vs 8.3 ms a step; XLA's fusion of the whole step), and its compile time
+    grows fast with U * T: it is local search's choice (`heuristics`), not the default."""
     users, tasks = tab.real.shape
     batch_shape = x.shape[:-2]
     if unroll:
