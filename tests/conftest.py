@@ -1,8 +1,10 @@
 """Fixtures shared by test modules."""
 
+import importlib
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +28,15 @@ def held(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def import_benchmark(name: str):
+    """The module benchmarks/<name>.py (benchmarks/ is not a package)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))

@@ -1,23 +1,15 @@
 """benchmarks/bench_decision.py runs end to end on a tiny dag system and reports every policy (slow: it
 compiles every policy, the exact search included)."""
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import import_benchmark
 
 
 @pytest.mark.slow
 def test_bench_decision_dag_reports_every_policy(tmp_path):
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        bench = importlib.import_module("bench_decision")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    bench = import_benchmark("bench_decision")
     out = tmp_path / "bench.json"
     assert bench.main(["--json", str(out), "--scenario", "dag", "--tasks", "3", "--users", "2",
                        "--calls", "20", "--rounds", "4", "--batch", "16", "--batch-reps", "1"]) == 0

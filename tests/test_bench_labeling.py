@@ -1,25 +1,17 @@
 """benchmarks/bench_labeling.py, dag mode: its naive labeler is the SPEC's label (against the slow
 reference), and the whole benchmark runs on a tiny setting (slow: it compiles every exact method)."""
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import dag_reference as ref
 import numpy as np
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("bench_labeling")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return import_benchmark("bench_labeling")
 
 
 @pytest.mark.parametrize("seed,users,tasks,padding,w_energy", [

@@ -1,0 +1,106 @@
+"""What scoring dag placements costs: drawing them, scheduling them, and local search at batch 1.
+
+    python benchmarks/profile_objective.py [--tasks 10] [--users 1] [--states 512] [--samples 16] \
+        [--reps 20] --json OUT
+
+Every figure is the median of --reps warm calls of one jitted program (compile outside), each pair
+measured in the same run, alternating:
+* draws: `--samples` placements of each of --states states from the softmax of random logits, by
+  `jax.random.categorical` (Gumbel-max) and by `losses.sample_sites` (the inverse CDF, what the
+  sampled objective term uses);
+* schedules: the objective of those placements (`schedule.run` looped, and unrolled on split per-slot
+  arrays), per schedule; and of one state's 3*U*T local-search candidates;
+* local search at batch 1 (`heuristics.local_search` from greedy on one state, cycling through
+  64 states) with its candidates scored looped (`schedule.UNROLL_MAX_SLOTS = 0`) and unrolled (the
+  default where U*T <= UNROLL_MAX_SLOTS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from offload_jax import losses, scenarios, timing
+from offload_jax.atomic import write_json
+from offload_jax.scenarios.dag import heuristics, schedule
+
+
+def median_s(fn, args_list, reps: int) -> float:
+    """Median seconds of fn(*args) over reps warm calls, cycling through args_list."""
+    jax.block_until_ready(fn(*args_list[0]))
+    times = []
+    for i in range(reps):
+        args = args_list[i % len(args_list)]
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--users", type=int, default=1)
+    ap.add_argument("--states", type=int, default=512)
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--json", required=True)
+    a = ap.parse_args(argv)
+    sc = scenarios.make("dag", {"tasks": a.tasks, "users": a.users})
+    params, n, m = sc.params, a.states, a.samples
+    states = sc.sample(jax.random.key(1), params, jnp.arange(n, dtype=jnp.uint32))
+    logits = jax.random.normal(jax.random.key(2), (n, a.users, a.tasks, 3))
+    keys = [(logits, jax.random.key(k)) for k in range(4)]
+    draws = {
+        "categorical": jax.jit(lambda lg, key: jax.random.categorical(
+            key, lg, axis=-1, shape=(m, *lg.shape[:-1])).astype(jnp.int8)),
+        "sample_sites": jax.jit(lambda lg, key: losses.sample_sites(key, lg, m)),
+    }
+    out = {"device": timing.device_description(), "tasks": a.tasks, "users": a.users, "states": n,
+           "samples": m, "reps": a.reps, "draws_ms": {}, "schedule_us": {}, "candidates_us": {},
+           "local_search_batch1_us": {}}
+    for _ in range(2):  # alternate the pairs: drift hits both
+        for name, fn in draws.items():
+            out["draws_ms"].setdefault(name, []).append(median_s(fn, keys, a.reps) * 1e3)
+    x = jnp.swapaxes(draws["sample_sites"](*keys[0]), 0, 1)  # (n, m, U, T)
+    d = a.users * a.tasks
+    one = jax.tree.map(lambda v: v[:1], states)
+    cand = jax.random.randint(jax.random.key(3), (1, 3 * d, a.users, a.tasks), 0, 3).astype(jnp.int8)
+
+    def objective_fn(unroll):
+        def one_state(s, xs):
+            tab = schedule.tables(s, params)
+            return schedule.objective_of(tab, params, schedule.norm(tab, params),
+                                         schedule.run(tab, xs, unroll))[0]
+        return jax.jit(jax.vmap(one_state))
+
+    for _ in range(2):
+        for unroll in (False, True):
+            name = "unrolled" if unroll else "looped"
+            f = objective_fn(unroll)
+            out["schedule_us"].setdefault(name, []).append(median_s(f, [(states, x)], a.reps) * 1e6 / (n * m))
+            out["candidates_us"].setdefault(name, []).append(median_s(f, [(one, cand)], a.reps * 10) * 1e6)
+    singles = [(jax.random.key(0), jax.tree.map(lambda v, i=i: v[i:i + 1], states))
+               for i in range(min(n, 64))]
+    default = schedule.UNROLL_MAX_SLOTS
+    for _ in range(2):
+        for name, cap in (("looped", 0), ("unrolled", default)):
+            schedule.UNROLL_MAX_SLOTS = cap  # read when local search is traced
+            fn = jax.jit(lambda key, s: heuristics.local_search(params, s))  # a new function: traced anew
+            us = median_s(fn, singles, a.reps * 10) * 1e6
+            out["local_search_batch1_us"].setdefault(name, []).append(us)
+    schedule.UNROLL_MAX_SLOTS = default
+    out["medians"] = {k: {name: statistics.median(v) for name, v in out[k].items()}
+                      for k in ("draws_ms", "schedule_us", "candidates_us", "local_search_batch1_us")}
+    write_json(a.json, out)
+    print(json.dumps(out["medians"], indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
