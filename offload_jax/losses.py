@@ -80,8 +80,9 @@ def sample_sites(key: jax.Array, logits: jax.Array, samples: int) -> jax.Array:
     """`samples` draws of a site per decision from softmax(logits) (..., 3): (samples, ...) int8.
 
     By the inverse CDF, one uniform per decision (u >= p0, u >= p0 + p1 counted): on the 2-core CPU
-    ~1.6 ms for 16 x 512 x 10 draws, where `jax.random.categorical` (Gumbel-max: three uniforms and
-    two logs per draw) took ~7.5 ms, more than the schedules the draws are scored by."""
+    1.3 ms for 16 x 512 x 10 draws, where `jax.random.categorical` (Gumbel-max: three uniforms and
+    two logs per draw) took 6.0 ms (benchmarks/profile_objective.py), more than the dag schedules the
+    draws are scored by."""
     probs = jax.nn.softmax(jax.lax.stop_gradient(logits), axis=-1)
     u = jax.random.uniform(key, (samples, *logits.shape[:-1]))
     below_edge = probs[..., 0]
