@@ -549,6 +549,7 @@ def test_a_student_imitates_the_teachers_decisions_with_targets_teacher(tmp_path
         fit.fit(tmp_path / "t", data, SMALL, cfg, kind="student", progress=False)
 
 
+@pytest.mark.slow  # three small training programs (~15-20 s); the tiny dag quickstart uses the option too
 def test_objective_states_scores_a_part_of_each_batch():
     """dag: `objective_states` = the batch size trains the very parameters of the default (every state
     scored); fewer states change the run (the term is a sample of the batch's), and the value is keyed
