@@ -30,13 +30,14 @@ def held(tmp_path):
         proc.wait()
 
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+REPO = Path(__file__).resolve().parents[1]
 
 
-def import_benchmark(name: str):
-    """The module benchmarks/<name>.py (benchmarks/ is not a package)."""
-    sys.path.insert(0, str(BENCHMARKS))
+def import_script(folder: str, name: str):
+    """The module <folder>/<name>.py of the repository (benchmarks/ and experiments/ are not packages;
+    it imports its siblings as `python <folder>/<name>.py` does)."""
+    sys.path.insert(0, str(REPO / folder))
     try:
         return importlib.import_module(name)
     finally:
-        sys.path.remove(str(BENCHMARKS))
+        sys.path.remove(str(REPO / folder))

@@ -4,12 +4,12 @@ compiles every policy, the exact search included)."""
 import json
 
 import pytest
-from conftest import import_benchmark
+from conftest import import_script
 
 
 @pytest.mark.slow
 def test_bench_decision_dag_reports_every_policy(tmp_path):
-    bench = import_benchmark("bench_decision")
+    bench = import_script("benchmarks", "bench_decision")
     out = tmp_path / "bench.json"
     assert bench.main(["--json", str(out), "--scenario", "dag", "--tasks", "3", "--users", "2",
                        "--calls", "20", "--rounds", "4", "--batch", "16", "--batch-reps", "1"]) == 0

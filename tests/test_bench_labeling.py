@@ -6,12 +6,12 @@ import json
 import dag_reference as ref
 import numpy as np
 import pytest
-from conftest import import_benchmark
+from conftest import import_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return import_benchmark("bench_labeling")
+    return import_script("benchmarks", "bench_labeling")
 
 
 @pytest.mark.parametrize("seed,users,tasks,padding,w_energy", [

@@ -5,14 +5,14 @@ import json
 import math
 
 import pytest
-from conftest import import_benchmark
+from conftest import import_script
 
 from offload_jax.scenarios.dag import schedule
 
 
 @pytest.mark.slow
 def test_profile_objective_writes_every_pair(tmp_path):
-    bench = import_benchmark("profile_objective")
+    bench = import_script("benchmarks", "profile_objective")
 
     out = tmp_path / "p.json"
     bench.main(["--tasks", "3", "--states", "4", "--samples", "2", "--reps", "1", "--json", str(out)])

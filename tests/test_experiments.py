@@ -4,31 +4,24 @@ The end-to-end run of compare_policies.py trains a whole quickstart, so it is ma
 sweep core (pinned datasets, every policy scored) is tested fast here.
 """
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from conftest import import_script
 from flax import nnx
 
 from offload_jax import config, dataset, evaluate, features, fit, models, policies, runs, scenarios, splits
 from offload_jax.scenarios.chain import cost
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 CFG = config.SystemConfig(tasks=3, subcarriers=3)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _script(name: str):
-    """experiments/NAME.py as a module (it imports its siblings like `python experiments/NAME.py` does)."""
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    """experiments/NAME.py as a module."""
+    return import_script("experiments", name)
 
 
 @pytest.fixture(scope="module")
