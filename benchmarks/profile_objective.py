@@ -18,12 +18,13 @@ measured in the same run, alternating:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from offload_jax import losses, scenarios, timing
 from offload_jax.atomic import write_json
@@ -31,15 +32,10 @@ from offload_jax.scenarios.dag import heuristics, schedule
 
 
 def median_s(fn, args_list, reps: int) -> float:
-    """Median seconds of fn(*args) over reps warm calls, cycling through args_list."""
-    jax.block_until_ready(fn(*args_list[0]))
-    times = []
-    for i in range(reps):
-        args = args_list[i % len(args_list)]
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    """Median seconds of fn(*args) over reps warm calls (after one untimed), cycling through args_list."""
+    turn = itertools.cycle(args_list)
+    return float(np.median(timing.per_call_seconds(lambda: jax.block_until_ready(fn(*next(turn))), reps,
+                                                   warmup=1)))
 
 
 def main(argv=None) -> dict:
@@ -73,11 +69,7 @@ def main(argv=None) -> dict:
     cand = jax.random.randint(jax.random.key(3), (1, 3 * d, a.users, a.tasks), 0, 3).astype(jnp.int8)
 
     def objective_fn(unroll):
-        def one_state(s, xs):
-            tab = schedule.tables(s, params)
-            return schedule.objective_of(tab, params, schedule.norm(tab, params),
-                                         schedule.run(tab, xs, unroll))[0]
-        return jax.jit(jax.vmap(one_state))
+        return jax.jit(jax.vmap(lambda s, xs: schedule.objective(params, s, xs, unroll)[0]))
 
     for _ in range(2):
         for unroll in (False, True):
@@ -88,13 +80,15 @@ def main(argv=None) -> dict:
     singles = [(jax.random.key(0), jax.tree.map(lambda v, i=i: v[i:i + 1], states))
                for i in range(min(n, 64))]
     default = schedule.UNROLL_MAX_SLOTS
-    for _ in range(2):
-        for name, cap in (("looped", 0), ("unrolled", default)):
-            schedule.UNROLL_MAX_SLOTS = cap  # read when local search is traced
-            fn = jax.jit(lambda key, s: heuristics.local_search(params, s))  # a new function: traced anew
-            us = median_s(fn, singles, a.reps * 10) * 1e6
-            out["local_search_batch1_us"].setdefault(name, []).append(us)
-    schedule.UNROLL_MAX_SLOTS = default
+    try:
+        for _ in range(2):
+            for name, cap in (("looped", 0), ("unrolled", default)):
+                schedule.UNROLL_MAX_SLOTS = cap  # read when local search is traced
+                fn = jax.jit(lambda key, s: heuristics.local_search(params, s))  # a new function: traced anew
+                us = median_s(fn, singles, a.reps * 10) * 1e6
+                out["local_search_batch1_us"].setdefault(name, []).append(us)
+    finally:
+        schedule.UNROLL_MAX_SLOTS = default
     out["medians"] = {k: {name: statistics.median(v) for name, v in out[k].items()}
                       for k in ("draws_ms", "schedule_us", "candidates_us", "local_search_batch1_us")}
     write_json(a.json, out)

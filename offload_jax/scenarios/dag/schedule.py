@@ -329,10 +329,12 @@ def objective_of(tab: Tables, params: DagParams, nrm: Norm, p: Partial) -> tuple
     return value(params, nrm, p.latency, en), p.latency, en
 
 
-def objective(params: DagParams, state: DagState, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """SPEC objective of placements x (..., U, T) of ONE state: (J (...), latency, energy (..., U))."""
+def objective(params: DagParams, state: DagState, x: jax.Array,
+              unroll: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """SPEC objective of placements x (..., U, T) of ONE state: (J (...), latency, energy (..., U));
+    `unroll`: their schedules as `run` unrolled (the same numbers)."""
     tab = tables(state, params)
-    return objective_of(tab, params, norm(tab, params), run(tab, x))
+    return objective_of(tab, params, norm(tab, params), run(tab, x, unroll))
 
 
 def batch_objective(params: DagParams, state: DagState, x: jax.Array):
