@@ -33,6 +33,7 @@ from offload_jax.config import (
     TrainConfig,
     _is_finite_number,
 )
+from offload_jax.scenarios.dag.graphs import MIXTURE_FULL_SHARE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +81,7 @@ class QuickstartConfig:
     # half in-trees), which layered graphs hardly ever are
     train_tree_share: float = 0.0
     # dag only: the share of those graphs with all T sub-tasks (the others have 2..T-1, uniform)
-    train_full_share: float = 0.5
+    train_full_share: float = MIXTURE_FULL_SHARE
     # what student_kd's CE term imitates (`TrainConfig.targets`): "labels" (the exact ones), or the
     # teacher's placements, improved by local search ("teacher_ls", dag: sequence-level distillation,
     # benchmarks/RESULTS.md "Targets"); student_ce stays on the labels, the paper's plain imitation

@@ -89,6 +89,7 @@ def from_bank(u: jax.Array, adj_bank: np.ndarray, sizes: np.ndarray) -> tuple[ja
 MIXTURE_FAT = (0.1, 0.9)
 MIXTURE_DENSITY = (0.1, 0.9)
 MIXTURE_JUMP = (1, 3)
+MIXTURE_FULL_SHARE = 0.5  # the share of the mixture's graphs with all max_tasks sub-tasks
 
 
 def relabel(adj: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -117,7 +118,8 @@ def random_topological_order(adj: np.ndarray, rng: np.random.Generator) -> np.nd
 _layered_batch = jax.jit(jax.vmap(layered, in_axes=(0, None, 0, 0, 0)), static_argnums=1)
 
 
-def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *, full_share: float = 0.5,
+def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *,
+            full_share: float = MIXTURE_FULL_SHARE,
             fat: tuple[float, float] = MIXTURE_FAT, density: tuple[float, float] = MIXTURE_DENSITY,
             jump: tuple[int, int] = MIXTURE_JUMP, mirror_share: float = 0.0,
             tree_share: float = 0.0) -> tuple[Graph, ...]:
@@ -188,12 +190,13 @@ def random_tree(tasks: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_mixture(path: str | os.PathLike, seed: int, count: int, max_tasks: int, min_tasks: int = 2,
-                  mirror_share: float = 0.0, tree_share: float = 0.0, full_share: float = 0.5) -> Path:
+                  mirror_share: float = 0.0, tree_share: float = 0.0,
+                  full_share: float = MIXTURE_FULL_SHARE) -> Path:
     """`mixture(seed, count, max_tasks, min_tasks, full_share=..., mirror_share=..., tree_share=...)` as a
     topology file (its call recorded as "generator")."""
     mix = mixture(seed, count, max_tasks, min_tasks, full_share=full_share, mirror_share=mirror_share,
                   tree_share=tree_share)
-    shares = (f", full_share={full_share}" if full_share != 0.5 else "") + (
+    shares = (f", full_share={full_share}" if full_share != MIXTURE_FULL_SHARE else "") + (
         f", mirror_share={mirror_share}" if mirror_share else "") + (
         f", tree_share={tree_share}" if tree_share else "")
     return write_topology_file(path, mix, generator=f"offload_jax.scenarios.dag.graphs.mixture(seed={seed}, "
