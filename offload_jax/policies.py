@@ -159,7 +159,7 @@ def droo_policy(model: nnx.Module, stats: FeatureStats, scenario, num_candidates
     def fn(key, state):
         del key
         mask = None if scenario.name == "chain" else scenario.real_mask(state)
-        score = lambda x: scenario.objective(values, state, x).value  # noqa: E731
+        score = lambda x: scenario.candidate_values(values, state, x)  # noqa: E731
         return droo.decide(logits(state), score, num_candidates, quantizer, mask)[0].astype(jnp.int8)
 
     return Policy(name, fn, count_params(model))

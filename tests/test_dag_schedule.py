@@ -16,6 +16,7 @@ import reference as chain_ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from offload_jax import scenarios
 from offload_jax.config import SystemConfig
 from offload_jax.scenarios.chain import cost, system
 from offload_jax.scenarios.dag import heuristics, schedule, search
@@ -122,6 +123,34 @@ def test_unrolled_and_looped_schedules_are_the_same_numbers():
         assert a.shape == b.shape == (64, 8, *np.shape(getattr(schedule.empty(users, tasks), name))), name
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
     assert np.asarray(unrolled.latency).min() > 0  # real schedules, not two empty ones
+
+
+def test_unrolled_normalizers_candidates_and_heuristics_are_the_same_numbers(monkeypatch):
+    """Where `schedule.unrolls` (U*T <= UNROLL_MAX_SLOTS) the all-local normalizers, the candidates'
+    values (`candidate_values`), greedy and local search run unrolled: the looped programs' numbers and
+    placements, bit for bit."""
+    users, tasks = 2, 4
+    cfg = DagConfig(tasks=tasks, users=users, topology="layered", w_energy=0.5).validate()
+    scenario = scenarios.of(cfg)
+    params = cfg.params()
+    states = dag_state.sample(jax.random.key(7), cfg.static(), params, 64)
+    xs = jax.random.randint(jax.random.key(8), (64, 8, users, tasks), 0, 3).astype(jnp.int8)
+    norms = jax.jit(jax.vmap(lambda s, unroll: schedule.norm(schedule.tables(s, params), params, unroll),
+                             in_axes=(0, None)), static_argnums=1)
+    for a, b in zip(norms(states, True), norms(states, False), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert schedule.unrolls(users * tasks)
+    values = np.asarray(jax.jit(scenario.candidate_values)(params, states, xs))
+    np.testing.assert_array_equal(values, np.asarray(jax.jit(scenario.objective)(params, states, xs).value))
+
+    def heuristic_placements():
+        return [np.asarray(jax.jit(f)(params, states)) for f in (heuristics.greedy, heuristics.local_search)]
+
+    unrolled = heuristic_placements()
+    monkeypatch.setattr(schedule, "UNROLL_MAX_SLOTS", 0)
+    assert not schedule.unrolls(users * tasks)
+    for a, b in zip(unrolled, heuristic_placements(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @SETTINGS

@@ -125,6 +125,11 @@ class Scenario(abc.ABC):
         """The objective of placements x (n, *extra, *decision_shape) of states (n, ...): values
         (n, *extra) (`extra`: several placements per state, e.g. samples, valued together)."""
 
+    def candidate_values(self, params: Any, state: Any, x: jax.Array) -> jax.Array:
+        """`objective(params, state, x).value`, computed the way that is fastest for scoring a decision's
+        candidates (dag: the schedules unrolled where U*T is small); the same numbers."""
+        return self.objective(params, state, x).value
+
     def expected_objective(self, params: Any, state: Any, probs: jax.Array) -> jax.Array | None:
         """(n,) the exact expected J when each decision takes site s with probability probs[..., s],
         independently, where the scenario has a closed form; None where it has none (training then

@@ -19,6 +19,7 @@ weights) are rounded on their own before they are added (`_sum_of_products`).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -256,11 +257,18 @@ def dispatch_slot(sl: Slot, p: Partial, u, t, site: jax.Array) -> Partial:
     return p._replace(latency=_set(p.latency, latency, u))
 
 
-# Local search scores its candidates with `run` unrolled up to this many slots (U * T). XLA's compile
-# time grows faster than the unrolled program: the objective of 30 placements compiled in 1.8 / 2.8 /
+# Schedules are unrolled where speed at small batches matters (`unrolls`: local search, the heuristics'
+# normalizers, candidates scored at decision time) up to this many slots (U * T). XLA's compile time
+# grows faster than the unrolled program: the objective of 30 placements compiled in 1.8 / 2.8 /
 # 5.7 / 15.1 s at T = 8 / 10 / 12 / 14 unrolled (1.4 s looped at T = 10), local search at T = 14 in
 # over 10 minutes.
 UNROLL_MAX_SLOTS = 10
+
+
+def unrolls(slots: int) -> bool:
+    """Whether schedules of this many slots (U * T) are unrolled where speed at small batches matters
+    (the heuristics, candidates scored at decision time): `UNROLL_MAX_SLOTS`."""
+    return slots <= UNROLL_MAX_SLOTS
 
 
 def run(tab: Tables, x: jax.Array, unroll: bool = False) -> Partial:
@@ -303,9 +311,11 @@ class Norm(NamedTuple):
     inv_energy: jax.Array  # (U,)
 
 
-def norm(tab: Tables, params: DagParams) -> Norm:
+def norm(tab: Tables, params: DagParams, unroll: bool = False) -> Norm:
+    """The all-local schedule's normalizers; `unroll`: that schedule as `run` unrolled (the same numbers;
+    at batch 1 the loop's 10 iterations cost ~70 us of a ~75 us objective, unrolled ~2 us)."""
     users, tasks = tab.real.shape
-    local = run(tab, jnp.zeros((users, tasks), jnp.int8))
+    local = run(tab, jnp.zeros((users, tasks), jnp.int8), unroll)
     lat0, en0 = local.latency, energy(tab.local_energy_per_cycle, params, local)
     return Norm(inv_latency=jnp.where(lat0 > 0, 1.0 / jnp.where(lat0 > 0, lat0, 1.0), 0.0),
                 inv_energy=jnp.where(en0 > 0, 1.0 / jnp.where(en0 > 0, en0, 1.0), 0.0))
@@ -332,12 +342,12 @@ def objective_of(tab: Tables, params: DagParams, nrm: Norm, p: Partial) -> tuple
 def objective(params: DagParams, state: DagState, x: jax.Array,
               unroll: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
     """SPEC objective of placements x (..., U, T) of ONE state: (J (...), latency, energy (..., U));
-    `unroll`: their schedules as `run` unrolled (the same numbers)."""
+    `unroll`: their schedules and the all-local one (`norm`) as `run` unrolled (the same numbers)."""
     tab = tables(state, params)
-    return objective_of(tab, params, norm(tab, params), run(tab, x, unroll))
+    return objective_of(tab, params, norm(tab, params, unroll), run(tab, x, unroll))
 
 
-def batch_objective(params: DagParams, state: DagState, x: jax.Array):
+def batch_objective(params: DagParams, state: DagState, x: jax.Array, unroll: bool = False):
     """`objective` for a batch of states (n, ...) and their placements (n, *extra, U, T) (each state's
     tables built once for all its placements)."""
-    return jax.vmap(objective, in_axes=(None, 0, 0))(params, state, x)
+    return jax.vmap(functools.partial(objective, unroll=unroll), in_axes=(None, 0, 0))(params, state, x)
