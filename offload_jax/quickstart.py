@@ -283,7 +283,8 @@ def run(out_dir: str | os.PathLike, qcfg: QuickstartConfig = QuickstartConfig(),
     speed = timing.decision_benchmark(pols, scenario, calls=qcfg.calls, batch=qcfg.timing_batch,
                                       batch_reps=qcfg.batch_reps, states=qcfg.timing_states,
                                       rounds=qcfg.timing_rounds,
-                                      numpy_student=numpy_student, seed=qcfg.seed, progress=progress)
+                                      numpy_student=numpy_student, seed=qcfg.seed, host_batch=False,
+                                      progress=progress)
     done("decision latency")
 
     report = _report(qcfg, system, quality, speed, runs, seconds, time.perf_counter() - t_all)

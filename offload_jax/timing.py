@@ -192,7 +192,8 @@ def _in_turn(call: Callable, items) -> Callable[[], object]:
 def decision_benchmark(policies: Mapping[str, Policy], scenario: Scenario, *, calls: int = 2000,
                        batch: int = 1024, batch_reps: int = 20, numpy_student=None, seed: int = 0,
                        rounds: int = 400, batch1_options: Mapping[str, object] = BATCH1_COMPILER_OPTIONS,
-                       block: bool = False, states: int = 1, progress: bool = True) -> dict:
+                       block: bool = False, states: int = 1, host_batch: bool = True,
+                       progress: bool = True) -> dict:
     """Batch-1 latency (p50/p99 over `calls` calls) and batch throughput of every policy, in one run.
 
     States are `scenario`'s (sampled with its configured values), packed (`scenario.pack`).
@@ -208,6 +209,9 @@ def decision_benchmark(policies: Mapping[str, Policy], scenario: Scenario, *, ca
     `states`: the batch-1 calls of every callable cycle through this many states (the batch's first),
     so a policy whose time depends on the state (a search: local search, the exact one) is timed over
     that many, not on one; 1 times every call on the first state.
+    `host_batch`: False leaves out the host drivers' batch throughput (their `batch_states_per_s` is
+    None): the exact search compiles its programs again for the batch's shapes (dag quickstart: ~40 s of
+    compiling and ~15 s of timing; its throughput at scale is the labeling benchmark's).
     Call `configure_for_latency()` first, at the start of the process.
     Returns {"device", "scenario", "decision_shape", "tasks", "batch", "settings", "load_avg_1min":
     [start, end], "rounds", "identity": {...}, "policies": {name: {p50_us, p99_us, mean_us, calls,
@@ -246,7 +250,7 @@ def decision_benchmark(policies: Mapping[str, Policy], scenario: Scenario, *, ca
     # Host drivers and the numpy student read a copy the process owns, as on a device without JAX:
     # numpy reading a read-only view of a JAX buffer (np.asarray of a jax.Array) measured ~1.5x
     # slower per call here.
-    host_vec, host_batch = np.array(vec, dtype=np.float32), np.array(batch_vec, dtype=np.float32)
+    host_vec, host_vecs_batch = np.array(vec, dtype=np.float32), np.array(batch_vec, dtype=np.float32)
     host_vecs = [np.array(v, dtype=np.float32) for v in vecs]
     for name, policy in policies.items():
         if policy.host:
@@ -267,19 +271,22 @@ def decision_benchmark(policies: Mapping[str, Policy], scenario: Scenario, *, ca
     for name, policy in bar:
         bar.set_postfix_str(name)
         stats = latency_stats(seconds[name])
+        stats["p50_over_identity"] = stats["p50_us"] / identity["p50_us"]
+        stats["timed_as"] = "host driver (Python callable)" if policy.host else "compiled program"
+        result["policies"][name] = stats
+        if policy.host and not host_batch:
+            stats["batch_states_per_s"] = None
+            continue
         if policy.host:
-            many = host_packed(policy, scenario, key, host_batch)
+            many = host_packed(policy, scenario, key, host_vecs_batch)
         else:
             program = compile_packed(policy.fn, scenario, key, batch_vec)
             many = lambda program=program: program(key_data, batch_vec).block_until_ready()
         batch_s = per_call_seconds(many, batch_reps, warmup=2)
         stats["batch_states_per_s"] = float(batch / np.median(batch_s))
-        stats["p50_over_identity"] = stats["p50_us"] / identity["p50_us"]
-        stats["timed_as"] = "host driver (Python callable)" if policy.host else "compiled program"
-        result["policies"][name] = stats
     if numpy_student is not None:
         stats = latency_stats(seconds["numpy_student"])
-        batch_s = per_call_seconds(lambda: numpy_student(host_batch), batch_reps, warmup=2)
+        batch_s = per_call_seconds(lambda: numpy_student(host_vecs_batch), batch_reps, warmup=2)
         stats["batch_states_per_s"] = float(batch / np.median(batch_s))
         result["numpy_student"] = stats
     result["load_avg_1min"] = [load_start, os.getloadavg()[0]]

@@ -163,6 +163,11 @@ def test_decision_benchmark_times_host_drivers_on_the_packed_vector():
     for stats in result["policies"].values():
         assert stats["calls"] == 20 and 0 < stats["p50_us"] <= stats["p99_us"]
         assert stats["batch_states_per_s"] > 0
+    # host_batch=False: the host driver's batch throughput left out, the compiled program's measured
+    lean = timing.decision_benchmark(pols, DAG, calls=4, batch=16, batch_reps=1, rounds=1, host_batch=False,
+                                     progress=False)["policies"]
+    assert lean["host_greedy"]["batch_states_per_s"] is None and lean["host_greedy"]["calls"] == 4
+    assert lean["local"]["batch_states_per_s"] > 0
     # The timed call decides from the packed vector as the policy does from the state.
     states = DAG.sample(jax.random.key(1), DAG.params, jnp.arange(16, dtype=jnp.uint32))
     vecs = np.asarray(DAG.pack(states))
