@@ -10,9 +10,11 @@ measured in the same run, alternating:
   sampled objective term uses);
 * schedules: the objective of those placements (`schedule.run` looped, and unrolled on split per-slot
   arrays), per schedule; and of one state's 3*U*T local-search candidates;
-* local search at batch 1 (`heuristics.local_search` from greedy on one state, cycling through
-  64 states) with its candidates scored looped (`schedule.UNROLL_MAX_SLOTS = 0`) and unrolled (the
-  default where U*T <= UNROLL_MAX_SLOTS).
+* at batch 1 (one state, cycling through 64 states), with every schedule looped
+  (`schedule.UNROLL_MAX_SLOTS = 0`) and unrolled where `schedule.unrolls` (the default where U*T <=
+  UNROLL_MAX_SLOTS: the all-local normalizers and local search's candidates; greedy's own steps stay a
+  loop): local search from greedy (`heuristics.local_search`), greedy alone, and the values of U*T
+  candidates (`Scenario.candidate_values`, as DROO scores its K = U*T candidates).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def main(argv=None) -> dict:
     }
     out = {"device": timing.device_description(), "tasks": a.tasks, "users": a.users, "states": n,
            "samples": m, "reps": a.reps, "draws_ms": {}, "schedule_us": {}, "candidates_us": {},
-           "local_search_batch1_us": {}}
+           "local_search_batch1_us": {}, "greedy_batch1_us": {}, "candidate_values_batch1_us": {}}
     for _ in range(2):  # alternate the pairs: drift hits both
         for name, fn in draws.items():
             out["draws_ms"].setdefault(name, []).append(median_s(fn, keys, a.reps) * 1e3)
@@ -77,20 +79,24 @@ def main(argv=None) -> dict:
             f = objective_fn(unroll)
             out["schedule_us"].setdefault(name, []).append(median_s(f, [(states, x)], a.reps) * 1e6 / (n * m))
             out["candidates_us"].setdefault(name, []).append(median_s(f, [(one, cand)], a.reps * 10) * 1e6)
-    singles = [(jax.random.key(0), jax.tree.map(lambda v, i=i: v[i:i + 1], states))
+    singles = [(jax.tree.map(lambda v, i=i: v[i:i + 1], states),
+                jax.random.randint(jax.random.key(4 + i), (1, d, a.users, a.tasks), 0, 3).astype(jnp.int8))
                for i in range(min(n, 64))]
+    batch1 = {"local_search_batch1_us": lambda s, xs: heuristics.local_search(params, s),
+              "greedy_batch1_us": lambda s, xs: heuristics.greedy(params, s),
+              "candidate_values_batch1_us": lambda s, xs: sc.candidate_values(params, s, xs)}
     default = schedule.UNROLL_MAX_SLOTS
     try:
         for _ in range(2):
             for name, cap in (("looped", 0), ("unrolled", default)):
-                schedule.UNROLL_MAX_SLOTS = cap  # read when local search is traced
-                fn = jax.jit(lambda key, s: heuristics.local_search(params, s))  # a new function: traced anew
-                us = median_s(fn, singles, a.reps * 10) * 1e6
-                out["local_search_batch1_us"].setdefault(name, []).append(us)
+                schedule.UNROLL_MAX_SLOTS = cap  # read when the programs are traced
+                for key, f in batch1.items():
+                    fn = jax.jit(lambda s, xs, f=f: f(s, xs))  # a new function: traced anew
+                    out[key].setdefault(name, []).append(median_s(fn, singles, a.reps * 10) * 1e6)
     finally:
         schedule.UNROLL_MAX_SLOTS = default
     out["medians"] = {k: {name: statistics.median(v) for name, v in out[k].items()}
-                      for k in ("draws_ms", "schedule_us", "candidates_us", "local_search_batch1_us")}
+                      for k in ("draws_ms", "schedule_us", "candidates_us", *batch1)}
     write_json(a.json, out)
     print(json.dumps(out["medians"], indent=1))
     return out

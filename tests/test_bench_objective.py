@@ -18,7 +18,8 @@ def test_profile_objective_writes_every_pair(tmp_path):
     bench.main(["--tasks", "3", "--states", "4", "--samples", "2", "--reps", "1", "--json", str(out)])
     result = json.loads(out.read_text())
     pairs = {"draws_ms": {"categorical", "sample_sites"}, "schedule_us": {"looped", "unrolled"},
-             "candidates_us": {"looped", "unrolled"}, "local_search_batch1_us": {"looped", "unrolled"}}
+             "candidates_us": {"looped", "unrolled"}, "local_search_batch1_us": {"looped", "unrolled"},
+             "greedy_batch1_us": {"looped", "unrolled"}, "candidate_values_batch1_us": {"looped", "unrolled"}}
     for key, names in pairs.items():
         assert set(result["medians"][key]) == names, key
         assert all(len(result[key][name]) == 2 for name in names), key
