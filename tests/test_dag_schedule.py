@@ -143,13 +143,17 @@ def test_unrolled_normalizers_candidates_and_heuristics_are_the_same_numbers(mon
     values = np.asarray(jax.jit(scenario.candidate_values)(params, states, xs))
     np.testing.assert_array_equal(values, np.asarray(jax.jit(scenario.objective)(params, states, xs).value))
 
-    def heuristic_placements():
-        return [np.asarray(jax.jit(f)(params, states)) for f in (heuristics.greedy, heuristics.local_search)]
+    def heuristic_placements():  # new functions: traced anew (jax.jit of the same one reuses its trace)
+        jitted = [jax.jit(lambda p, s, f=f: f(p, s)) for f in (heuristics.greedy, heuristics.local_search)]
+        loops = jitted[0].lower(params, states).as_text().count("while")
+        return loops, [np.asarray(f(params, states)) for f in jitted]
 
-    unrolled = heuristic_placements()
+    unrolled_loops, unrolled = heuristic_placements()
     monkeypatch.setattr(schedule, "UNROLL_MAX_SLOTS", 0)
     assert not schedule.unrolls(users * tasks)
-    for a, b in zip(unrolled, heuristic_placements(), strict=True):
+    looped_loops, looped = heuristic_placements()
+    assert looped_loops > unrolled_loops  # two programs (greedy's normalizers a loop, then not)
+    for a, b in zip(unrolled, looped, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
