@@ -82,6 +82,9 @@ class QuickstartConfig:
     train_tree_share: float = 0.0
     # dag only: the share of those graphs with all T sub-tasks (the others have 2..T-1, uniform)
     train_full_share: float = MIXTURE_FULL_SHARE
+    # dag only: the share of those graphs kept in their layer order (sources first, as the layered graphs
+    # drawn per state are numbered) instead of a random topological order
+    train_ordered_share: float = 0.0
     # what student_kd's CE term imitates (`TrainConfig.targets`): "labels" (the exact ones), or the
     # teacher's placements, improved by local search ("teacher_ls", dag: sequence-level distillation,
     # benchmarks/RESULTS.md "Targets"); student_ce stays on the labels, the paper's plain imitation
@@ -110,7 +113,7 @@ class QuickstartConfig:
         if self.train_graphs and self.scenario != "dag":
             raise ConfigError(f"train_graphs is a dag key (synthetic task graphs), got train_graphs="
                               f"{self.train_graphs} for scenario {self.scenario!r}")
-        for name in ("train_tree_share", "train_full_share"):
+        for name in ("train_tree_share", "train_full_share", "train_ordered_share"):
             share = getattr(self, name)
             if isinstance(share, bool) or not (isinstance(share, (int, float)) and 0.0 <= share <= 1.0):
                 raise ConfigError(f"{name} must be in [0, 1], got {share!r}")
@@ -153,7 +156,8 @@ class QuickstartConfig:
         path = out / "data" / "train_topologies.json"
         if not path.exists():  # deterministic: a rerun would write the same bytes
             graphs.write_mixture(path, self.seed, self.train_graphs, self.tasks,
-                                 tree_share=self.train_tree_share, full_share=self.train_full_share)
+                                 tree_share=self.train_tree_share, full_share=self.train_full_share,
+                                 ordered_share=self.train_ordered_share)
         return scenarios.of(system.cfg.with_overrides({"topology": "file", "topology_file": str(path)}))
 
     def objective_weight(self, role: str) -> float:

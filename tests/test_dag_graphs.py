@@ -87,6 +87,27 @@ def test_mirrored_mixture_swaps_sources_and_sinks():
         graphs.mixture(3, 5, 7, mirror_share=1.5)
 
 
+def test_ordered_share_keeps_the_layer_order():
+    """ordered_share = 1: each graph is the same draw (its degrees) numbered in its layer order: its
+    sources first, as the layered graphs drawn per state are; 0 changes nothing; a share outside
+    [0, 1] is refused."""
+    mix, ordered = graphs.mixture(5, 80, 8, 2), graphs.mixture(5, 80, 8, 2, ordered_share=1.0)
+    assert graphs.mixture(5, 80, 8, 2, ordered_share=0.0) == mix
+    renumbered = 0
+    for g, o in zip(mix, ordered, strict=True):
+        assert o.tasks == g.tasks and len(o.edges) == len(g.edges)
+        assert all(0 <= i < j < o.tasks for i, j in o.edges)
+        a, b = _adj(g), _adj(o)
+        assert sorted(a.sum(axis=0)) == sorted(b.sum(axis=0))
+        assert sorted(a.sum(axis=1)) == sorted(b.sum(axis=1))
+        sources = np.flatnonzero(b.sum(axis=0) == 0)
+        assert np.array_equal(sources, np.arange(len(sources)))  # sources first
+        renumbered += g != o
+    assert renumbered > 20
+    with pytest.raises(ValueError, match=r"ordered_share must be in \[0, 1\], got -0.1"):
+        graphs.mixture(5, 5, 7, ordered_share=-0.1)
+
+
 def test_tree_share_replaces_graphs_by_random_trees_of_their_size():
     """tree_share = 1: every graph is a tree of the mixture's size (n - 1 edges, connected, one source
     or one sink), out-trees and in-trees both, in a topological order; 0 changes nothing; a share

@@ -92,6 +92,12 @@ def test_dag_quickstart_trains_on_synthetic_graphs_and_evaluates_on_the_system(t
     assert "full_share=1.0" in json.loads(open(full.cfg.topology_file).read())["generator"]
     with pytest.raises(ConfigError, match=r"train_full_share must be in \[0, 1\], got -0.5"):
         dataclasses.replace(qcfg, train_full_share=-0.5).validate()
+    ordered = dataclasses.replace(qcfg, train_ordered_share=0.5).train_system(tmp_path / "ordered")
+    assert dag_config.read_topology_file(ordered.cfg.topology_file) == graphs.mixture(3, 20, qcfg.tasks,
+                                                                                    ordered_share=0.5)
+    assert "ordered_share=0.5" in json.loads(open(ordered.cfg.topology_file).read())["generator"]
+    with pytest.raises(ConfigError, match=r"train_ordered_share must be in \[0, 1\], got 1.5"):
+        dataclasses.replace(qcfg, train_ordered_share=1.5).validate()
     with pytest.raises(ConfigError, match=r"timing_states \(2000\) must be <= timing_batch \(1024\)"):
         dataclasses.replace(qcfg, timing_states=2000).validate()
     with pytest.raises(ConfigError, match="timing_states must be an integer >= 1"):

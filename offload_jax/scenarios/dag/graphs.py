@@ -122,7 +122,7 @@ def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *,
             full_share: float = MIXTURE_FULL_SHARE,
             fat: tuple[float, float] = MIXTURE_FAT, density: tuple[float, float] = MIXTURE_DENSITY,
             jump: tuple[int, int] = MIXTURE_JUMP, mirror_share: float = 0.0,
-            tree_share: float = 0.0) -> tuple[Graph, ...]:
+            tree_share: float = 0.0, ordered_share: float = 0.0) -> tuple[Graph, ...]:
     """`count` synthetic graphs for training students that must hold on graphs they never saw.
 
     Each graph is a layered graph (`layered`, the daggen-style family) with its own knobs: sub-task count
@@ -134,8 +134,10 @@ def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *,
     gives the same graphs as before it existed). With probability `tree_share` a graph is instead a
     random recursive tree of the same size (`random_tree`: each sub-task but the first hangs under a
     uniformly chosen earlier one), half of them out-trees (fan-outs), half in-trees (fan-ins); its own
-    generator too. Graph k depends on (seed, k) alone (numpy for its knobs and order, JAX keys for its
-    edges), so a longer mixture of the same seed starts with the shorter one.
+    generator too. With probability `ordered_share` a graph keeps its layer order instead of the random
+    topological one (sources first, as `layered` numbers the graphs it draws per state; its own
+    generator, and the same edges). Graph k depends on (seed, k) alone (numpy for its knobs and order,
+    JAX keys for its edges), so a longer mixture of the same seed starts with the shorter one.
     """
     for name, value, low in (("count", count, 1), ("max_tasks", max_tasks, 1), ("min_tasks", min_tasks, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -145,7 +147,7 @@ def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *,
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
     for name, share in (("full_share", full_share), ("mirror_share", mirror_share),
-                        ("tree_share", tree_share)):
+                        ("tree_share", tree_share), ("ordered_share", ordered_share)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {share!r}")
     rngs = [np.random.default_rng((seed, k)) for k in range(count)]  # graph k depends on (seed, k) only
@@ -173,7 +175,9 @@ def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *,
             tree_rng = np.random.default_rng((seed, k, 2))
             if tree_rng.random() < tree_share:
                 adj = random_tree(int(sizes[k]), tree_rng)
-        adj = relabel(adj, random_topological_order(adj, rng))
+        order = random_topological_order(adj, rng)  # drawn either way: graph k's other draws stay
+        if not (ordered_share and np.random.default_rng((seed, k, 3)).random() < ordered_share):
+            adj = relabel(adj, order)
         edges = tuple((int(i), int(j)) for i, j in zip(*np.nonzero(adj), strict=True))
         out.append(Graph(name=f"mix-{seed}-{k}", tasks=int(sizes[k]), edges=edges))
     return tuple(out)
@@ -191,13 +195,14 @@ def random_tree(tasks: int, rng: np.random.Generator) -> np.ndarray:
 
 def write_mixture(path: str | os.PathLike, seed: int, count: int, max_tasks: int, min_tasks: int = 2,
                   mirror_share: float = 0.0, tree_share: float = 0.0,
-                  full_share: float = MIXTURE_FULL_SHARE) -> Path:
+                  full_share: float = MIXTURE_FULL_SHARE, ordered_share: float = 0.0) -> Path:
     """`mixture(seed, count, max_tasks, min_tasks, full_share=..., mirror_share=..., tree_share=...)` as a
     topology file (its call recorded as "generator")."""
     mix = mixture(seed, count, max_tasks, min_tasks, full_share=full_share, mirror_share=mirror_share,
-                  tree_share=tree_share)
+                  tree_share=tree_share, ordered_share=ordered_share)
     shares = (f", full_share={full_share}" if full_share != MIXTURE_FULL_SHARE else "") + (
         f", mirror_share={mirror_share}" if mirror_share else "") + (
-        f", tree_share={tree_share}" if tree_share else "")
+        f", tree_share={tree_share}" if tree_share else "") + (
+        f", ordered_share={ordered_share}" if ordered_share else "")
     return write_topology_file(path, mix, generator=f"offload_jax.scenarios.dag.graphs.mixture(seed={seed}, "
                                f"count={count}, max_tasks={max_tasks}, min_tasks={min_tasks}{shares})")
