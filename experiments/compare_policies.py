@@ -277,7 +277,8 @@ def report_markdown(report: dict) -> str:
               md_table(["policy", "p50 (us)", "p99 (us)", "p50 / identity", "batch-1024 states/s"],
                        [[n, _fmt(p["decision_us_p50"], 1), _fmt(p["decision_us_p99"], 1),
                          _fmt(p["decision_us_p50"] / report["decision"]["identity_us_p50"], 2),
-                         f"{p['batch_states_per_s']:,.0f}"] for n, p in default.items()]),
+                         "-" if p["batch_states_per_s"] is None else f"{p['batch_states_per_s']:,.0f}"]
+                        for n, p in default.items()]),
               "Per T (p50, us):", "",
               md_table(["policy", *(f"T={x}" for x in tasks["x"])],
                        [[n, *(_fmt(v, 1) for v in vals)] for n, vals in tasks["decision_us_p50"].items()]),
