@@ -196,8 +196,8 @@ def random_tree(tasks: int, rng: np.random.Generator) -> np.ndarray:
 def write_mixture(path: str | os.PathLike, seed: int, count: int, max_tasks: int, min_tasks: int = 2,
                   mirror_share: float = 0.0, tree_share: float = 0.0,
                   full_share: float = MIXTURE_FULL_SHARE, ordered_share: float = 0.0) -> Path:
-    """`mixture(seed, count, max_tasks, min_tasks, full_share=..., mirror_share=..., tree_share=...)` as a
-    topology file (its call recorded as "generator")."""
+    """`mixture(seed, count, max_tasks, min_tasks, full_share=..., mirror_share=..., tree_share=...,
+    ordered_share=...)` as a topology file (its call recorded as "generator")."""
     mix = mixture(seed, count, max_tasks, min_tasks, full_share=full_share, mirror_share=mirror_share,
                   tree_share=tree_share, ordered_share=ordered_share)
     shares = (f", full_share={full_share}" if full_share != MIXTURE_FULL_SHARE else "") + (

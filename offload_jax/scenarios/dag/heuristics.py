@@ -85,11 +85,17 @@ def _check_rounds(rounds: int | None) -> None:
         raise ValueError(f"rounds must be >= 1 or None (until no change lowers J), got {rounds}")
 
 
+def _tables_and_norm(state: DagState, params: DagParams) -> tuple[Tables, Norm]:
+    """One state's tables and normalizers, the all-local schedule unrolled where `schedule.unrolls`."""
+    tab = schedule.tables(state, params)
+    return tab, schedule.norm(tab, params, schedule.unrolls(tab.real.size))
+
+
 def greedy(params: DagParams, state: DagState) -> jax.Array:
     """SPEC greedy placements (n, U, T) int8 of a batch of states."""
     def one(s):
-        tab = schedule.tables(s, params)
-        return greedy_from(tab, params, schedule.norm(tab, params, schedule.unrolls(tab.real.size)))
+        tab, nrm = _tables_and_norm(s, params)
+        return greedy_from(tab, params, nrm)
     return jax.vmap(one)(state)
 
 
@@ -100,8 +106,7 @@ def local_search(params: DagParams, state: DagState, x0: jax.Array | None = None
     _check_rounds(rounds)
 
     def one(s, x):
-        tab = schedule.tables(s, params)
-        nrm = schedule.norm(tab, params, schedule.unrolls(tab.real.size))
+        tab, nrm = _tables_and_norm(s, params)
         start = greedy_from(tab, params, nrm) if x is None else x
         return local_search_from(tab, params, nrm, start, rounds)
     return jax.vmap(one)(state, x0)

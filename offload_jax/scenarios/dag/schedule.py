@@ -281,7 +281,9 @@ def run(tab: Tables, x: jax.Array, unroll: bool = False) -> Partial:
     benchmarks/profile_objective.py): 0.12 vs 0.54 us a schedule over 8,192, one state's 30
     candidates 62 vs 214 us, local search at batch 1 112 vs 366 us. But inside the student's training
     step it was slower (12.6 vs 8.3 ms a step; XLA's fusion of the whole step), and its compile time
-    grows fast with U * T: it is local search's choice (`heuristics`), not the default."""
+    grows fast with U * T: not the default; the heuristics' normalizers and local search's candidates
+    (`heuristics`) and the candidates scored at decision time (`DagScenario.candidate_values`) take it
+    where `unrolls`."""
     users, tasks = tab.real.shape
     batch_shape = x.shape[:-2]
     if unroll:
