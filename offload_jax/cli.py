@@ -261,7 +261,13 @@ def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: boo
     p.add_argument("--inputs", choices=INPUTS, default=None,
                    help="override which features the network reads: all, or the state's fields only")
     p.add_argument("--arch", choices=ARCHS, default=None,
-                   help="override the network family: mlp, or graph (a transformer over a dag's sub-tasks)")
+                   help="override the network family: mlp; for a dag, graph (a transformer over the "
+                        "sub-tasks), gnn (message passing, then an MLP) or slots (message passing and a "
+                        "per-slot readout, every weight shared by the slots)")
+    p.add_argument("--graph-width", type=int, default=None, metavar="W",
+                   help="override the message passing's width (gnn, slots)")
+    p.add_argument("--graph-layers", type=int, default=None, metavar="R",
+                   help="override the rounds of message passing (gnn, slots)")
     p.add_argument("--decode-steps", type=int, default=None, metavar="K",
                    help="override the passes the network decides in (1: one pass on the features; K > 1: "
                         "it also reads the decisions taken and fixes the most confident open ones each pass)")
@@ -320,6 +326,7 @@ def _model_config(args):
     overrides = {k: v for k, v in (("hidden", tuple(args.hidden) if args.hidden else None),
                                    ("activation", args.activation), ("norm", args.norm),
                                    ("inputs", args.inputs), ("arch", args.arch),
+                                   ("graph_width", args.graph_width), ("graph_layers", args.graph_layers),
                                    ("decode_steps", args.decode_steps)) if v is not None}
     return dataclasses.replace(cfg, **overrides).validate()
 

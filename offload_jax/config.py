@@ -166,7 +166,7 @@ INPUTS = ("all", "fields")
 # Network families (models.py): "mlp" on the flat features; for dag only, "graph", a transformer over
 # the sub-task slots with adjacency-aware attention, and "gnn", message passing along the task graph
 # followed by an MLP on the slots' embeddings and the flat features.
-ARCHS = ("mlp", "graph", "gnn")
+ARCHS = ("mlp", "graph", "gnn", "slots")
 # What a run's CE term (and a conditional network's given decisions) imitate on each training state:
 # "labels", the dataset's exact labels; for a distilled run also "teacher", the teacher's own
 # placements, or "teacher_ls", those improved by the scenario's local search (`train.targets`).
@@ -190,8 +190,10 @@ class ModelConfig:
 
     arch "mlp": layers of the widths `hidden`; arch "graph": len(hidden) transformer blocks of width
     hidden[0] (all equal) with `heads` attention heads; arch "gnn": `graph_layers` rounds of message
-    passing at width `graph_width`, then MLP layers of the widths `hidden`.
-    `decode_steps` > 1 (mlp and gnn): the network also reads a partial placement (one-hot site of each
+    passing at width `graph_width`, then MLP layers of the widths `hidden`; arch "slots": one network
+    shared by the sub-task slots, `graph_layers` rounds of message passing at width `graph_width` and a
+    per-slot readout (`hidden`, `norm` unused).
+    `decode_steps` > 1 (mlp, gnn and slots): the network also reads a partial placement (one-hot site of each
     decision already taken, zeros for the others) and decides in that many passes, each taking the
     most confident of the open decisions (`decoding.decide`); trained on labels with random subsets
     given (`train.py`). 1: one pass on the features alone.
@@ -231,8 +233,8 @@ class ModelConfig:
         if self.arch != "mlp" and self.inputs != "all":
             raise ConfigError(f"a {self.arch} model reads all features (inputs 'all')")
         if self.arch == "graph" and self.decode_steps != 1:
-            raise ConfigError(f"decode_steps must be 1 for arch 'graph' (mlp and gnn decode in steps), "
-                              f"got {self.decode_steps}")
+            raise ConfigError(f"decode_steps must be 1 for arch 'graph' (mlp, gnn and slots decode in "
+                              f"steps), got {self.decode_steps}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

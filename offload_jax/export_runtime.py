@@ -285,6 +285,10 @@ class StudentPolicy:
         self._feature_recipe(meta.get("num_inputs"))  # files written before it: every feature
         self.mean = arrays["feature_mean"][:self.num_features].astype(np.float32)
         self.std = arrays["feature_std"][:self.num_features].astype(np.float32)
+        self.arch = meta.get("arch", "mlp")  # files written before other students existed: an MLP
+        if self.arch == "slots":
+            self._init_slots(arrays, decode_steps)
+            return
         # The network in float64, with every affine map folded at load time:
         # layer 0: (raw - mean) / std @ W + b == z @ [(W / std) in z's row order; b - (mean / std) @ W]
         # (z ends with a constant 1); LayerNorm's mean subtraction is linear, so it is folded into the
@@ -310,10 +314,7 @@ class StudentPolicy:
         # A student that decodes in steps (`decoding.decide`): the first layer's rows for the partial
         # placement (centered as the other rows with LayerNorm).
         trained = int(meta.get("decode_steps", 1))
-        self.decode_steps = trained if decode_steps is None else int(decode_steps)
-        if self.decode_steps < 1 or (self.decode_steps > 1 and trained == 1):
-            raise ValueError(f"decode_steps must be >= 1, and 1 for a student exported with decode_steps 1, "
-                             f"got {decode_steps}")
+        self._set_decode_steps(trained, decode_steps)
         self.partial_kernel = None
         if trained > 1:
             kp = arrays["partial_kernel"].astype(np.float64)
@@ -324,6 +325,80 @@ class StudentPolicy:
             self._partial_rows = self.partial_kernel.reshape(-1, 3, self.partial_kernel.shape[1])
         fast_one = meta["activation"] == "relu" and not self.layer_norm
         self._one = self._single_state_buffers() if fast_one else None
+
+    def _init_slots(self, arrays: dict[str, np.ndarray], decode_steps: int | None) -> None:
+        """A `models.SlotNetwork` (dag): its arrays in float32 and the index arrays that read its slot
+        tokens (normalized) and the task graph out of z."""
+        meta, u, t = self.meta, self.users, self.tasks
+        slots = u * t
+        trained = int(meta["decode_steps"])
+        self._set_decode_steps(trained, decode_steps)
+        layout = dag_feature_layout(u, t)
+        k_slot, k_user = len(DAG_SLOT_FEATURES), len(DAG_USER_FEATURES)
+        s0, u0, g0 = layout["slots"][0], layout["users"][0], layout["shared"][0]
+        token = np.array([[s0 + (v * t + i) * k_slot + k for k in range(k_slot)]
+                          + [u0 + v * k_user + k for k in range(k_user)]
+                          + list(range(g0, g0 + len(DAG_SHARED_FEATURES)))
+                          for v in range(u) for i in range(t)])  # (U*T, K) raw feature indices
+        self._token_z = self._feature_of_z[token]
+        self._token_mean = self.mean[token]
+        self._token_inv_std = (1.0 / self.std[token]).astype(np.float32)
+        rows, cols = np.triu_indices(t, 1)
+        pairs = [(v * t + i, v * t + j) for v in range(u) for i, j in zip(rows, cols, strict=True)]
+        # The adjacency read normalized, as the network reads it (mean 0, std 1 where the statistics keep
+        # it raw: `raw_columns`).
+        adjacency = np.arange(*layout["adjacency"])
+        self._adj_z = self._feature_of_z[adjacency]
+        self._adj_mean = self.mean[adjacency]
+        self._adj_inv_std = (1.0 / self.std[adjacency]).astype(np.float32)
+        self._adj_pos = np.array([a * slots + b for a, b in pairs])  # in the flat (U*T, U*T) matrix
+        f32 = np.float32
+        self._embed = arrays["embed_kernel"].astype(f32)
+        place = arrays["slot_embedding"][None, :] + arrays["user_embedding"][:, None]  # (U, T, width)
+        self._embed_bias = (arrays["embed_bias"][None] + place.reshape(slots, -1)).astype(f32)
+        self._given = arrays["given_kernel"].astype(f32) if trained > 1 else None
+        width = self._embed.shape[1]
+        self._rounds = [(arrays[f"round_kernel_{i}"].astype(f32).reshape(4, width, width),
+                         arrays[f"round_bias_{i}"].astype(f32)) for i in range(int(meta["rounds"]))]
+        self._readout = arrays["readout_kernel"].astype(f32), arrays["readout_bias"].astype(f32)
+        self._act = _activation(meta["activation"], None)
+        self._every = np.full((slots, slots), 1.0 / slots, f32)
+        self.partial_kernel = self._given  # decides in steps when trained to
+        self._one = None
+
+    def _slots_context(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """z (..., F + 1) -> (the slots' embeddings before the partial placement (..., U*T, width), the
+        stacked aggregation matrices [identity, mean over predecessors, mean over successors, mean over
+        every slot] (..., 4, U*T, U*T))."""
+        lead, slots = z.shape[:-1], self.users * self.tasks
+        tokens = (np.take(z, self._token_z, axis=-1) - self._token_mean) * self._token_inv_std
+        pre = np.matmul(tokens, self._embed) + self._embed_bias
+        adj = np.zeros((*lead, slots * slots), np.float32)
+        adj[..., self._adj_pos] = (np.take(z, self._adj_z, axis=-1) - self._adj_mean) * self._adj_inv_std
+        adj = adj.reshape(*lead, slots, slots)  # adj[., a, b]: a -> b
+        pred = np.swapaxes(adj, -1, -2) / np.maximum(adj.sum(-2), 1.0)[..., :, None]
+        succ = adj / np.maximum(adj.sum(-1), 1.0)[..., :, None]
+        eye = np.broadcast_to(np.eye(slots, dtype=np.float32), pred.shape)
+        every = np.broadcast_to(self._every, pred.shape)
+        return pre, np.stack([eye, pred, succ, every], axis=-3)
+
+    def _slots_logits(self, context: tuple[np.ndarray, np.ndarray], given: np.ndarray | None) -> np.ndarray:
+        """`_slots_context`'s output [and the partial placement (..., U*T, 3)] -> logits (..., U*T, 3):
+        each round's [h, P h, S h, mean h] @ W as sum_k (M_k h) @ W_k."""
+        pre, mix = context
+        h = self._act(pre + np.matmul(given, self._given) if given is not None else pre.copy())
+        for kernel, bias in self._rounds:  # kernel (4, width, width): sum_k (M_k h) W_k
+            update = np.matmul(np.matmul(mix, h[..., None, :, :]), kernel).sum(axis=-3)
+            update += bias
+            h = h + self._act(update)
+        kernel, bias = self._readout
+        return np.matmul(h, kernel) + bias
+
+    def _set_decode_steps(self, trained: int, decode_steps: int | None) -> None:
+        self.decode_steps = trained if decode_steps is None else int(decode_steps)
+        if self.decode_steps < 1 or (self.decode_steps > 1 and trained == 1):
+            raise ValueError(f"decode_steps must be >= 1, and 1 for a student exported with decode_steps 1, "
+                             f"got {decode_steps}")
 
     def _fold_biases(self) -> None:
         """Without LayerNorm, every bias rides on a constant unit, and the network runs in float32.
@@ -413,10 +488,25 @@ class StudentPolicy:
         steps; None: nothing given] -> (..., *decision, 3) logits (float32 without LayerNorm, else
         float64)."""
         z = self._z(packed)
-        first = np.matmul(z, self.kernels[0])  # bias included (z ends with 1)
+        given = None
         if partial is not None and self.partial_kernel is not None:
-            first = first + np.matmul(np.reshape(partial, z.shape[:-1] + (-1,)), self.partial_kernel)
-        return self._network(first).reshape(z.shape[:-1] + (*self.decision_shape, 3))
+            given = np.reshape(partial, (*z.shape[:-1], -1, 3)).astype(self.partial_kernel.dtype)
+        logits = self._logits_given(self._context(z), given)
+        return logits.reshape(z.shape[:-1] + (*self.decision_shape, 3))
+
+    def _context(self, z: np.ndarray):
+        """What the passes of a decision share: the first layer's pre-activation from the features
+        (an MLP), `_slots_context` (a SlotNetwork)."""
+        return self._slots_context(z) if self.arch == "slots" else np.matmul(z, self.kernels[0])
+
+    def _logits_given(self, context, given: np.ndarray | None) -> np.ndarray:
+        """(..., decisions * 3) or (..., decisions, 3) logits from `_context` and the partial placement
+        (..., decisions, 3) one-hot (None: nothing given)."""
+        if self.arch == "slots":
+            return self._slots_logits(context, given)
+        if given is None:  # _network modifies its input in place
+            return self._network(context.copy())
+        return self._network(context + np.matmul(given.reshape(*given.shape[:-2], -1), self.partial_kernel))
 
     def _network(self, first: np.ndarray) -> np.ndarray:
         """The network from its first layer's pre-activation on (a fresh array: modified in place)."""
@@ -455,15 +545,15 @@ class StudentPolicy:
         z = self._z(packed)
         lead = z.shape[:-1]
         d = int(np.prod(self.decision_shape))
-        base = np.matmul(z, self.kernels[0])
+        context = self._context(z)
         real = self._real(packed, (*lead, d))
         known = ~real
         sites = np.zeros((*lead, d), np.int64)
         take = -(-d // self.decode_steps)
         eye = np.eye(3, dtype=self.partial_kernel.dtype)
         for step in range(self.decode_steps):
-            given = (eye[sites] * (known & real)[..., None]).reshape(*lead, 3 * d)
-            logits = self._network(base + np.matmul(given, self.partial_kernel)).reshape(*lead, d, 3)
+            given = eye[sites] * (known & real)[..., None]
+            logits = self._logits_given(context, given).reshape(*lead, d, 3)
             pick = logits.argmax(axis=-1)
             if step == self.decode_steps - 1:
                 sites = np.where(known, sites, pick)

@@ -8,6 +8,8 @@ helpers that turn a model into a pure parameter dict and back.
 * `GraphMLP`: dag features -> logits (n, U, T, 3) by message passing along the task graph, then an
   MLP on the slots' embeddings and the flat features: the dag's default teacher (its parameters sit in
   the MLP, read once per state; a transformer spends its parameters once per slot, ~10x the work).
+* `SlotNetwork`: dag features -> logits (n, U, T, 3) by message passing and a per-slot readout, every
+  parameter shared by the slots: small and graph-aware, the dag's student.
 `build(model_cfg, system)` makes the one a `ModelConfig` names for a system (SystemConfig or DagConfig).
 """
 
@@ -212,13 +214,84 @@ class GraphMLP(nnx.Module):
         return self.head(context, partial).reshape(*lead, self.users, self.tasks, NUM_SITES)
 
 
+class SlotNetwork(nnx.Module):
+    """dag features (n, F) [, partial placement (n, U, T, 3) when cfg.decode_steps > 1] -> logits
+    (n, U, T, 3) by one small network that every sub-task slot shares.
+
+    Each slot's token (its features, its user's and the shared ones) is embedded at `graph_width`, plus
+    learned embeddings of its slot index (the dispatch priority) and its user, plus (decode_steps > 1)
+    an embedding of its site where it is given; `graph_layers` rounds each add to a slot
+    act(W [h, mean(h over its predecessors), mean(h over its successors), mean(h over every slot)]);
+    a linear readout gives each slot its three logits. Its parameters do not grow with the slots, so
+    it is small, and what it learns of a slot it applies to every slot: the dag student (a flat MLP on
+    the features spends its parameters per slot position). Padding slots are computed like others and
+    ignored. `encode` computes what does not read the partial placement (once for the passes of
+    `decoding.decide`), `decode` the rest.
+    """
+
+    def __init__(self, users: int, tasks: int, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        cfg.validate()
+        self.users, self.tasks = users, tasks
+        self.decode_steps = cfg.decode_steps
+        width = cfg.graph_width
+        token_in = len(DAG_SLOT_FEATURES) + len(DAG_USER_FEATURES) + len(DAG_SHARED_FEATURES)
+        self.activation = _ACTIVATIONS[cfg.activation]
+        self.embed = nnx.Linear(token_in, width, rngs=rngs)
+        scale = (1.0 / token_in) ** 0.5  # as a one-hot input's rows of the embedding would start
+        self.slot_embedding = nnx.Param(scale * jax.random.normal(rngs.params(), (tasks, width)))
+        self.user_embedding = nnx.Param(scale * jax.random.normal(rngs.params(), (users, width)))
+        self.given = (nnx.Linear(NUM_SITES, width, use_bias=False, rngs=rngs) if cfg.decode_steps > 1
+                      else None)
+        self.rounds = nnx.List([nnx.Linear(4 * width, width, rngs=rngs) for _ in range(cfg.graph_layers)])
+        self.readout = nnx.Linear(width, NUM_SITES, rngs=rngs)
+
+    def __call__(self, x: jax.Array, partial: jax.Array | None = None) -> jax.Array:
+        return self.decode(self.encode(x), partial, x.shape[:-1])
+
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Features (..., F) -> (the slots' embeddings before the partial placement (n, U*T, width), the
+        rounds' aggregations as matrices over the slots (n, 4, U*T, U*T): identity, mean over the
+        predecessors, mean over the successors (within each user's graph), mean over every slot)."""
+        x = x.reshape(-1, x.shape[-1])
+        n, u, t = x.shape[0], self.users, self.tasks
+        tokens, adj = _dag_tokens(x, u, t)
+        place = self.slot_embedding[...][None, :] + self.user_embedding[...][:, None]  # (U, T, width)
+        pre = self.embed(tokens) + place.reshape(u * t, -1)[None]
+        pred = jnp.swapaxes(adj, -1, -2)  # [., u, j, i]: i is a predecessor of j
+        pred = pred / jnp.maximum(pred.sum(-1, keepdims=True), 1.0)
+        succ = adj / jnp.maximum(adj.sum(-1, keepdims=True), 1.0)
+        eye_u = jnp.eye(u, dtype=x.dtype)
+
+        def over_slots(m):  # (n, U, T, T) per user -> (n, U*T, U*T) block-diagonal
+            return jnp.einsum("uv,nuij->nuivj", eye_u, m).reshape(n, u * t, u * t)
+
+        eye = jnp.broadcast_to(jnp.eye(u * t, dtype=x.dtype), (n, u * t, u * t))
+        every = jnp.full((n, u * t, u * t), 1.0 / (u * t), x.dtype)
+        return pre, jnp.stack([eye, over_slots(pred), over_slots(succ), every], axis=1)
+
+    def decode(self, context: tuple[jax.Array, jax.Array], partial: jax.Array | None,
+               lead: tuple[int, ...]) -> jax.Array:
+        """`encode`'s output [and the partial placement] -> logits (*lead, U, T, 3). A round's
+        W [h, P h, S h, mean h] + b is sum_k (M_k h) W_k + b: two contractions, no concatenation."""
+        pre, mix = context
+        n, u, t = pre.shape[0], self.users, self.tasks
+        if partial is not None and self.given is not None:
+            pre = pre + self.given(partial.reshape(n, u * t, NUM_SITES).astype(pre.dtype))
+        h = self.activation(pre)
+        for layer in self.rounds:
+            kernel = layer.kernel[...].reshape(4, h.shape[-1], -1)
+            mixed = jnp.einsum("nksj,njd->nksd", mix, h)
+            h = h + self.activation(jnp.einsum("nksd,kde->nse", mixed, kernel) + layer.bias[...])
+        return self.readout(h).reshape(*lead, u, t, NUM_SITES)
+
+
 def build(model_cfg: ModelConfig, system, *, rngs: nnx.Rngs) -> nnx.Module:
     """The network `model_cfg` names for the system `system` (SystemConfig or DagConfig)."""
     model_cfg.validate()
     if model_cfg.arch != "mlp":
         if not hasattr(system, "users"):
             raise ValueError(f"arch {model_cfg.arch!r} reads a task graph: it needs a dag system")
-        network = GraphTransformer if model_cfg.arch == "graph" else GraphMLP
+        network = {"graph": GraphTransformer, "gnn": GraphMLP, "slots": SlotNetwork}[model_cfg.arch]
         return network(system.users, system.tasks, model_cfg, rngs=rngs)
     return PlacementMLP(num_inputs(model_cfg.inputs, system), decision_shape(system), model_cfg, rngs=rngs)
 
@@ -247,7 +320,7 @@ def params_of(model: nnx.Module) -> dict:
 
 def input_count(model: nnx.Module) -> int:
     """How many features (the first ones of `features.raw_features`) the model reads."""
-    if isinstance(model, (GraphTransformer, GraphMLP)):
+    if isinstance(model, (GraphTransformer, GraphMLP, SlotNetwork)):
         return dag_feature_layout(model.users, model.tasks)["shared"][1]
     return (model.layers[0] if len(model.layers) else model.head).in_features - model.partial_width
 
@@ -266,7 +339,7 @@ def call(model: nnx.Module, x: jax.Array, partial: jax.Array | None = None) -> j
 def decoder(model: nnx.Module, x: jax.Array) -> Callable[[jax.Array | None], jax.Array]:
     """partial -> `call(model, x, partial)`, with what does not read the partial placement (a GraphMLP's
     message passing) computed once, for the passes of `decoding.decide`."""
-    if isinstance(model, GraphMLP):
+    if isinstance(model, (GraphMLP, SlotNetwork)):
         context = model.encode(x)
         return lambda partial: model.decode(context, partial, x.shape[:-1])
     return lambda partial: call(model, x, partial)

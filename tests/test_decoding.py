@@ -81,7 +81,7 @@ def test_later_passes_see_the_earlier_decisions():
         decoding.decide(logits_of, real, 0)
 
 
-@pytest.mark.parametrize("arch", ["gnn", "mlp"])
+@pytest.mark.parametrize("arch", ["gnn", "mlp", "slots"])
 def test_decoder_equals_calling_the_model(arch):
     """`models.decoder` (a GraphMLP's message passing once for all passes) gives the model's own logits
     for any partial placement, and a policy deciding in steps through it matches `decide` on `call`."""

@@ -146,6 +146,9 @@ def test_single_state_path_decides_as_the_batch_path():
 @pytest.mark.parametrize(("scenario_name", "model_cfg"), [  # the batch-1 fast path, and the general one
     ("dag", config.ModelConfig(hidden=(32, 32), activation="relu", norm="none", decode_steps=3)),
     ("chain", config.ModelConfig(hidden=(16,), activation="gelu", norm="layer", decode_steps=10)),
+    ("dag", config.ModelConfig(arch="slots", graph_width=16, graph_layers=2, activation="relu", norm="none",
+                               decode_steps=3)),
+    ("dag", config.ModelConfig(arch="slots", graph_width=8, graph_layers=1, activation="gelu", norm="none")),
 ])
 def test_numpy_student_decoding_in_steps_equals_jax(scenario_name, model_cfg):
     """A student that decodes in steps: the same logits for any partial placement, and the same

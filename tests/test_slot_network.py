@@ -1,0 +1,99 @@
+"""`models.SlotNetwork` against a slow reference written from its docstring, slot by slot."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from offload_jax import config, features, models, scenarios
+from offload_jax.export_runtime import (
+    DAG_SHARED_FEATURES,
+    DAG_SLOT_FEATURES,
+    DAG_USER_FEATURES,
+    dag_feature_layout,
+)
+
+
+def _reference(model, x: np.ndarray, partial: np.ndarray | None, users: int, tasks: int) -> np.ndarray:
+    """One state's logits (U, T, 3) in float64 loops: tokens read from the feature layout, each round's
+    W [h, mean over predecessors, mean over successors, mean over every slot] + b per slot."""
+    layout = dag_feature_layout(users, tasks)
+    ks, ku, kg = len(DAG_SLOT_FEATURES), len(DAG_USER_FEATURES), len(DAG_SHARED_FEATURES)
+    slot_feats = x[slice(*layout["slots"])].reshape(users, tasks, ks)
+    user_feats = x[slice(*layout["users"])].reshape(users, ku)
+    shared = x[slice(*layout["shared"])]
+    assert shared.size == kg
+    upper = x[slice(*layout["adjacency"])].reshape(users, -1)
+    edges = {}  # (u, i, j) -> weight as read (0/1 with raw statistics)
+    for u in range(users):
+        for e, (i, j) in enumerate(zip(*np.triu_indices(tasks, 1), strict=True)):
+            edges[u, i, j] = upper[u, e]
+    embed_k = np.asarray(model.embed.kernel[...], np.float64)
+    embed_b = np.asarray(model.embed.bias[...], np.float64)
+    slot_e = np.asarray(model.slot_embedding[...], np.float64)
+    user_e = np.asarray(model.user_embedding[...], np.float64)
+    act = {"relu": lambda v: np.maximum(v, 0.0), "gelu": lambda v: np.asarray(jax.nn.gelu(v))}[ACT]
+    def mean(pairs, width):  # weighted by the edges as read
+        if not pairs:
+            return np.zeros(width)
+        return sum(w * v for w, v in pairs) / max(sum(w for w, _ in pairs), 1.0)
+
+    h = {}
+    for u in range(users):
+        for t in range(tasks):
+            token = np.concatenate([slot_feats[u, t], user_feats[u], shared])
+            pre = token @ embed_k + embed_b + slot_e[t] + user_e[u]
+            if partial is not None and model.given is not None:
+                pre = pre + partial[u, t] @ np.asarray(model.given.kernel[...], np.float64)
+            h[u, t] = act(pre)
+    for layer in model.rounds:
+        kernel, bias = np.asarray(layer.kernel[...], np.float64), np.asarray(layer.bias[...], np.float64)
+        every = np.mean([h[k] for k in h], axis=0)
+        new = {}
+        for u in range(users):
+            for t in range(tasks):
+                preds = [(edges[u, i, t], h[u, i]) for i in range(t)]
+                succs = [(edges[u, t, j], h[u, j]) for j in range(t + 1, tasks)]
+                width = h[u, t].size
+                m = np.concatenate([h[u, t], mean(preds, width), mean(succs, width), every])
+                new[u, t] = h[u, t] + act(m @ kernel + bias)
+        h = new
+    ro_k = np.asarray(model.readout.kernel[...], np.float64)
+    ro_b = np.asarray(model.readout.bias[...], np.float64)
+    return np.array([[h[u, t] @ ro_k + ro_b for t in range(tasks)] for u in range(users)])
+
+
+ACT = "relu"
+
+
+@pytest.mark.parametrize(("users", "tasks", "steps"), [(1, 6, 5), (2, 4, 3), (3, 3, 1)])
+def test_slot_network_equals_the_slot_by_slot_reference(users, tasks, steps):
+    scenario = scenarios.make("dag", {"tasks": tasks, "users": users})
+    cfg = config.ModelConfig(arch="slots", graph_width=8, graph_layers=2, activation=ACT, norm="none",
+                             decode_steps=steps)
+    model = models.build(cfg, scenario.cfg, rngs=nnx.Rngs(3))
+    states = scenario.sample(jax.random.key(2), scenario.params, jnp.arange(64, dtype=jnp.uint32))
+    raw = features.raw_features(states)
+    stats = features.compute_stats(raw, features.raw_columns(scenario.cfg))
+    x = np.asarray(features.features(states, stats))
+    rng = np.random.default_rng(1)
+    partial = (np.eye(3)[rng.integers(0, 3, (64, users, tasks))] * (rng.random((64, users, tasks, 1)) < 0.5)
+               if steps > 1 else None)
+    got = np.asarray(models.call(model, jnp.asarray(x), None if partial is None else jnp.asarray(partial)))
+    for i in range(0, 64, 9):
+        given = None if partial is None else partial[i]
+        want = _reference(model, x[i].astype(np.float64), given, users, tasks)
+        np.testing.assert_allclose(got[i], want, rtol=2e-4, atol=2e-4)
+    assert got.shape == (64, users, tasks, 3)
+
+
+def test_slot_network_parameters_are_shared_by_the_slots():
+    """Its size grows with T only by the slot embedding's rows."""
+    def size(tasks):
+        cfg = config.ModelConfig(arch="slots", graph_width=8, graph_layers=2, decode_steps=3)
+        system = scenarios.make("dag", {"tasks": tasks}).cfg
+        return models.count_params(models.build(cfg, system, rngs=nnx.Rngs(0)))
+    assert size(12) - size(6) == 6 * 8
+    with pytest.raises(config.ConfigError, match="graph_layers"):
+        config.ModelConfig(arch="slots", graph_layers=0).validate()
