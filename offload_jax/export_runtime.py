@@ -378,6 +378,7 @@ class StudentPolicy:
         adj = adj.reshape(*lead, slots, slots)  # adj[., a, b]: a -> b
         pred = np.swapaxes(adj, -1, -2) / np.maximum(adj.sum(-2), 1.0)[..., :, None]
         succ = adj / np.maximum(adj.sum(-1), 1.0)[..., :, None]
+        # a round's W [h, P h, S h, mean h] as sum_k (M_k h) W_k (`_slots_logits`)
         eye = np.broadcast_to(np.eye(slots, dtype=np.float32), pred.shape)
         every = np.broadcast_to(self._every, pred.shape)
         return pre, np.stack([eye, pred, succ, every], axis=-3)
@@ -600,28 +601,66 @@ class StudentPolicy:
         return out3.argmax(1).astype(np.int8)
 
     def _steps_one(self, packed: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """`_decide_in_steps` for one state of a ReLU student without LayerNorm, from its features z,
-        with few array operations a pass (each costs ~1 us at this size): the first layer's input from
-        the decisions taken is a running sum of their rows of the partial kernel; a decision's
-        confidence max softmax = 1 / sum(exp(logits - max)), so the most confident have the smallest
-        sums (closed decisions get +inf); the `take` smallest by a stable sort (equal: lower index)."""
+        """`_decide_in_steps` for one state of a ReLU MLP without LayerNorm, from its features z: the
+        first layer's input from the decisions taken is a running sum of their rows of the partial
+        kernel (`_passes_one`)."""
         hidden, out, out3 = self._one[6:]
         matmul, maximum = np.matmul, np.maximum
-        first = matmul(z, self.kernels[0])
-        d = out3.shape[0]
+        rows = self._partial_rows
+
+        def logits_of(first):
+            h = maximum(first, 0.0, out=hidden[0])
+            for kernel, buf in zip(self.kernels[1:], hidden[1:]):  # noqa: B905
+                h = maximum(matmul(h, kernel, out=buf), 0.0, out=buf)
+            matmul(h, self.head_kernel, out=out)
+            return out3
+
+        def commit(first, j, site):
+            first += rows[j, site]
+
+        return self._passes_one(packed, matmul(z, self.kernels[0]), logits_of, commit)
+
+    def _slots_one(self, packed: np.ndarray) -> np.ndarray:
+        """`_decide_in_steps` for one state of a SlotNetwork: its context once (`_slots_context`), then
+        per pass the rounds on the embeddings, where a decision taken adds its site's row of the given
+        kernel to its slot's embedding (`_passes_one`)."""
+        pre, mix = self._slots_context(self._z(packed))
+        slots = pre.shape[0]
+        mix = mix.reshape(4 * slots, slots)  # the four aggregations stacked: mix @ h is (4 U*T, width)
+        matmul, maximum, given = np.matmul, np.maximum, self._given
+        (kernel_out, bias_out), rounds = self._readout, self._rounds
+
+        def logits_of(pre):
+            h = maximum(pre, 0.0) if self.meta["activation"] == "relu" else self._act(pre.copy())
+            for kernel, bias in rounds:
+                update = matmul(matmul(mix, h).reshape(4, slots, -1), kernel).sum(axis=0)
+                update += bias
+                h += self._act(update)
+            out = matmul(h, kernel_out)
+            out += bias_out
+            return out
+
+        def commit(pre, j, site):
+            pre[j] += given[site]
+
+        return self._passes_one(packed, pre, logits_of, commit)
+
+    def _passes_one(self, packed: np.ndarray, first: np.ndarray, logits_of, commit) -> np.ndarray:
+        """The passes of `_decide_in_steps` for one state, with few array operations a pass (each costs
+        ~1 us at this size): `logits_of(first)` -> (decisions, 3) logits; `commit(first, j, site)` adds
+        decision j's site to `first`. A decision's confidence max softmax = 1 / sum(exp(logits - max)),
+        so the most confident have the smallest sums (closed decisions get +inf); the `take` smallest
+        by a stable sort (equal: lower index)."""
+        d = int(np.prod(self.decision_shape))
         real = (packed[self.slices["cycles"]].reshape(-1) > 0 if self.scenario == "dag"
                 else np.ones(d, bool))
         open_ = np.flatnonzero(real).tolist()
         closed = np.where(real, np.float32(0.0), np.float32(np.inf))
         sites = np.zeros(d, np.int8)
         take = -(-d // self.decode_steps)
-        rows = self._partial_rows
         last = self.decode_steps - 1
         for step in range(self.decode_steps):
-            h = maximum(first, 0.0, out=hidden[0])
-            for kernel, buf in zip(self.kernels[1:], hidden[1:]):  # noqa: B905
-                h = maximum(matmul(h, kernel, out=buf), 0.0, out=buf)
-            matmul(h, self.head_kernel, out=out)
+            out3 = logits_of(first)
             pick = out3.argmax(1)
             if step == last or len(open_) <= take:
                 sites[open_] = pick[open_]
@@ -633,7 +672,7 @@ class StudentPolicy:
                 sites[j] = site
                 closed[j] = np.inf
                 open_.remove(j)
-                first += rows[j, site]
+                commit(first, j, site)
         return sites.reshape(self.decision_shape)
 
     def __call__(self, packed: np.ndarray) -> np.ndarray:
@@ -642,10 +681,11 @@ class StudentPolicy:
 
         Single-state calls reuse buffers: one StudentPolicy must not decide from several threads
         at once (give each thread its own)."""
-        if self._one is not None and getattr(packed, "ndim", None) == 1:
+        one_state = getattr(packed, "ndim", None) == 1
+        if one_state and (self._one is not None or (self.arch == "slots" and self.decode_steps > 1)):
             if packed.shape[0] != self.packed_size:
                 self._refuse(packed)
-            return self._decide_one(packed)
+            return self._decide_one(packed) if self._one is not None else self._slots_one(packed)
         if self.decode_steps > 1:
             return self._decide_in_steps(packed)
         x = self.logits(packed).argmax(axis=-1).astype(np.int8)

@@ -250,7 +250,7 @@ class SlotNetwork(nnx.Module):
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Features (..., F) -> (the slots' embeddings before the partial placement (n, U*T, width), the
-        rounds' aggregations as matrices over the slots (n, 4, U*T, U*T): identity, mean over the
+        rounds' aggregations as matrices over the slots, stacked (n, 3 U*T, U*T): mean over the
         predecessors, mean over the successors (within each user's graph), mean over every slot)."""
         x = x.reshape(-1, x.shape[-1])
         n, u, t = x.shape[0], self.users, self.tasks
@@ -265,23 +265,25 @@ class SlotNetwork(nnx.Module):
         def over_slots(m):  # (n, U, T, T) per user -> (n, U*T, U*T) block-diagonal
             return jnp.einsum("uv,nuij->nuivj", eye_u, m).reshape(n, u * t, u * t)
 
-        eye = jnp.broadcast_to(jnp.eye(u * t, dtype=x.dtype), (n, u * t, u * t))
         every = jnp.full((n, u * t, u * t), 1.0 / (u * t), x.dtype)
-        return pre, jnp.stack([eye, over_slots(pred), over_slots(succ), every], axis=1)
+        return pre, jnp.concatenate([over_slots(pred), over_slots(succ), every], axis=1)
 
     def decode(self, context: tuple[jax.Array, jax.Array], partial: jax.Array | None,
                lead: tuple[int, ...]) -> jax.Array:
-        """`encode`'s output [and the partial placement] -> logits (*lead, U, T, 3). A round's
-        W [h, P h, S h, mean h] + b is sum_k (M_k h) W_k + b: two contractions, no concatenation."""
+        """`encode`'s output [and the partial placement] -> logits (*lead, U, T, 3). A round's three
+        aggregations are one product with the stacked matrices (at batch 1 each product is a kernel
+        call, and the calls are the time)."""
         pre, mix = context
         n, u, t = pre.shape[0], self.users, self.tasks
-        if partial is not None and self.given is not None:
-            pre = pre + self.given(partial.reshape(n, u * t, NUM_SITES).astype(pre.dtype))
+        slots = u * t
+        if partial is not None and self.given is not None:  # sum over the 3 sites as a broadcast, not a
+            given = partial.reshape(n, slots, NUM_SITES, 1).astype(pre.dtype)  # dot: it fuses with the act.
+            pre = pre + (given * self.given.kernel[...][None, None]).sum(axis=-2)
         h = self.activation(pre)
         for layer in self.rounds:
-            kernel = layer.kernel[...].reshape(4, h.shape[-1], -1)
-            mixed = jnp.einsum("nksj,njd->nksd", mix, h)
-            h = h + self.activation(jnp.einsum("nksd,kde->nse", mixed, kernel) + layer.bias[...])
+            agg = mix @ h  # (n, 3 U*T, width): predecessors', successors' and every slot's means
+            m = jnp.concatenate([h, agg[:, :slots], agg[:, slots:2 * slots], agg[:, 2 * slots:]], axis=-1)
+            h = h + self.activation(layer(m))
         return self.readout(h).reshape(*lead, u, t, NUM_SITES)
 
 

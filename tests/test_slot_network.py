@@ -97,3 +97,27 @@ def test_slot_network_parameters_are_shared_by_the_slots():
     assert size(12) - size(6) == 6 * 8
     with pytest.raises(config.ConfigError, match="graph_layers"):
         config.ModelConfig(arch="slots", graph_layers=0).validate()
+
+
+def test_cli_trains_the_default_dag_student_with_overrides_and_exports_it(tmp_path):
+    """`offload-jax train --model student` on dag data builds the scenario's default student (a slots
+    network deciding in 3 passes) with --graph-width / --graph-layers applied; its numpy export decides
+    as the JAX policy does."""
+    from offload_jax import cli, dataset, export, export_runtime, policies, runs
+
+    cfg = scenarios.make("dag", {"tasks": 4}).cfg
+    dataset.generate(tmp_path / "data", cfg, 300, seed=0, progress=False)
+    argv = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "s"), "--model", "student",
+            "--steps", "20", "--batch-size", "32", "--graph-width", "8", "--graph-layers", "1",
+            "--no-progress", "--eval-every", "0"]
+    assert cli.main(argv) == 0
+    run = runs.load_run(tmp_path / "s")
+    m = run.model_cfg
+    assert (m.arch, m.graph_width, m.graph_layers, m.decode_steps) == ("slots", 8, 1, 3)
+    assert isinstance(run.model, models.SlotNetwork) and len(run.model.rounds) == 1
+    ds = dataset.load(tmp_path / "data", max_states=100)
+    want = np.asarray(policies.model_policy(run.model, run.stats).fn(None, ds.states))
+    student = export_runtime.load(export.export_run(tmp_path / "s", tmp_path / "s.npz"))
+    packed = np.asarray(ds.scenario.pack(ds.states))
+    differ = np.any((student(packed) != want).reshape(len(want), -1), axis=1)
+    assert differ.sum() <= 1, differ.sum()
