@@ -162,6 +162,26 @@ def _dag_tokens(x: jax.Array, users: int, tasks: int) -> tuple[jax.Array, jax.Ar
     return tokens.reshape(n, users * tasks, -1), adj
 
 
+def _setup_slots(module: nnx.Module, users: int, tasks: int, cfg: ModelConfig, rngs: nnx.Rngs) -> int:
+    """What GraphMLP and SlotNetwork share: sizes, passes, activation and the slot tokens' embedding at
+    `graph_width` (returned)."""
+    cfg.validate()
+    module.users, module.tasks = users, tasks
+    module.decode_steps = cfg.decode_steps
+    module.activation = _ACTIVATIONS[cfg.activation]
+    token_in = len(DAG_SLOT_FEATURES) + len(DAG_USER_FEATURES) + len(DAG_SHARED_FEATURES)
+    module.embed = nnx.Linear(token_in, cfg.graph_width, rngs=rngs)
+    return cfg.graph_width
+
+
+def _neighbour_means(adj: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The task graph (n, U, T, T) -> the matrices of the mean over each slot's predecessors and over
+    its successors, within each user's graph (a slot without any: zeros)."""
+    pred = jnp.swapaxes(adj, -1, -2)  # [., u, j, i]: i is a predecessor of j
+    return (pred / jnp.maximum(pred.sum(-1, keepdims=True), 1.0),
+            adj / jnp.maximum(adj.sum(-1, keepdims=True), 1.0))
+
+
 class GraphMLP(nnx.Module):
     """dag features (n, F) -> logits (n, U, T, 3): message passing, then an MLP.
 
@@ -173,13 +193,7 @@ class GraphMLP(nnx.Module):
     """
 
     def __init__(self, users: int, tasks: int, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        cfg.validate()
-        self.users, self.tasks = users, tasks
-        self.decode_steps = cfg.decode_steps
-        width = cfg.graph_width
-        token_in = len(DAG_SLOT_FEATURES) + len(DAG_USER_FEATURES) + len(DAG_SHARED_FEATURES)
-        self.activation = _ACTIVATIONS[cfg.activation]
-        self.embed = nnx.Linear(token_in, width, rngs=rngs)
+        width = _setup_slots(self, users, tasks, cfg, rngs)
         self.rounds = nnx.List([nnx.Linear(3 * width, width, rngs=rngs) for _ in range(cfg.graph_layers)])
         self.round_norms = nnx.List([nnx.LayerNorm(width, rngs=rngs) for _ in range(cfg.graph_layers)])
         flat_in = users * tasks * width + dag_feature_layout(users, tasks)["shared"][1]
@@ -195,10 +209,7 @@ class GraphMLP(nnx.Module):
         tokens, adj = _dag_tokens(x, self.users, self.tasks)
         n, u, t = x.shape[0], self.users, self.tasks
         h = self.embed(tokens)  # (n, U*T, d)
-        # mean over predecessors / successors, within each user's graph
-        pred = jnp.swapaxes(adj, -1, -2)  # [., u, j, i]: i is a predecessor of j
-        pred = pred / jnp.maximum(pred.sum(-1, keepdims=True), 1.0)
-        succ = adj / jnp.maximum(adj.sum(-1, keepdims=True), 1.0)
+        pred, succ = _neighbour_means(adj)
         for layer, norm in zip(self.rounds, self.round_norms, strict=True):
             hu = h.reshape(n, u, t, -1)
             from_pred = jnp.einsum("nuji,nuid->nujd", pred, hu).reshape(n, u * t, -1)
@@ -230,14 +241,8 @@ class SlotNetwork(nnx.Module):
     """
 
     def __init__(self, users: int, tasks: int, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        cfg.validate()
-        self.users, self.tasks = users, tasks
-        self.decode_steps = cfg.decode_steps
-        width = cfg.graph_width
-        token_in = len(DAG_SLOT_FEATURES) + len(DAG_USER_FEATURES) + len(DAG_SHARED_FEATURES)
-        self.activation = _ACTIVATIONS[cfg.activation]
-        self.embed = nnx.Linear(token_in, width, rngs=rngs)
-        scale = (1.0 / token_in) ** 0.5  # as a one-hot input's rows of the embedding would start
+        width = _setup_slots(self, users, tasks, cfg, rngs)
+        scale = (1.0 / self.embed.in_features) ** 0.5  # as a one-hot input's rows of the embedding start
         self.slot_embedding = nnx.Param(scale * jax.random.normal(rngs.params(), (tasks, width)))
         self.user_embedding = nnx.Param(scale * jax.random.normal(rngs.params(), (users, width)))
         self.given = (nnx.Linear(NUM_SITES, width, use_bias=False, rngs=rngs) if cfg.decode_steps > 1
@@ -257,9 +262,7 @@ class SlotNetwork(nnx.Module):
         tokens, adj = _dag_tokens(x, u, t)
         place = self.slot_embedding[...][None, :] + self.user_embedding[...][:, None]  # (U, T, width)
         pre = self.embed(tokens) + place.reshape(u * t, -1)[None]
-        pred = jnp.swapaxes(adj, -1, -2)  # [., u, j, i]: i is a predecessor of j
-        pred = pred / jnp.maximum(pred.sum(-1, keepdims=True), 1.0)
-        succ = adj / jnp.maximum(adj.sum(-1, keepdims=True), 1.0)
+        pred, succ = _neighbour_means(adj)
         eye_u = jnp.eye(u, dtype=x.dtype)
 
         def over_slots(m):  # (n, U, T, T) per user -> (n, U*T, U*T) block-diagonal
