@@ -192,7 +192,7 @@ class ModelConfig:
     hidden[0] (all equal) with `heads` attention heads; arch "gnn": `graph_layers` rounds of message
     passing at width `graph_width`, then MLP layers of the widths `hidden`; arch "slots": one network
     shared by the sub-task slots, `graph_layers` rounds of message passing at width `graph_width` and a
-    per-slot readout (`hidden`, `norm` unused).
+    per-slot readout (`hidden` unused, `norm` "none").
     `decode_steps` > 1 (mlp, gnn and slots): the network also reads a partial placement (one-hot site of each
     decision already taken, zeros for the others) and decides in that many passes, each taking the
     most confident of the open decisions (`decoding.decide`); trained on labels with random subsets
@@ -230,6 +230,9 @@ class ModelConfig:
             if len(set(self.hidden)) != 1 or self.hidden[0] % self.heads:
                 raise ConfigError(f"hidden of a graph model must be equal widths divisible by heads="
                                   f"{self.heads}, got {self.hidden!r}")
+        if self.arch == "slots" and self.norm != "none":
+            raise ConfigError(f"norm must be 'none' for arch 'slots' (it has no normalization layers), "
+                              f"got {self.norm!r}")
         if self.arch != "mlp" and self.inputs != "all":
             raise ConfigError(f"a {self.arch} model reads all features (inputs 'all')")
         if self.arch == "graph" and self.decode_steps != 1:

@@ -91,12 +91,14 @@ def test_slot_network_equals_the_slot_by_slot_reference(users, tasks, steps):
 def test_slot_network_parameters_are_shared_by_the_slots():
     """Its size grows with T only by the slot embedding's rows."""
     def size(tasks):
-        cfg = config.ModelConfig(arch="slots", graph_width=8, graph_layers=2, decode_steps=3)
+        cfg = config.ModelConfig(arch="slots", norm="none", graph_width=8, graph_layers=2, decode_steps=3)
         system = scenarios.make("dag", {"tasks": tasks}).cfg
         return models.count_params(models.build(cfg, system, rngs=nnx.Rngs(0)))
     assert size(12) - size(6) == 6 * 8
     with pytest.raises(config.ConfigError, match="graph_layers"):
-        config.ModelConfig(arch="slots", graph_layers=0).validate()
+        config.ModelConfig(arch="slots", norm="none", graph_layers=0).validate()
+    with pytest.raises(config.ConfigError, match="norm must be 'none' for arch 'slots'"):
+        config.ModelConfig(arch="slots", norm="layer").validate()
 
 
 def test_cli_trains_the_default_dag_student_with_overrides_and_exports_it(tmp_path):
