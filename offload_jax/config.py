@@ -164,8 +164,9 @@ NORMS = ("none", "layer")
 # (no stage-cost features: one cheap XLA kernel at batch 1 instead of three, the network learns the costs).
 INPUTS = ("all", "fields")
 # Network families (models.py): "mlp" on the flat features; for dag only, "graph", a transformer over
-# the sub-task slots with adjacency-aware attention, and "gnn", message passing along the task graph
-# followed by an MLP on the slots' embeddings and the flat features.
+# the sub-task slots with adjacency-aware attention, "gnn", message passing along the task graph
+# followed by an MLP on the slots' embeddings and the flat features, and "slots", message passing and
+# a per-slot readout with every weight shared by the slots.
 ARCHS = ("mlp", "graph", "gnn", "slots")
 # What a run's CE term (and a conditional network's given decisions) imitate on each training state:
 # "labels", the dataset's exact labels; for a distilled run also "teacher", the teacher's own
