@@ -362,6 +362,7 @@ class StudentPolicy:
                          arrays[f"round_bias_{i}"].astype(f32)) for i in range(int(meta["rounds"]))]
         self._readout = arrays["readout_kernel"].astype(f32), arrays["readout_bias"].astype(f32)
         self._act = _activation(meta["activation"], None)
+        self._eye = np.eye(slots, dtype=f32)
         self._every = np.full((slots, slots), 1.0 / slots, f32)
         self.partial_kernel = self._given  # decides in steps when trained to
         self._one = None
@@ -379,7 +380,7 @@ class StudentPolicy:
         pred = np.swapaxes(adj, -1, -2) / np.maximum(adj.sum(-2), 1.0)[..., :, None]
         succ = adj / np.maximum(adj.sum(-1), 1.0)[..., :, None]
         # a round's W [h, P h, S h, mean h] as sum_k (M_k h) W_k (`_slots_logits`)
-        eye = np.broadcast_to(np.eye(slots, dtype=np.float32), pred.shape)
+        eye = np.broadcast_to(self._eye, pred.shape)
         every = np.broadcast_to(self._every, pred.shape)
         return pre, np.stack([eye, pred, succ, every], axis=-3)
 
@@ -625,25 +626,12 @@ class StudentPolicy:
         per pass the rounds on the embeddings, where a decision taken adds its site's row of the given
         kernel to its slot's embedding (`_passes_one`)."""
         pre, mix = self._slots_context(self._z(packed))
-        slots = pre.shape[0]
-        mix = mix.reshape(4 * slots, slots)  # the four aggregations stacked: mix @ h is (4 U*T, width)
-        matmul, maximum, given = np.matmul, np.maximum, self._given
-        (kernel_out, bias_out), rounds = self._readout, self._rounds
-
-        def logits_of(pre):
-            h = maximum(pre, 0.0) if self.meta["activation"] == "relu" else self._act(pre.copy())
-            for kernel, bias in rounds:
-                update = matmul(matmul(mix, h).reshape(4, slots, -1), kernel).sum(axis=0)
-                update += bias
-                h += self._act(update)
-            out = matmul(h, kernel_out)
-            out += bias_out
-            return out
+        given = self._given
 
         def commit(pre, j, site):
             pre[j] += given[site]
 
-        return self._passes_one(packed, pre, logits_of, commit)
+        return self._passes_one(packed, pre, lambda pre: self._slots_logits((pre, mix), None), commit)
 
     def _passes_one(self, packed: np.ndarray, first: np.ndarray, logits_of, commit) -> np.ndarray:
         """The passes of `_decide_in_steps` for one state, with few array operations a pass (each costs
