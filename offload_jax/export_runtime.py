@@ -190,6 +190,19 @@ def dag_feature_layout(users: int, tasks: int) -> dict[str, tuple[int, int]]:
     return out
 
 
+def dag_token_indices(users: int, tasks: int) -> np.ndarray:
+    """(U*T, K) int: where each slot's token lies in the dag feature vector (`dag_feature_layout`): its
+    slot features, its user's, then the shared ones (K = DAG_SLOT + DAG_USER + DAG_SHARED features);
+    slots user-major. The networks' tokens (`models._dag_tokens`) and the numpy runtime read these."""
+    layout = dag_feature_layout(users, tasks)
+    k_slot, k_user = len(DAG_SLOT_FEATURES), len(DAG_USER_FEATURES)
+    s0, u0, g0 = layout["slots"][0], layout["users"][0], layout["shared"][0]
+    return np.array([[s0 + (v * tasks + i) * k_slot + k for k in range(k_slot)]
+                     + [u0 + v * k_user + k for k in range(k_user)]
+                     + list(range(g0, g0 + len(DAG_SHARED_FEATURES)))
+                     for v in range(users) for i in range(tasks)])
+
+
 def dag_feature_recipe(users: int, tasks: int, subcarriers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The dag features as a recipe over the packed vector, like `feature_recipe` (the same pool: the
     packed vector, then 0, 1, COST_EPS): feature j = [log] sum_r pool[num[r, j]] / pool[den[r, j]].
@@ -334,12 +347,7 @@ class StudentPolicy:
         trained = int(meta["decode_steps"])
         self._set_decode_steps(trained, decode_steps)
         layout = dag_feature_layout(u, t)
-        k_slot, k_user = len(DAG_SLOT_FEATURES), len(DAG_USER_FEATURES)
-        s0, u0, g0 = layout["slots"][0], layout["users"][0], layout["shared"][0]
-        token = np.array([[s0 + (v * t + i) * k_slot + k for k in range(k_slot)]
-                          + [u0 + v * k_user + k for k in range(k_user)]
-                          + list(range(g0, g0 + len(DAG_SHARED_FEATURES)))
-                          for v in range(u) for i in range(t)])  # (U*T, K) raw feature indices
+        token = dag_token_indices(u, t)  # (U*T, K) raw feature indices
         self._token_z = self._feature_of_z[token]
         self._token_mean = self.mean[token]
         self._token_inv_std = (1.0 / self.std[token]).astype(np.float32)

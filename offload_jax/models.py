@@ -28,6 +28,7 @@ from offload_jax.export_runtime import (
     DAG_SLOT_FEATURES,
     DAG_USER_FEATURES,
     dag_feature_layout,
+    dag_token_indices,
 )
 from offload_jax.features import num_inputs
 from offload_jax.scenarios.base import NUM_SITES
@@ -151,15 +152,11 @@ def _dag_tokens(x: jax.Array, users: int, tasks: int) -> tuple[jax.Array, jax.Ar
     graph (n, U, T, T) 0/1 (adj[., u, i, j]: i -> j; read unnormalized: `features.raw_columns`)."""
     layout = dag_feature_layout(users, tasks)
     n = x.shape[0]
-    slots = x[:, slice(*layout["slots"])].reshape(n, users, tasks, len(DAG_SLOT_FEATURES))
-    per_user = x[:, slice(*layout["users"])].reshape(n, users, 1, len(DAG_USER_FEATURES))
-    shared = x[:, slice(*layout["shared"])].reshape(n, 1, 1, len(DAG_SHARED_FEATURES))
-    tokens = jnp.concatenate([slots, jnp.broadcast_to(per_user, (n, users, tasks, per_user.shape[-1])),
-                              jnp.broadcast_to(shared, (n, users, tasks, shared.shape[-1]))], axis=-1)
+    tokens = x[:, dag_token_indices(users, tasks)]  # (n, U*T, K)
     rows, cols = np.triu_indices(tasks, 1)
     upper = x[:, slice(*layout["adjacency"])].reshape(n, users, -1)
     adj = jnp.zeros((n, users, tasks, tasks), x.dtype).at[:, :, rows, cols].set(upper)
-    return tokens.reshape(n, users * tasks, -1), adj
+    return tokens, adj
 
 
 def _setup_slots(module: nnx.Module, users: int, tasks: int, cfg: ModelConfig, rngs: nnx.Rngs) -> int:
