@@ -62,6 +62,9 @@ def _activation(name: str, bound: float | None):
     return lambda x: np.interp(x, grid, values, 0.0, None)
 
 
+# A decision's confidence rank offset by whether it is real (`_passes_one`): padding is closed.
+_CLOSED = np.array([np.inf, 0.0], np.float32)
+
 # The scalars whose logs are features, in feature order (features.raw_features).
 _SPEED_AND_RATE_FIELDS = ("f_local", "f_edge", "f_cloud", "rate_up", "rate_down", "backhaul_rate")
 # K[a, b] of SPEC "Moving data" as the inverse rates it adds up (local<->cloud: wireless hop + backhaul).
@@ -290,6 +293,7 @@ class StudentPolicy:
         self.users = int(meta.get("users", 1))
         self.subcarriers = int(meta["subcarriers"])
         self.decision_shape = (self.users, self.tasks) if self.scenario == "dag" else (self.tasks,)
+        self._decisions = int(np.prod(self.decision_shape))
         self.layer_norm = meta["norm"] == "layer"
         self.layer_norm_eps = float(meta.get("layer_norm_eps", 1e-6))
         self.slices = (dag_packed_slices(self.users, self.tasks, self.subcarriers) if self.scenario == "dag"
@@ -340,8 +344,15 @@ class StudentPolicy:
         self._one = self._single_state_buffers() if fast_one else None
 
     def _init_slots(self, arrays: dict[str, np.ndarray], decode_steps: int | None) -> None:
-        """A `models.SlotNetwork` (dag): its arrays in float32 and the index arrays that read its slot
-        tokens (normalized) and the task graph out of z."""
+        """A `models.SlotNetwork` (dag): its arrays in float32, the index arrays that read its slot
+        tokens (normalized) and the task graph out of z, and the buffers of the single-state path.
+
+        A round's W [h, P h, S h, mean h] + b (P, S: means over the predecessors, the successors) is
+        computed as M [h W'; b]: W' = [W_0 | W_1 | W_2 | W_3] (width, 4 width), h W' viewed as
+        (4 U*T, width) (row 4 j + k: h_j W_k) with b as one more row, and M (U*T, 4 U*T + 1) with
+        M[i, 4 j + k] = M_k[i, j] for M_k = [identity, P, S, every slot's mean] and a last column of
+        ones: two products a round. M's constant entries are set here, P's and S's written at theirs
+        (`_slots_context`)."""
         meta, u, t = self.meta, self.users, self.tasks
         slots = u * t
         trained = int(meta["decode_steps"])
@@ -352,57 +363,102 @@ class StudentPolicy:
         self._token_mean = self.mean[token]
         self._token_inv_std = (1.0 / self.std[token]).astype(np.float32)
         rows, cols = np.triu_indices(t, 1)
-        pairs = [(v * t + i, v * t + j) for v in range(u) for i, j in zip(rows, cols, strict=True)]
+        a = np.concatenate([v * t + rows for v in range(u)])  # the pairs a -> b of the adjacency's features
+        b = np.concatenate([v * t + cols for v in range(u)])
         # The adjacency read normalized, as the network reads it (mean 0, std 1 where the statistics keep
-        # it raw: `raw_columns`).
-        adjacency = np.arange(*layout["adjacency"])
+        # it raw: `raw_columns`), each pair twice: once for P (row b), once for S (row a).
+        adjacency = np.tile(np.arange(*layout["adjacency"]), 2)
         self._adj_z = self._feature_of_z[adjacency]
         self._adj_mean = self.mean[adjacency]
         self._adj_inv_std = (1.0 / self.std[adjacency]).astype(np.float32)
-        self._adj_pos = np.array([a * slots + b for a, b in pairs])  # in the flat (U*T, U*T) matrix
+        pairs = len(a)
+        # [in-degrees | out-degrees] (2 U*T,) = values @ _degree; each entry's divisor is one of them.
+        self._degree = np.zeros((2 * pairs, 2 * slots), np.float32)
+        self._degree[np.arange(pairs), b] = 1.0
+        self._degree[np.arange(pairs), slots + a] = 1.0
+        self._divisor = np.concatenate([b, slots + a])
+        columns = 4 * slots + 1
+        self._mix_pos = np.concatenate([b * columns + 4 * a + 1, a * columns + 4 * b + 2])
         f32 = np.float32
+        mix = np.zeros((slots, columns), f32)
+        blocks = mix[:, :-1].reshape(slots, slots, 4)
+        blocks[..., 0] = np.eye(slots, dtype=f32)
+        blocks[..., 3] = 1.0 / slots
+        mix[:, -1] = 1.0
+        self._mix_base = mix
         self._embed = arrays["embed_kernel"].astype(f32)
         place = arrays["slot_embedding"][None, :] + arrays["user_embedding"][:, None]  # (U, T, width)
         self._embed_bias = (arrays["embed_bias"][None] + place.reshape(slots, -1)).astype(f32)
-        self._given = arrays["given_kernel"].astype(f32) if trained > 1 else None
         width = self._embed.shape[1]
-        self._rounds = [(arrays[f"round_kernel_{i}"].astype(f32).reshape(4, width, width),
-                         arrays[f"round_bias_{i}"].astype(f32)) for i in range(int(meta["rounds"]))]
+        self._given = arrays["given_kernel"].astype(f32) if trained > 1 else None
+        # A slot's first h is act(its embedding + its given site's row of the given kernel); the single-
+        # state path computes the four (sites 0-2, none) once a state, a pass takes one per slot.
+        self._given_rows = np.zeros((4, width), f32)
+        if self._given is not None:
+            self._given_rows[:3] = self._given
+        self._rounds = []
+        for i in range(int(meta["rounds"])):  # (4 width, width) -> W' (width, 4 width)
+            kernel = arrays[f"round_kernel_{i}"].astype(f32).reshape(4, width, width)
+            self._rounds.append((np.concatenate(list(kernel), axis=1), arrays[f"round_bias_{i}"].astype(f32)))
         self._readout = arrays["readout_kernel"].astype(f32), arrays["readout_bias"].astype(f32)
         self._act = _activation(meta["activation"], None)
-        self._eye = np.eye(slots, dtype=f32)
-        self._every = np.full((slots, slots), 1.0 / slots, f32)
         self.partial_kernel = self._given  # decides in steps when trained to
         self._one = None
+        # The single-state path's buffers: tokens, embeddings, M, the first h of each slot and site,
+        # h, each round's [h W'; b] and h W' (a view of it) and output, the logits.
+        rounds = []
+        for _, bias in self._rounds:
+            xb = np.empty((4 * slots + 1, width), f32)
+            xb[-1] = bias
+            rounds.append((xb, xb[:-1].reshape(slots, 4 * width), np.empty((slots, width), f32)))
+        self._slots_buffers = (np.empty(token.shape, f32), np.empty((slots, width), f32), mix.copy(),
+                               np.empty((slots, 4, width), f32), np.empty((slots, width), f32), rounds,
+                               np.empty((slots, 3), f32))
 
-    def _slots_context(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _slots_context(self, z: np.ndarray, buffers: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
         """z (..., F + 1) -> (the slots' embeddings before the partial placement (..., U*T, width), the
-        stacked aggregation matrices [identity, mean over predecessors, mean over successors, mean over
-        every slot] (..., 4, U*T, U*T))."""
+        rounds' matrix M (..., U*T, 4 U*T + 1) of `_init_slots`); into the single-state buffers if given."""
         lead, slots = z.shape[:-1], self.users * self.tasks
-        tokens = (np.take(z, self._token_z, axis=-1) - self._token_mean) * self._token_inv_std
-        pre = np.matmul(tokens, self._embed) + self._embed_bias
-        adj = np.zeros((*lead, slots * slots), np.float32)
-        adj[..., self._adj_pos] = (np.take(z, self._adj_z, axis=-1) - self._adj_mean) * self._adj_inv_std
-        adj = adj.reshape(*lead, slots, slots)  # adj[., a, b]: a -> b
-        pred = np.swapaxes(adj, -1, -2) / np.maximum(adj.sum(-2), 1.0)[..., :, None]
-        succ = adj / np.maximum(adj.sum(-1), 1.0)[..., :, None]
-        # a round's W [h, P h, S h, mean h] as sum_k (M_k h) W_k (`_slots_logits`)
-        eye = np.broadcast_to(self._eye, pred.shape)
-        every = np.broadcast_to(self._every, pred.shape)
-        return pre, np.stack([eye, pred, succ, every], axis=-3)
+        tokens, pre, mix = buffers[:3] if buffers is not None else (None, None, None)
+        tokens = np.take(z, self._token_z, axis=-1, out=tokens)
+        tokens -= self._token_mean
+        tokens *= self._token_inv_std
+        pre = np.matmul(tokens, self._embed, out=pre)
+        pre += self._embed_bias
+        values = np.take(z, self._adj_z, axis=-1)
+        values -= self._adj_mean
+        values *= self._adj_inv_std
+        divisors = np.maximum(np.matmul(values, self._degree), 1.0)
+        values /= np.take(divisors, self._divisor, axis=-1)
+        if mix is None:
+            mix = np.repeat(self._mix_base.reshape(1, -1), int(np.prod(lead)), axis=0)
+        mix = mix.reshape(*lead, -1)
+        mix[..., self._mix_pos] = values
+        return pre, mix.reshape(*lead, slots, -1)
 
-    def _slots_logits(self, context: tuple[np.ndarray, np.ndarray], given: np.ndarray | None) -> np.ndarray:
-        """`_slots_context`'s output [and the partial placement (..., U*T, 3)] -> logits (..., U*T, 3):
-        each round's [h, P h, S h, mean h] @ W as sum_k (M_k h) @ W_k."""
-        pre, mix = context
-        h = self._act(pre + np.matmul(given, self._given) if given is not None else pre.copy())
-        for kernel, bias in self._rounds:  # kernel (4, width, width): sum_k (M_k h) W_k
-            update = np.matmul(np.matmul(mix, h[..., None, :, :]), kernel).sum(axis=-3)
-            update += bias
-            h = h + self._act(update)
+    def _slots_logits(self, context: tuple[np.ndarray, np.ndarray], given: np.ndarray | None,
+                      buffers: tuple | None = None) -> np.ndarray:
+        """`_slots_context`'s output [and the partial placement (..., U*T, 3)] -> logits (..., U*T, 3).
+        With the single-state buffers, `context` is (the first h of each slot and site (U*T * 4,
+        width), M) and `given` the rows of it to start from (U*T,)."""
+        first, mix = context
+        if buffers is None:
+            h = self._act(first + np.matmul(given, self._given) if given is not None else first.copy())
+            rounds, out = [(None, None, None)] * len(self._rounds), None
+        else:
+            h, rounds, out = buffers[4:]
+            first.take(given, 0, h, "clip")
+        for (kernel, bias), (xb, x, r) in zip(self._rounds, rounds):  # noqa: B905 (same length)
+            x = np.dot(h, kernel, out=x)  # (matmul is slower into a view at batch 1)
+            if xb is None:
+                lead, width = x.shape[:-2], bias.size
+                xb = np.concatenate([x.reshape(*lead, -1, width), np.broadcast_to(bias, (*lead, 1, width))],
+                                    axis=-2)
+            h += self._act(np.matmul(mix, xb, out=r))
         kernel, bias = self._readout
-        return np.matmul(h, kernel) + bias
+        out = np.matmul(h, kernel, out=out)
+        out += bias
+        return out
 
     def _set_decode_steps(self, trained: int, decode_steps: int | None) -> None:
         self.decode_steps = trained if decode_steps is None else int(decode_steps)
@@ -624,51 +680,60 @@ class StudentPolicy:
             matmul(h, self.head_kernel, out=out)
             return out3
 
-        def commit(first, j, site):
-            first += rows[j, site]
+        def commit(first, chosen, sites):
+            first += rows[chosen, sites].sum(0)
 
         return self._passes_one(packed, matmul(z, self.kernels[0]), logits_of, commit)
 
     def _slots_one(self, packed: np.ndarray) -> np.ndarray:
-        """`_decide_in_steps` for one state of a SlotNetwork: its context once (`_slots_context`), then
-        per pass the rounds on the embeddings, where a decision taken adds its site's row of the given
-        kernel to its slot's embedding (`_passes_one`)."""
-        pre, mix = self._slots_context(self._z(packed))
-        given = self._given
+        """`_decide_in_steps` for one state of a SlotNetwork, into preallocated buffers: its context once
+        (`_slots_context`) and each slot's first h for each given site (sites 0-2, none: row 4 j + site);
+        then per pass the rounds from the rows of the sites taken (`_passes_one`)."""
+        buffers = self._slots_buffers
+        pre, mix = self._slots_context(self._z(packed), buffers)
+        first = np.add(pre[:, None], self._given_rows, out=buffers[3])
+        context = self._act(first).reshape(-1, first.shape[-1]), mix
+        rows = np.arange(3, 4 * len(pre), 4)  # nothing given
 
-        def commit(pre, j, site):
-            pre[j] += given[site]
+        def commit(rows, chosen, sites):
+            rows[chosen] += sites - 3
 
-        return self._passes_one(packed, pre, lambda pre: self._slots_logits((pre, mix), None), commit)
+        def logits_of(rows):
+            return self._slots_logits(context, rows, buffers)
+
+        return self._passes_one(packed, rows, logits_of, commit)
 
     def _passes_one(self, packed: np.ndarray, first: np.ndarray, logits_of, commit) -> np.ndarray:
         """The passes of `_decide_in_steps` for one state, with few array operations a pass (each costs
-        ~1 us at this size): `logits_of(first)` -> (decisions, 3) logits; `commit(first, j, site)` adds
-        decision j's site to `first`. A decision's confidence max softmax = 1 / sum(exp(logits - max)),
-        so the most confident have the smallest sums (closed decisions get +inf); the `take` smallest
-        by a stable sort (equal: lower index)."""
-        d = int(np.prod(self.decision_shape))
+        ~0.3-1 us at this size): `logits_of(first)` -> (decisions, 3) logits; `commit(first, chosen,
+        sites)` adds the decisions `chosen` (distinct) on `sites` to `first`. A decision's confidence
+        max softmax = 1 / sum(exp(logits - max)), so the most confident have the smallest sums (closed
+        decisions get +inf); the `take` smallest by a stable sort (equal: lower index)."""
+        d = self._decisions
         real = (packed[self.slices["cycles"]].reshape(-1) > 0 if self.scenario == "dag"
                 else np.ones(d, bool))
-        open_ = np.flatnonzero(real).tolist()
-        closed = np.where(real, np.float32(0.0), np.float32(np.inf))
+        open_ = real.copy()
+        remaining = np.count_nonzero(real)
+        closed = _CLOSED.take(real)  # closed decisions (padding): +inf
         sites = np.zeros(d, np.int8)
         take = -(-d // self.decode_steps)
         last = self.decode_steps - 1
         for step in range(self.decode_steps):
             out3 = logits_of(first)
             pick = out3.argmax(1)
-            if step == last or len(open_) <= take:
-                sites[open_] = pick[open_]
+            if step == last or remaining <= take:
+                np.copyto(sites, pick, casting="unsafe", where=open_)
                 break
-            sums = np.exp(out3 - out3.max(1, keepdims=True)).sum(1)
+            sums = np.subtract(out3, np.maximum.reduce(out3, 1)[:, None])
+            sums = np.add.reduce(np.exp(sums, out=sums), 1)
             sums += closed
-            for j in sums.argsort(kind="stable")[:take].tolist():
-                site = pick[j]
-                sites[j] = site
-                closed[j] = np.inf
-                open_.remove(j)
-                commit(first, j, site)
+            chosen = sums.argsort(kind="stable")[:take]
+            picked = pick[chosen]
+            sites[chosen] = picked
+            closed[chosen] = np.inf
+            open_[chosen] = False
+            remaining -= take
+            commit(first, chosen, picked)
         return sites.reshape(self.decision_shape)
 
     def __call__(self, packed: np.ndarray) -> np.ndarray:
@@ -678,7 +743,7 @@ class StudentPolicy:
         Single-state calls reuse buffers: one StudentPolicy must not decide from several threads
         at once (give each thread its own)."""
         one_state = getattr(packed, "ndim", None) == 1
-        if one_state and (self._one is not None or (self.arch == "slots" and self.decode_steps > 1)):
+        if one_state and (self._one is not None or self.arch == "slots"):
             if packed.shape[0] != self.packed_size:
                 self._refuse(packed)
             return self._decide_one(packed) if self._one is not None else self._slots_one(packed)
