@@ -449,7 +449,8 @@ class StudentPolicy:
             h, rounds, out = buffers[4:]
             first.take(given, 0, h, "clip")
         for (kernel, bias), (xb, x, r) in zip(self._rounds, rounds):  # noqa: B905 (same length)
-            x = np.dot(h, kernel, out=x)  # (matmul is slower into a view at batch 1)
+            # one state: dot (matmul is slower into a view); a batch: matmul (dot loops over N-d arrays)
+            x = np.dot(h, kernel, out=x) if buffers is not None else np.matmul(h, kernel)
             if xb is None:
                 lead, width = x.shape[:-2], bias.size
                 xb = np.concatenate([x.reshape(*lead, -1, width), np.broadcast_to(bias, (*lead, 1, width))],
