@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="interleaved timing rounds (short blocks: this VM's speed drifts within seconds)")
     ap.add_argument("--jax-defaults", action="store_true",
                     help="for comparison: JAX's asynchronous CPU dispatch, XLA's default batch-1 compilation")
+    ap.add_argument("--passes", type=int, default=None,
+                    help="student_kd (JAX and numpy) decides in this many passes (default: its own; a "
+                         "student that decides in steps)")
     ap.add_argument("--block", action="store_true",
                     help="end every timed call with block_until_ready(), also where the result is ready "
                          "when the call returns (synchronous dispatch): a no-op Python method, ~1-2 us here")
@@ -114,17 +117,25 @@ def main(argv: list[str] | None = None) -> int:
     scenario = scenarios.of(cfg)
     names = policies.parse_policy_names(args.policies, scenario, learned=True)
     pols = {n: policies.make_policy(n, scenario=scenario, runs=runs) for n in names}
+    if args.passes is not None and "student_kd" in pols:
+        student = runs["student_kd"]
+        try:
+            pols["student_kd"] = policies.model_policy(student.model, student.stats, "student_kd",
+                                                       steps=args.passes)
+        except config.ConfigError as exc:
+            ap.error(f"--passes: {exc}")
     with tempfile.TemporaryDirectory() as tmp:
         student = runs["student_kd"]
         path = Path(tmp) / "student.npz"
         arrays = export.student_arrays(student.model, student.stats, student.model_cfg, student.system)
         np.savez(path, **arrays)
-        numpy_student = export_runtime.StudentPolicy(path)
+        numpy_student = export_runtime.StudentPolicy(path, decode_steps=args.passes)
     result = timing.decision_benchmark(pols, scenario, calls=args.calls, batch=args.batch,
                                        batch_reps=args.batch_reps, states=args.states,
                                        numpy_student=numpy_student, rounds=args.rounds,
                                        batch1_options=batch1_options, block=args.block)
     result["weights"] = weights
+    result["passes"] = numpy_student.decode_steps
     result["params"] = {n: p.params for n, p in pols.items()}
     atomic.write_json(args.json, result)
     ident = result["identity"]["p50_us"]
