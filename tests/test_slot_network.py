@@ -108,7 +108,7 @@ def test_cli_trains_the_default_dag_student_with_overrides_and_exports_it(tmp_pa
     from offload_jax import cli, dataset, export, export_runtime, policies, runs
 
     cfg = scenarios.make("dag", {"tasks": 4}).cfg
-    dataset.generate(tmp_path / "data", cfg, 300, seed=0, progress=False)
+    dataset.generate(tmp_path / "data", cfg, 300, seed=0, solver="enumerate", progress=False)  # fast compile
     argv = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "s"), "--model", "student",
             "--steps", "20", "--batch-size", "32", "--graph-width", "8", "--graph-layers", "1",
             "--no-progress", "--eval-every", "0"]
@@ -118,7 +118,7 @@ def test_cli_trains_the_default_dag_student_with_overrides_and_exports_it(tmp_pa
     assert (m.arch, m.graph_width, m.graph_layers, m.decode_steps) == ("slots", 8, 1, 3)
     assert isinstance(run.model, models.SlotNetwork) and len(run.model.rounds) == 1
     ds = dataset.load(tmp_path / "data", max_states=100)
-    want = np.asarray(policies.model_policy(run.model, run.stats).fn(None, ds.states))
+    want = np.asarray(jax.jit(policies.model_policy(run.model, run.stats).fn)(None, ds.states))
     student = export_runtime.load(export.export_run(tmp_path / "s", tmp_path / "s.npz"))
     packed = np.asarray(ds.scenario.pack(ds.states))
     differ = np.any((student(packed) != want).reshape(len(want), -1), axis=1)
