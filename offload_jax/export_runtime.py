@@ -611,7 +611,7 @@ class StudentPolicy:
         decisions (the first layer's part from the features computed once)."""
         z = self._z(packed)
         lead = z.shape[:-1]
-        d = int(np.prod(self.decision_shape))
+        d = self._decisions
         context = self._context(z)
         real = self._real(packed, (*lead, d))
         known = ~real
