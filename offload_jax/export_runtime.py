@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,6 +65,30 @@ def _activation(name: str, bound: float | None):
 
 # A decision's confidence rank offset by whether it is real (`_passes_one`): padding is closed.
 _CLOSED = np.array([np.inf, 0.0], np.float32)
+
+
+class _MlpBuffers(NamedTuple):
+    """The preallocated arrays of an MLP student's single-state path (`_decide_one`), views included."""
+    factors: np.ndarray  # (2 R, F) the stage-cost terms' factors: numerators, then denominators
+    numerators: np.ndarray  # factors[:R]
+    denominators: np.ndarray  # factors[R:]
+    quotients: np.ndarray  # (R, F)
+    z: np.ndarray  # (F,) the features
+    logs: np.ndarray  # z[:the features read as logs]
+    hidden: list  # each layer's output
+    out: np.ndarray  # the head's output (decisions * 3,)
+    out3: np.ndarray  # out as (decisions, 3)
+
+
+class _SlotsBuffers(NamedTuple):
+    """The preallocated arrays of a SlotNetwork's single-state path (`_slots_one`), views included."""
+    tokens: np.ndarray  # (U*T, K) the slot tokens, normalized
+    pre: np.ndarray  # (U*T, width) the slots' embeddings before the partial placement
+    mix: np.ndarray  # M (U*T, 4 U*T + 1) of `_init_slots`
+    first: np.ndarray  # (U*T, 4, width) each slot's first pre-activation for each given site
+    h: np.ndarray  # (U*T, width)
+    rounds: list  # per round: [h W'; b] (4 U*T + 1, width), its h W' as (U*T, 4 width), the round's output
+    logits: np.ndarray  # (U*T, 3)
 
 # The scalars whose logs are features, in feature order (features.raw_features).
 _SPEED_AND_RATE_FIELDS = ("f_local", "f_edge", "f_cloud", "rate_up", "rate_down", "backhaul_rate")
@@ -411,15 +436,17 @@ class StudentPolicy:
             xb = np.empty((4 * slots + 1, width), f32)
             xb[-1] = bias
             rounds.append((xb, xb[:-1].reshape(slots, 4 * width), np.empty((slots, width), f32)))
-        self._slots_buffers = (np.empty(token.shape, f32), np.empty((slots, width), f32), mix.copy(),
-                               np.empty((slots, 4, width), f32), np.empty((slots, width), f32), rounds,
-                               np.empty((slots, 3), f32))
+        self._slots_buffers = _SlotsBuffers(
+            tokens=np.empty(token.shape, f32), pre=np.empty((slots, width), f32), mix=mix.copy(),
+            first=np.empty((slots, 4, width), f32), h=np.empty((slots, width), f32), rounds=rounds,
+            logits=np.empty((slots, 3), f32))
 
-    def _slots_context(self, z: np.ndarray, buffers: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _slots_context(self, z: np.ndarray,
+                       buffers: _SlotsBuffers | None = None) -> tuple[np.ndarray, np.ndarray]:
         """z (..., F + 1) -> (the slots' embeddings before the partial placement (..., U*T, width), the
         rounds' matrix M (..., U*T, 4 U*T + 1) of `_init_slots`); into the single-state buffers if given."""
         lead, slots = z.shape[:-1], self.users * self.tasks
-        tokens, pre, mix = buffers[:3] if buffers is not None else (None, None, None)
+        tokens, pre, mix = (buffers.tokens, buffers.pre, buffers.mix) if buffers is not None else (None,) * 3
         tokens = np.take(z, self._token_z, axis=-1, out=tokens)
         tokens -= self._token_mean
         tokens *= self._token_inv_std
@@ -437,7 +464,7 @@ class StudentPolicy:
         return pre, mix.reshape(*lead, slots, -1)
 
     def _slots_logits(self, context: tuple[np.ndarray, np.ndarray], given: np.ndarray | None,
-                      buffers: tuple | None = None) -> np.ndarray:
+                      buffers: _SlotsBuffers | None = None) -> np.ndarray:
         """`_slots_context`'s output [and the partial placement (..., U*T, 3)] -> logits (..., U*T, 3).
         With the single-state buffers, `context` is (the first h of each slot and site (U*T * 4,
         width), M) and `given` the rows of it to start from (U*T,)."""
@@ -446,7 +473,7 @@ class StudentPolicy:
             h = self._act(first + np.matmul(given, self._given) if given is not None else first.copy())
             rounds, out = [(None, None, None)] * len(self._rounds), None
         else:
-            h, rounds, out = buffers[4:]
+            h, rounds, out = buffers.h, buffers.rounds, buffers.logits
             first.take(given, 0, h, "clip")
         for (kernel, bias), (xb, x, r) in zip(self._rounds, rounds):  # noqa: B905 (same length)
             # one state: dot (matmul is slower into a view); a batch: matmul (dot loops over N-d arrays)
@@ -635,15 +662,15 @@ class StudentPolicy:
             known = known | fix
         return sites.astype(np.int8).reshape(*lead, *self.decision_shape)
 
-    def _single_state_buffers(self) -> tuple:
+    def _single_state_buffers(self) -> _MlpBuffers:
         """Preallocated arrays of the single-state path (`_decide_one`), views included."""
         r, width = self._terms, self._term_idx.shape[1]
         factors = np.empty((2 * r, width), np.float32)
         z = np.empty(width, np.float32)
         hidden = [np.empty(k.shape[1], np.float32) for k in self.kernels]
         out = np.empty(self.head_kernel.shape[1], np.float32)
-        return (factors, factors[:r], factors[r:], np.empty((r, width), np.float32), z, z[:self._num_logs],
-                hidden, out, out.reshape(-1, 3))
+        return _MlpBuffers(factors, factors[:r], factors[r:], np.empty((r, width), np.float32), z,
+                           z[:self._num_logs], hidden, out, out.reshape(-1, 3))
 
     def _decide_one(self, packed: np.ndarray) -> np.ndarray:
         """`__call__` for one state of a ReLU student without LayerNorm: the same computation as
@@ -670,7 +697,7 @@ class StudentPolicy:
         """`_decide_in_steps` for one state of a ReLU MLP without LayerNorm, from its features z: the
         first layer's input from the decisions taken is a running sum of their rows of the partial
         kernel (`_passes_one`)."""
-        hidden, out, out3 = self._one[6:]
+        hidden, out, out3 = self._one.hidden, self._one.out, self._one.out3
         matmul, maximum = np.matmul, np.maximum
         rows = self._partial_rows
 
@@ -692,7 +719,7 @@ class StudentPolicy:
         then per pass the rounds from the rows of the sites taken (`_passes_one`)."""
         buffers = self._slots_buffers
         pre, mix = self._slots_context(self._z(packed), buffers)
-        first = np.add(pre[:, None], self._given_rows, out=buffers[3])
+        first = np.add(pre[:, None], self._given_rows, out=buffers.first)
         context = self._act(first).reshape(-1, first.shape[-1]), mix
         rows = np.arange(3, 4 * len(pre), 4)  # nothing given
 
