@@ -218,6 +218,12 @@ def dag_feature_layout(users: int, tasks: int) -> dict[str, tuple[int, int]]:
     return out
 
 
+def dag_adjacency_pairs(tasks: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols): the sub-task pairs i < j of one user's block of the adjacency and edge-bits
+    features, in their order (`dag_feature_layout`: the upper triangle, row-major)."""
+    return np.triu_indices(tasks, 1)
+
+
 def dag_token_indices(users: int, tasks: int) -> np.ndarray:
     """(U*T, K) int: where each slot's token lies in the dag feature vector (`dag_feature_layout`): its
     slot features, its user's, then the shared ones (K = DAG_SLOT + DAG_USER + DAG_SHARED features);
@@ -266,11 +272,11 @@ def dag_feature_recipe(users: int, tasks: int, subcarriers: int) -> tuple[np.nda
             terms.append(([(at("edge_bits", u, t, j), one) for j in range(t + 1, t_n)] + [(one, one)], True))
             terms.append(([(at("adj", u, i, t), one) for i in range(t)] or [(zero, one)], False))
             terms.append(([(at("adj", u, t, j), one) for j in range(t + 1, t_n)] or [(zero, one)], False))
+    pairs = list(zip(*dag_adjacency_pairs(t_n), strict=True))
     for u in range(users):
-        terms += [([(at("adj", u, i, j), one)], False) for i in range(t_n) for j in range(i + 1, t_n)]
+        terms += [([(at("adj", u, i, j), one)], False) for i, j in pairs]
     for u in range(users):
-        terms += [([(at("edge_bits", u, i, j), one), (one, one)], True)
-                  for i in range(t_n) for j in range(i + 1, t_n)]
+        terms += [([(at("edge_bits", u, i, j), one), (one, one)], True) for i, j in pairs]
     for u in range(users):
         terms += [([(at(field, u), one)], True) for field in ("f_local", "rate_up", "rate_down")]
     terms += [([(s["f_edge"].start, one)], True), ([(s["f_cloud"].start, one)], True),
@@ -387,7 +393,7 @@ class StudentPolicy:
         self._token_z = self._feature_of_z[token]
         self._token_mean = self.mean[token]
         self._token_inv_std = (1.0 / self.std[token]).astype(np.float32)
-        rows, cols = np.triu_indices(t, 1)
+        rows, cols = dag_adjacency_pairs(t)
         a = np.concatenate([v * t + rows for v in range(u)])  # the pairs a -> b of the adjacency's features
         b = np.concatenate([v * t + cols for v in range(u)])
         # The adjacency read normalized, as the network reads it (mean 0, std 1 where the statistics keep

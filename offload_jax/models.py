@@ -27,6 +27,7 @@ from offload_jax.export_runtime import (
     DAG_SHARED_FEATURES,
     DAG_SLOT_FEATURES,
     DAG_USER_FEATURES,
+    dag_adjacency_pairs,
     dag_feature_layout,
     dag_token_indices,
 )
@@ -153,7 +154,7 @@ def _dag_tokens(x: jax.Array, users: int, tasks: int) -> tuple[jax.Array, jax.Ar
     layout = dag_feature_layout(users, tasks)
     n = x.shape[0]
     tokens = x[:, dag_token_indices(users, tasks)]  # (n, U*T, K)
-    rows, cols = np.triu_indices(tasks, 1)
+    rows, cols = dag_adjacency_pairs(tasks)
     upper = x[:, slice(*layout["adjacency"])].reshape(n, users, -1)
     adj = jnp.zeros((n, users, tasks, tasks), x.dtype).at[:, :, rows, cols].set(upper)
     return tokens, adj
