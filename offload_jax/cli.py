@@ -413,7 +413,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the table and plot")
     p.add_argument("--teacher", default=None, metavar="RUN", help="teacher run (needed for alphas < 1)")
     p.add_argument("--seeds", type=_csv_of(int), default=[0, 1, 2])
-    p.add_argument("--temperatures", type=_csv_of(float), default=[1.0, 4.0])
+    p.add_argument("--temperatures", type=_csv_of(float), default=[1.0, 4.0],
+                   help="KD temperatures (alpha 1 has no KD term: its students train once, at the first)")
     p.add_argument("--alphas", type=_csv_of(float), default=[0.5, 1.0])
     p.add_argument("--losses", type=_csv_of(str), default=["ce", "latency"],
                    help="loss variants: ce (labels / KD only), latency (plus the objective-aware term: the "

@@ -42,7 +42,9 @@ class SweepPoint:
 
 
 def grid(seeds, temperatures, alphas, losses) -> list[SweepPoint]:
-    """The cartesian product, validated (alpha in [0, 1], temperature > 0, known loss variants)."""
+    """The cartesian product, validated (alpha in [0, 1], temperature > 0, known loss variants), with
+    the students of alpha 1 once per seed and loss, at the first temperature: alpha 1 has no KD term,
+    so the temperature does not enter their training (each further one would repeat the same run)."""
     for loss in losses:
         if loss not in LOSS_VARIANTS:
             raise ConfigError(f"--losses: unknown variant {loss!r}; allowed: {', '.join(LOSS_VARIANTS)}")
@@ -56,7 +58,8 @@ def grid(seeds, temperatures, alphas, losses) -> list[SweepPoint]:
         if s < 0:
             raise ConfigError(f"--seeds: each seed must be >= 0, got {s}")
     points = [SweepPoint(int(s), float(t), float(a), str(loss))
-              for s, t, a, loss in itertools.product(seeds, temperatures, alphas, losses)]
+              for s, t, a, loss in itertools.product(seeds, temperatures, alphas, losses)
+              if a < 1.0 or t == temperatures[0]]
     if not points:
         raise ConfigError("the sweep grid is empty: give at least one seed, temperature, alpha and loss")
     return points

@@ -51,7 +51,11 @@ def test_grid_validation():
         sweep.grid([0], [1.0], [1.5], ["ce"])
     with pytest.raises(config.ConfigError, match="--temperatures"):
         sweep.grid([0], [0.0], [1.0], ["ce"])
-    assert len(sweep.grid([0, 1, 2], [1.0, 4.0], [0.5, 1.0], ["ce", "latency"])) == 24
+    # alpha 1 (no KD term) does not depend on the temperature: once per seed and loss, at the first one
+    points = sweep.grid([0, 1, 2], [1.0, 4.0], [0.5, 1.0], ["ce", "latency"])
+    assert len(points) == 3 * 2 * 2 + 3 * 2 and len(set(points)) == len(points)
+    assert {p.temperature for p in points if p.alpha == 1.0} == {1.0}
+    assert [p.temperature for p in sweep.grid([0], [4.0, 1.0], [1.0], ["ce"])] == [4.0]
     with pytest.raises(config.ConfigError, match="need a teacher"):
         sweep.run_sweep(_data(), SMALL, BASE, sweep.grid([0], [1.0], [0.5], ["ce"]), teacher=None)
 
