@@ -290,6 +290,10 @@ DROO_MODEL = ModelConfig(hidden=(64, 64, 64, 64), activation="gelu", norm="layer
 # the same way, the MLP reached 1.161 of the optimum on the layered evaluation graphs and 1.281 / 1.355
 # on the published out- and in-tree, the slots student 1.109 and 1.139 / 1.163 in 6,000 steps
 # instead of 24,000 (five passes each).
+# A teacher of the student's family is the better one given time: slots 256 x 3 (796,931 parameters,
+# `--arch slots --graph-width 256 --graph-layers 3 --norm none`) reached 1.046 on 1M layered states in
+# 43 min on the 2-core CPU, where this one reached 1.074 in 30; its step costs ~3x this one's, which
+# the quickstart's 15 minutes do not hold (experiments/results/long_run_1M, third round).
 DAG_TEACHER_MODEL = ModelConfig(hidden=(512, 512, 512), activation="gelu", norm="layer", arch="gnn",
                                 graph_width=48, graph_layers=3, decode_steps=10)
 DAG_STUDENT_MODEL = ModelConfig(hidden=(), activation="relu", norm="none", arch="slots", graph_width=64,
