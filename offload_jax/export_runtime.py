@@ -90,6 +90,7 @@ class _SlotsBuffers(NamedTuple):
     rounds: list  # per round: [h W'; b] (4 U*T + 1, width), its h W' as (U*T, 4 width), the round's output
     logits: np.ndarray  # (U*T, 3)
 
+
 # The scalars whose logs are features, in feature order (features.raw_features).
 _SPEED_AND_RATE_FIELDS = ("f_local", "f_edge", "f_cloud", "rate_up", "rate_down", "backhaul_rate")
 # K[a, b] of SPEC "Moving data" as the inverse rates it adds up (local<->cloud: wireless hop + backhaul).
