@@ -311,6 +311,10 @@ def _add_run_flags(p) -> None:
     p.add_argument("--out", required=True, metavar="RUN", help="run directory (resumed if it holds this run)")
     p.add_argument("--checkpoint-every", type=float, default=30.0, metavar="SECONDS",
                    help="checkpoint period in wall-clock seconds (and at the end)")
+    p.add_argument("--init-from", default=None, metavar="RUN",
+                   help="start from RUN's parameters (the same network, trained on the same training "
+                        "split) instead of a random initialization, with a fresh optimizer and schedule: "
+                        "continue a finished run for more steps, or fine-tune it with other losses")
     p.add_argument("--chunk-steps", type=int, default=50, help="steps per jitted call between checks")
 
 
@@ -347,9 +351,10 @@ def _fit(args, kind: str, train_cfg, teacher_dir=None) -> int:
 
     model_cfg = _model_config(args)
     teacher = runs.load_run(teacher_dir) if teacher_dir else None
+    init = runs.load_run(args.init_from) if args.init_from else None
     source = splits.data_source(args.data, holdout=args.holdout, val_data=args.val_data,
                                max_states=args.max_states)
-    identity = runs.run_identity(kind, model_cfg, train_cfg, teacher=teacher, data=source)
+    identity = runs.run_identity(kind, model_cfg, train_cfg, teacher=teacher, data=source, init=init)
     # Locked before the data is loaded, so that a second writer is refused at once.
     with locking.hold(args.out, args.command):
         if runs.finished_meta(args.out, runs.check_run_dir(args.out, identity), train_cfg.steps):
@@ -360,7 +365,8 @@ def _fit(args, kind: str, train_cfg, teacher_dir=None) -> int:
         try:
             meta = fit.fit(args.out, data, model_cfg, train_cfg, kind=kind, teacher=teacher,
                              teacher_dir=teacher_dir, progress=not args.no_progress,
-                             chunk_steps=args.chunk_steps, checkpoint_every_s=args.checkpoint_every)
+                             chunk_steps=args.chunk_steps, checkpoint_every_s=args.checkpoint_every,
+                             init=init, init_dir=args.init_from)
         except fit.TrainingError as exc:
             print(f"offload-jax {args.command}: {exc}", file=sys.stderr)
             return 1

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from offload_jax import atomic, locking, runs, train
 from offload_jax.config import ConfigError, ModelConfig, TrainConfig
 from offload_jax.features import feature_spec
-from offload_jax.models import abstract_model
+from offload_jax.models import abstract_model, params_of
 from offload_jax.splits import Prepared
 
 # --- the checkpointing driver ---------------------------------------------------------------------
@@ -38,7 +38,8 @@ def _scalar_metrics(m: dict) -> dict:
 def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, *, kind: str,
         teacher: runs.LoadedRun | None = None, teacher_dir: str | None = None, progress: bool = True,
         chunk_steps: int = 50, checkpoint_every_s: float = 30.0,
-        log: Callable[[str], Any] | None = None) -> dict:
+        log: Callable[[str], Any] | None = None, init: runs.LoadedRun | None = None,
+        init_dir: str | None = None) -> dict:
     """Train (or resume, or do nothing if finished) the run in `run_dir`; returns its run.json.
 
     `run_dir` must be new, empty, or hold this very command (`runs.check_run_dir`); `fit` holds its lock
@@ -46,6 +47,10 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
     wall-clock fields, evaluation history included) are written at the end and whenever
     `checkpoint_every_s` have passed since the last one; a run killed at any moment resumes from its last
     checkpoint and reaches the same parameters and run.json.
+
+    `init` (a loaded run of the same network, trained with the same training-split statistics) warm-starts
+    the parameters: a fresh optimizer and schedule from them instead of a random initialization, e.g. to
+    continue a finished run for more steps, or to fine-tune it with other losses.
     """
     run_dir = Path(run_dir)
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -60,7 +65,10 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
     if teacher is not None:
         runs.check_compatible(data.system, teacher.meta.get("features", feature_spec(teacher.system)),
                          f"teacher run {teacher_dir!r}")
-    identity = runs.run_identity(kind, model_cfg, cfg, teacher=teacher, data=data.info.get("source"))
+    if init is not None:
+        _check_init(init, init_dir, model_cfg, data)
+    identity = runs.run_identity(kind, model_cfg, cfg, teacher=teacher, data=data.info.get("source"),
+                                 init=init)
     with locking.hold(run_dir, f"fit {kind}"):
         step = runs.check_run_dir(run_dir, identity)
         if step is not None:
@@ -78,10 +86,16 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
             teacher_info = {"dir": teacher_dir, "kind": teacher.meta.get("kind"),
                             "params": teacher.meta.get("params"), "model": teacher.model_cfg.to_dict()}
         fixed = {"teacher": teacher_info, "data": data.info, "identity": identity}
+        if init is not None:
+            fixed["init"] = {"dir": init_dir, "kind": init.meta.get("kind"), "step": init.meta.get("step")}
         mgr = runs.checkpoint_manager(run_dir)
         try:
             if step is None:
                 step, history, state = 0, [], trainer.jitted["init"](rng)
+                if init is not None:
+                    state = _warm_start(state, trainer, init)
+                    log(f"{run_dir}: starting from the parameters of {init_dir!r} "
+                        f"(step {init.meta.get('step')})")
             else:
                 state, history = _resume(run_dir, step, data, trainer, rng)
                 log(f"{run_dir}: resuming from step {step}")
@@ -91,6 +105,27 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
                          consts, data, kind, fixed, history, progress, chunk_steps, checkpoint_every_s)
         finally:
             mgr.close()
+
+
+def _check_init(init: runs.LoadedRun, init_dir: str | None, model_cfg: ModelConfig, data: Prepared) -> None:
+    """Refuse a warm start from another network, system or training-split statistics."""
+    where = f"init run {init_dir!r}"
+    if init.model_cfg != model_cfg:
+        diff = runs.differences(init.model_cfg.to_dict(), model_cfg.to_dict())
+        raise ConfigError(f"{where} is another network than the one requested: {'; '.join(diff)}")
+    runs.check_compatible(data.system, init.meta.get("features", feature_spec(init.system)), where)
+    if not (np.array_equal(np.asarray(init.stats.mean), np.asarray(data.stats.mean))
+            and np.array_equal(np.asarray(init.stats.std), np.asarray(data.stats.std))):
+        raise ConfigError(f"{where} was trained with other feature statistics than this training split "
+                          "(another --data, --max-states, --holdout or --val-data): its parameters "
+                          "expect other inputs")
+
+
+def _warm_start(state: train.TrainState, trainer: train.Trainer, init: runs.LoadedRun) -> train.TrainState:
+    """`state` with `init`'s parameters and a fresh optimizer state for them."""
+    params = jax.tree.map(lambda fresh, old: jax.numpy.asarray(old, fresh.dtype), state.params,
+                          params_of(init.model))
+    return state._replace(params=params, opt_state=trainer.optimizer.init(params))
 
 
 def _check_same_data(run_dir: Path, step: int, data: Prepared) -> None:

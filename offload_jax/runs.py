@@ -331,20 +331,24 @@ def teacher_identity(teacher: LoadedRun) -> dict:
 
 
 def run_identity(kind: str, model_cfg: ModelConfig, cfg: TrainConfig, *, teacher: LoadedRun | None,
-                 data: dict | None) -> dict:
+                 data: dict | None, init: LoadedRun | None = None) -> dict:
     """The command a `fit` run directory holds: its kind, model, every training setting (the seed too),
-    the teacher (by content) and the data (`data_source`; None for data given in memory, which `fit`
-    checks by the feature statistics of its training split)."""
-    return {"kind": kind, "model": model_cfg.to_dict(), "train": cfg.to_dict(),
-            "teacher": None if teacher is None else teacher_identity(teacher), "data": data}
+    the teacher (by content), the data (`data_source`; None for data given in memory, which `fit`
+    checks by the feature statistics of its training split) and, for a warm start, the run whose
+    parameters it started from (by content; the key is absent otherwise, as in runs made before it)."""
+    identity = {"kind": kind, "model": model_cfg.to_dict(), "train": cfg.to_dict(),
+                "teacher": None if teacher is None else teacher_identity(teacher), "data": data}
+    if init is not None:
+        identity["init"] = teacher_identity(init)
+    return identity
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
+            out += differences(a, b, f"{prefix}{key}.")
         elif a != b:
             out.append(f"{prefix}{key}: existing {a!r}, requested {b!r}")
     return out
@@ -384,7 +388,7 @@ def check_run_dir(run_dir: str | os.PathLike, identity: dict) -> int | None:
     if stored is None:
         raise RunError(f"run directory {str(run_dir)!r} holds a run that recorded no command (saved by "
                        "save_run, or by an older offload_jax); use another --out")
-    diffs = _differences(stored, identity)
+    diffs = differences(stored, identity)
     if diffs:
         raise RunError(f"run directory {str(run_dir)!r} holds a run with other settings "
                        f"({'; '.join(diffs)}); rerun the command that made it, or use another --out")

@@ -242,6 +242,43 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
                   teacher=runs.load_run(tmp_path / "r"), teacher_dir=str(tmp_path / "r"), progress=False)
 
 
+def test_init_from_starts_at_the_runs_parameters_and_is_part_of_the_run(whole_run, tmp_path, monkeypatch):
+    init = runs.load_run(whole_run)
+    started = {}
+
+    def first_state(run_dir, mgr, trainer, state, *args, **kwargs):
+        started.update(params=state.params, opt_state=state.opt_state,
+                       fresh=trainer.optimizer.init(state.params))
+        raise _Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(fit, "_loop", first_state)
+        with pytest.raises(_Killed):
+            _fit(tmp_path / "warm", init=init, init_dir=str(whole_run))
+    np.testing.assert_array_equal(_flat(started["params"]), _saved_params(whole_run))
+    same = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)),
+                              started["opt_state"], started["fresh"])
+    assert all(jax.tree.leaves(same))  # a fresh optimizer (no moments, step 0 of the schedule)
+
+    meta = _fit(tmp_path / "warm", init=init, init_dir=str(whole_run))
+    assert meta["finished"] and meta["init"] == {"dir": str(whole_run), "kind": "student", "step": 400}
+    assert meta["identity"]["init"] == runs.teacher_identity(init)
+    assert not np.array_equal(_saved_params(tmp_path / "warm"), _saved_params(whole_run))  # it trained on
+    with pytest.raises(runs.RunError, match="init"):  # the same directory without the warm start
+        _fit(tmp_path / "warm")
+
+    # Another network, or parameters fitted to other feature statistics: refused before any step.
+    other_cfg = dataclasses.replace(SMALL, hidden=(32,))
+    other = runs.LoadedRun(model=_model(0, other_cfg), stats=init.stats, model_cfg=other_cfg, system=CFG,
+                           meta={})
+    with pytest.raises(config.ConfigError, match=r"init run 'o'.*hidden: existing \[?\(?32"):
+        _fit(tmp_path / "x", init=other, init_dir="o")
+    shifted = features.FeatureStats(mean=init.stats.mean + 0.3, std=init.stats.std)
+    with pytest.raises(config.ConfigError, match="init run 's'.*other feature statistics"):
+        _fit(tmp_path / "x", init=dataclasses.replace(init, stats=shifted), init_dir="s")
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     data = _data()
     trainer = train.make_train(RUN_CFG, SMALL, CFG, int(data.train.x.shape[0]))
@@ -283,6 +320,10 @@ def test_cli_rerun_of_finished_run_and_errors(tmp_path, capsys):
                   "--teacher", str(tmp_path / "nope"), "--no-progress"])
     assert exc.value.code == 2 and "nope" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "x"),
+                  "--init-from", str(tmp_path / "nope"), "--no-progress"])
+    assert exc.value.code == 2 and "nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
         cli.main(["distill", *flags[:2], "--out", str(tmp_path / "x"), "--teacher", str(tmp_path / "r"),
                   "--alpha", "1.5"])
     assert exc.value.code == 2 and "alpha must be in [0, 1]" in capsys.readouterr().err
@@ -304,6 +345,15 @@ def test_cli_train_distill_rerun(tmp_path, capsys):
     assert meta["kind"] == "distill" and meta["train"]["alpha"] == 0.3 and meta["teacher"]["params"] > 0
     meta = json.loads((tmp_path / "t" / "run.json").read_text())
     assert meta["kind"] == "teacher" and meta["finished"] and meta["model"]["hidden"] == [16]
+    # A warm start from the finished teacher, for more steps (the same network: --hidden 16).
+    assert cli.main(["train", *common, "--model", "teacher", "--init-from", str(tmp_path / "t"),
+                     "--out", str(tmp_path / "t2")]) == 0
+    meta = json.loads((tmp_path / "t2" / "run.json").read_text())
+    assert meta["finished"] and meta["init"]["dir"] == str(tmp_path / "t") and meta["init"]["step"] == 20
+    with pytest.raises(SystemExit) as exc:  # another network than the run it starts from
+        cli.main(["train", *common, "--hidden", "8", "--model", "teacher", "--init-from", str(tmp_path / "t"),
+                  "--out", str(tmp_path / "t3")])
+    assert exc.value.code == 2 and "another network" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         cli.main(["distill", *common, "--teacher", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and "missing" in capsys.readouterr().err
