@@ -186,6 +186,42 @@ def test_student_ls_report_takes_each_number_from_its_source(tmp_path):
     assert (out / "student_ls.png").read_bytes().startswith(PNG)
 
 
+def test_long_run_summary_reads_each_seed_once_and_refuses_disagreeing_repeats(tmp_path):
+    """experiments/long_run_summary.py: a sweep trained at two temperatures with alpha 1 holds each
+    seed's student twice; it is counted once, and two different students under one seed are refused."""
+    summary_script = _script("long_run_summary")
+    info = {"teacher": "/t", "num_train": 300, "train": {"steps": 8, "targets": "teacher_ls",
+                                                          "objective_states": 4},
+            "timing": {"run_s": 1.0, "members": 4}}
+    rows = [{"seed": s, "temperature": t, "objective_ratio_mean": r}
+            for s, r in ((0, 1.10), (1, 1.12)) for t in (1.0, 4.0)]
+    (tmp_path / "sweep_slots_kd.json").write_text(json.dumps({"info": info, "rows": rows}))
+    ce_info = {**info, "teacher": None, "train": {"steps": 8}}  # labels: no targets key (its default)
+    ce_rows = [{"seed": s, "temperature": 2.0, "objective_ratio_mean": r} for s, r in ((0, 1.2), (1, 1.3))]
+    (tmp_path / "sweep_slots_ce.json").write_text(json.dumps({"info": ce_info, "rows": ce_rows}))
+    teacher = {"runs": {"teacher_slots": {"objective_ratio_mean": 1.05, "params": 1000}}}
+    (tmp_path / "teacher_slots_eval.json").write_text(json.dumps(teacher))
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"policies": {"greedy": {"objective_ratio_mean": 1.4},
+                                               "local_search": {"objective_ratio_mean": 1.2}}}))
+    assert summary_script.main(["--dir", str(tmp_path), "--report", str(report)]) == 0
+    summary = json.loads((tmp_path / "students.json").read_text())
+    kd = summary["students"]["teacher_ls + objective term, teacher 1"]
+    assert kd["seeds"] == {"0": 1.10, "1": 1.12} and kd["mean"] == pytest.approx(1.11)
+    assert kd["std"] == pytest.approx(0.01) and kd["targets"] == "teacher_ls"
+    assert summary["students"]["labels (CE)"]["targets"] == "labels"
+    assert summary["teachers"]["teacher_slots"]["objective_ratio_mean"] == 1.05
+    md = (tmp_path / "students.md").read_text()
+    assert "| labels (CE) | labels | - | 1.2500 +- 0.0500 | 1.2000 / 1.3000 |" in md
+    assert "local search 1.200, greedy 1.400" in md
+    assert (tmp_path / "students.png").read_bytes().startswith(PNG)
+    rows[1]["objective_ratio_mean"] = 1.11  # seed 0 at temperature 4: another student
+    (tmp_path / "sweep_slots_kd.json").write_text(json.dumps({"info": info, "rows": rows}))
+    with pytest.raises(SystemExit) as exc:
+        summary_script.main(["--dir", str(tmp_path), "--report", str(report)])
+    assert exc.value.code == 2
+
+
 def test_classic_graphs_are_valid_topologies(tmp_path):
     """experiments/dag_learning.py's CLASSICS: each graph is what its comment says (Gaussian elimination
     of a 4 x 4 matrix has (m^2 + m - 2) / 2 = 9 tasks; in_tree_10 is out_tree_10 reversed), and the
