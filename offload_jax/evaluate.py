@@ -35,7 +35,8 @@ from offload_jax.scenarios.base import Objective, Scenario
 JSON_FORMAT = "offload-jax-evaluation/1"
 # Batch means combined over batches weighted by the batch's states (the accuracies: by its decisions
 # that matter).
-_STATE_MEANS = ("objective_ratio_mean", "latency_ratio_mean", "energy_ratio_mean", "exact_match")
+_STATE_MEANS = ("objective_ratio_mean", "objective_ratio_excess_sq", "latency_ratio_mean",
+                "energy_ratio_mean", "exact_match")
 # Latency and energy of every state and user, summed in float64: exact for float32 values of a few
 # decades, so the sums do not depend on the batching.
 _TOTALS = ("latency_s", "energy_j")
@@ -105,6 +106,11 @@ def evaluate_policies(dataset: Any, policies: Mapping[str, Policy], key: jax.Arr
 def _result(sums: dict[str, Any], optimal_latency_s: float, n: int, params: int | None) -> dict:
     means = {m: float(sums[m] / n) for m in _STATE_MEANS if m in sums}
     exact = means.pop("exact_match")
+    # The standard error of objective_ratio_mean over the states (sample variance; the ratios' excess over
+    # 1 keeps the difference of means well conditioned: ratios are >= 1 and near it).
+    excess = means["objective_ratio_mean"] - 1.0
+    variance = max(means.pop("objective_ratio_excess_sq") - excess * excess, 0.0) * n / max(n - 1, 1)
+    means["objective_ratio_sem"] = float(np.sqrt(variance / n))
     real = sums["real_per_task"] > 0  # a slot that is padding in every state has no accuracy (None)
     per_task = (sums["per_task_accuracy"] / np.where(real, sums["real_per_task"], 1.0)).astype(object)
     per_task[~real] = None

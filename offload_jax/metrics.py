@@ -47,12 +47,16 @@ def scores(pred: jax.Array, label: jax.Array, mask: jax.Array | None, value: Obj
     """The metrics of placements `pred` whose objective is `value`, against the optimal `label` whose
     objective is `optimal` (`Scenario.objective`'s fields, per state). Means of per-state ratios:
     `objective_ratio_mean` (J / optimal J), `latency_ratio_mean` and, where the scenario has energy,
-    `energy_ratio_mean` (totals over users); `accuracy`, `per_task_accuracy`, `exact_match` over the
-    decisions that matter; and `latency_s`, `energy_j`: `value`'s latency and energy as they are
-    (per state, and per user where the scenario has users), for sums over states."""
+    `energy_ratio_mean` (totals over users); `objective_ratio_excess_sq`, the mean of (J / optimal J -
+    1)^2 (with the ratio's mean, over batches, its standard error over states); `accuracy`,
+    `per_task_accuracy`, `exact_match` over the decisions that matter; and `latency_s`, `energy_j`:
+    `value`'s latency and energy as they are (per state, and per user where the scenario has users),
+    for sums over states."""
     latency, optimal_latency = _per_state(value.latency), _per_state(optimal.latency)
+    ratio = value.value / optimal.value
     out = {
-        "objective_ratio_mean": jnp.mean(value.value / optimal.value),
+        "objective_ratio_mean": jnp.mean(ratio),
+        "objective_ratio_excess_sq": jnp.mean(jnp.square(ratio - 1.0)),  # for the standard error
         "latency_ratio_mean": jnp.mean(latency / optimal_latency),
         "accuracy": accuracy(pred, label, mask),
         "per_task_accuracy": per_task_accuracy(pred, label, mask),

@@ -365,19 +365,22 @@ def _over_states(report: dict) -> str:
 def report_markdown(report: dict) -> str:
     key, words, plot = _quality_key(report)
     dag = report.get("scenario") == "dag"
+    with_sem = dag and all("objective_ratio_sem" in p for p in report["policies"].values())
     extra = " | latency ratio | energy ratio" if dag else ""
     lines = [f"# offload-jax quickstart ({_title(report)})", "",
              f"Policies scored on `{report['dataset']}` (states never seen in training); decision time is "
              f"batch-1 p50 of the AOT-compiled policy{_over_states(report)} on {report['device']} (host "
              f"drivers: the Python call). {words.capitalize()} = the policy's "
-             f"{'objective J' if dag else 'latency'} over the optimal one, mean of per-state ratios."
+             f"{'objective J' if dag else 'latency'} over the optimal one, mean of per-state ratios"
+             + (" (+- its standard error over the states)." if with_sem else ".")
              + _training_words(report), "",
              f"| policy | {words}{extra} | accuracy | exact match | decision p50 (us) | p99 (us) | params |",
              "|---|---:|" + ("---:|---:|" if dag else "") + "---:|---:|---:|---:|---:|"]
     for name, p in report["policies"].items():
         params = "" if p["params"] is None else f"{p['params']:,}"
         cols = f" | {p['latency_ratio_mean']:.4f} | {p['energy_ratio_mean']:.4f}" if dag else ""
-        lines.append(f"| {name} | {p[key]:.4f}{cols} | {p['accuracy']:.4f} | "
+        sem = f" +- {p['objective_ratio_sem']:.4f}" if with_sem else ""
+        lines.append(f"| {name} | {p[key]:.4f}{sem}{cols} | {p['accuracy']:.4f} | "
                      f"{p['exact_match']:.4f} | {p['decision_us_p50']:.1f} | {p['decision_us_p99']:.1f} | "
                      f"{params} |")
     ns = report["numpy_student"]

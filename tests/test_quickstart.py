@@ -45,6 +45,8 @@ def test_quickstart_dag_tiny_end_to_end(tmp_path, capsys):
     for name, p in report["policies"].items():
         assert p["objective_ratio_mean"] >= 1.0 - 1e-6 and p["decision_us_p50"] > 0, name
     assert report["policies"]["optimal"]["objective_ratio_mean"] == 1.0
+    assert report["policies"]["optimal"]["objective_ratio_sem"] == 0.0
+    assert report["policies"]["local"]["objective_ratio_sem"] > 0.0
     assert report["policies"]["optimal"]["timed_as"].startswith("host driver")
     hybrid, one_round, student = (report["policies"][n]["objective_ratio_mean"]
                                   for n in ("student_kd_ls", "student_kd_ls1", "student_kd"))
@@ -68,6 +70,7 @@ def test_quickstart_dag_tiny_end_to_end(tmp_path, capsys):
     for png in ("objective_ratio.png", "decision_latency.png", "quality_vs_time.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| student_kd |" in (out / "report.md").read_text() and (out / "student_kd.npz").exists()
+    assert "| optimal | 1.0000 +- 0.0000 | 1.0000 |" in (out / "report.md").read_text()
 
 
 def test_dag_quickstart_trains_on_synthetic_graphs_and_evaluates_on_the_system(tmp_path):
