@@ -322,7 +322,8 @@ def _describe(spec: dict) -> str:
 
 
 def teacher_identity(teacher: LoadedRun) -> dict:
-    """A teacher by content: its kind, model, and a sha256 of its parameters and feature statistics."""
+    """A run by content (a teacher, or the run a warm start starts from): its kind, model, and a sha256
+    of its parameters and feature statistics."""
     digest = hashlib.sha256()
     for leaf in jax.tree.leaves((params_of(teacher.model), teacher.stats)):
         digest.update(np.asarray(leaf).tobytes())
@@ -344,6 +345,7 @@ def run_identity(kind: str, model_cfg: ModelConfig, cfg: TrainConfig, *, teacher
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'key: existing OLD, requested NEW' for each (dotted, nested) key where two records differ."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
