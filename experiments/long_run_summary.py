@@ -33,12 +33,14 @@ TEACHERS = ("teacher_slots_eval.json", "teacher_slots2_eval.json", "teacher_slot
 TARGETS = {"teacher": 1.04, "student": 1.07}  # issue 12's longer-training targets (J / J*)
 
 
-def _ratio_of_eval(path: Path) -> tuple[str, float, int]:
+def _teacher(path: Path) -> tuple[str, dict]:
     runs = json.loads(path.read_text())["runs"]
     if len(runs) != 1:
         raise ConfigError(f"{path}: expected one run, found {sorted(runs)}")
     (name, r), = runs.items()
-    return name, float(r["objective_ratio_mean"]), int(r["params"])
+    return name, {"objective_ratio_mean": float(r["objective_ratio_mean"]),
+                  "objective_ratio_sem": r.get("objective_ratio_sem"), "params": int(r["params"]),
+                  "file": path.name}
 
 
 def _students(path: Path) -> dict:
@@ -67,8 +69,7 @@ def summarize(folder: Path, report: Path) -> dict:
     teachers = {}
     for f in TEACHERS:
         if (folder / f).exists():
-            name, ratio, params = _ratio_of_eval(folder / f)
-            teachers[name] = {"objective_ratio_mean": ratio, "params": params, "file": f}
+            name, teachers[name] = _teacher(folder / f)
     policies = json.loads(report.read_text())["policies"]
     baselines = {n: float(policies[n]["objective_ratio_mean"]) for n in ("greedy", "local_search")}
     return {"students": students, "teachers": teachers, "baselines": baselines, "targets": TARGETS,
@@ -82,9 +83,12 @@ def markdown(summary: dict) -> str:
     text = "# The 1M run's slots students and teachers\n\n" + md_table(
         ["students (3 passes, 35,331 params)", "targets", "teacher", "J / J* (mean +- std)",
          "seeds 0 / 1 / 2"], rows)
+    def ratio(t: dict) -> str:
+        sem = t.get("objective_ratio_sem")
+        return f"{t['objective_ratio_mean']:.5f}" + ("" if sem is None else f" +- {sem:.4f} (standard error)")
+
     text += "\n" + md_table(["teacher (slots 256 x 3, 10 passes)", "params", "J / J*"],
-                            [[n, f"{t['params']:,}", f"{t['objective_ratio_mean']:.4f}"]
-                             for n, t in summary["teachers"].items()])
+                            [[n, f"{t['params']:,}", ratio(t)] for n, t in summary["teachers"].items()])
     base = summary["baselines"]
     text += (f"\nOn {summary['evaluation']}; local search {base['local_search']:.3f}, greedy "
              f"{base['greedy']:.3f} (the quickstart's report).\n")
