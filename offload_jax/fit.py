@@ -107,6 +107,12 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
             mgr.close()
 
 
+def _same_stats(a, b) -> bool:
+    """Whether two `FeatureStats` are the same statistics, bit for bit."""
+    return (np.array_equal(np.asarray(a.mean), np.asarray(b.mean))
+            and np.array_equal(np.asarray(a.std), np.asarray(b.std)))
+
+
 def _check_init(init: runs.LoadedRun, init_dir: str | None, model_cfg: ModelConfig, data: Prepared) -> None:
     """Refuse a warm start from another network, system or training-split statistics."""
     where = f"init run {init_dir!r}"
@@ -114,8 +120,7 @@ def _check_init(init: runs.LoadedRun, init_dir: str | None, model_cfg: ModelConf
         diff = runs.differences(init.model_cfg.to_dict(), model_cfg.to_dict())
         raise ConfigError(f"{where} is another network than the one requested: {'; '.join(diff)}")
     runs.check_compatible(data.system, init.meta.get("features", feature_spec(init.system)), where)
-    if not (np.array_equal(np.asarray(init.stats.mean), np.asarray(data.stats.mean))
-            and np.array_equal(np.asarray(init.stats.std), np.asarray(data.stats.std))):
+    if not _same_stats(init.stats, data.stats):
         raise ConfigError(f"{where} was trained with other feature statistics than this training split "
                           "(another --data, --max-states, --holdout or --val-data): its parameters "
                           "expect other inputs")
@@ -137,8 +142,7 @@ def _check_same_data(run_dir: Path, step: int, data: Prepared) -> None:
         _, _, stats, _ = runs.restore(run_dir, step)
     except Exception as exc:  # noqa: BLE001
         raise runs.RunError(f"run directory {str(run_dir)!r}: checkpoint {step} is corrupt ({exc})") from exc
-    if not (np.array_equal(np.asarray(stats.mean), np.asarray(data.stats.mean))
-            and np.array_equal(np.asarray(stats.std), np.asarray(data.stats.std))):
+    if not _same_stats(stats, data.stats):
         raise runs.RunError(f"run directory {str(run_dir)!r} was trained on other data (the feature "
                             "statistics of the training split differ: another --data, --holdout or "
                             "--val-data?)")
