@@ -447,7 +447,10 @@ class Solver:
                 group[p] = first.setdefault(int(idx[p]), p - d * per)
         jobs = Jobs(jnp.asarray(prefix), jnp.asarray(np.arange(size) < len(batch)), jnp.asarray(best_j[idx]),
                     jnp.asarray(best_i[idx]), jnp.asarray(group))
-        return jax.tree.map(lambda a: a[idx], states), jobs
+        # Gathered on the host: a labeler's batch arrives committed to its mesh, and a committed input
+        # is another cache key for `search_jit` than the same shapes uncommitted (the `optimal`
+        # policy's): one compile (~15 s on this CPU) serves both, the arrays are the same.
+        return jax.tree.map(lambda a: np.asarray(a)[idx], states), jobs
 
     def _search(self, params: DagParams, states: DagState, jobs: Jobs, devices: int) -> Result:
         n, users, tasks = states.cycles.shape
