@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,24 @@ def _orbax_cause(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
+def _remove_settled(pattern: Path, quiet_s: float = 0.3, limit_s: float = 10.0) -> None:
+    """Remove what matches `pattern` (a glob) until nothing has matched for `quiet_s`: a failed Orbax
+    write's other threads may still be writing into its temp directory after the first error (seen on
+    a loaded machine: a removal that raced them left the directory behind). Gives up after `limit_s`."""
+    deadline = time.monotonic() + limit_s
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        found = list(pattern.parent.glob(pattern.name))
+        for path in found:
+            shutil.rmtree(path, ignore_errors=True)
+        now = time.monotonic()
+        if found:
+            quiet_since = now
+        elif now - quiet_since >= quiet_s:
+            return
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def _orbax_writing(what: str, leftovers: Path | None = None):
     """Run an Orbax write with its output held back. On success the held output is printed as usual; on
@@ -125,8 +144,8 @@ def _orbax_writing(what: str, leftovers: Path | None = None):
         yield
     except Exception as exc:
         gc.collect()  # the abandoned coroutines are finalized (and complain) now, into `held`
-        for path in leftovers.parent.glob(leftovers.name) if leftovers else ():
-            shutil.rmtree(path, ignore_errors=True)
+        if leftovers:
+            _remove_settled(leftovers)
         raise RunError(f"{what}: {_orbax_cause(exc)}") from exc
     finally:
         sys.stderr, sys.unraisablehook = real_stderr, real_hook

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -306,6 +307,29 @@ def test_a_checkpoint_that_fills_the_disk_midway_is_one_error_and_no_partial_che
         assert proc.stderr.startswith(f"offload-jax train: error: cannot write checkpoint 20 in "
                                       f"'{fs}/r/checkpoints': No space left on device\n"), proc.stderr
         assert [p.name for p in (fs / "r").rglob("*")] == ["checkpoints"]  # no half-written checkpoint
+
+
+def test_leftovers_are_removed_until_their_writer_stops(tmp_path):
+    """A failed Orbax write's other threads can go on writing into its temp directory after the error
+    (a loaded machine left it behind): the removal outlasts them; one removal would not."""
+    tmp = tmp_path / "20.orbax-checkpoint-tmp-1"
+    stop = time.monotonic() + 0.3
+
+    def writer():
+        i = 0
+        while time.monotonic() < stop:
+            with contextlib.suppress(OSError):  # the directory removed under it: on with the next part
+                tmp.mkdir(exist_ok=True)
+                (tmp / f"part{i}").write_text("x")
+            i += 1
+            time.sleep(0.01)
+
+    tmp.mkdir()
+    thread = threading.Thread(target=writer)
+    thread.start()
+    runs._remove_settled(tmp_path / "20.orbax-checkpoint-tmp*")
+    thread.join()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_read_only_file_system_is_one_line(data, tmp_path, capsys):
