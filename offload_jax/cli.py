@@ -425,10 +425,16 @@ def _add_sweep(sub) -> None:
     p.add_argument("--losses", type=_csv_of(str), default=["ce", "latency"],
                    help="loss variants: ce (labels / KD only), latency (plus the objective-aware term: the "
                         "chain's expected latency, the dag's sampled expected J)")
+    p.add_argument("--save-runs", action="store_true",
+                   help="also save each member as a run directory, OUT/runs/<member> (e.g. "
+                        "seed0_temp2_alpha1_latency), that evaluate, export, --teacher and --init-from take "
+                        "like a train/distill run's (without optimizer state)")
     p.set_defaults(handler=_cmd_sweep)
 
 
 def _cmd_sweep(args) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
     from offload_jax import runs, splits, sweep  # noqa: PLC0415
 
     points = sweep.grid(args.seeds, args.temperatures, args.alphas, args.losses)
@@ -436,16 +442,27 @@ def _cmd_sweep(args) -> int:
     teacher = runs.load_run(args.teacher) if args.teacher else None
     data = splits.load_data(args.data, holdout=args.holdout, val_data=args.val_data,
                            max_states=args.max_states)
+    model_cfg = _model_config(args)
+    members = None
+    if args.save_runs:  # every member's directory checked before the training
+        members = sweep.member_runs(Path(args.out) / "runs", data, model_cfg, base, points, teacher=teacher,
+                                    latency_weight=args.latency_weight)
     print(f"training {len(points)} students x {base.steps} steps in one vmapped program "
           "(one device call: no progress bar)...", file=sys.stderr, flush=True)
-    rows, _, timing = sweep.run_sweep(data, _model_config(args), base, points, teacher=teacher,
-                                      latency_weight=args.latency_weight)
-    info = {"data": args.data, "teacher": args.teacher, "model": _model_config(args).to_dict(),
+    rows, params, timing = sweep.run_sweep(data, model_cfg, base, points, teacher=teacher,
+                                           latency_weight=args.latency_weight)
+    if members is not None:
+        saved = sweep.save_runs(members, data, model_cfg, params, rows, teacher=teacher,
+                                teacher_dir=args.teacher)
+        for row, run_dir in zip(rows, saved, strict=True):
+            row["run"] = str(run_dir.relative_to(args.out))
+    info = {"data": args.data, "teacher": args.teacher, "model": model_cfg.to_dict(),
             "train": base.to_dict(), "timing": timing, **data.info}
     paths = sweep.write_results(args.out, rows, info)
     print(sweep.table_markdown(rows))
     print(f"{len(rows)} students in {timing['run_s']:.1f} s (+ {timing['compile_s']:.1f} s compile); "
-          f"wrote {', '.join(str(p) for p in paths.values())}")
+          f"wrote {', '.join(str(p) for p in paths.values())}"
+          + (f" and {len(rows)} run directories in {Path(args.out) / 'runs'}" if members else ""))
     return 0
 
 

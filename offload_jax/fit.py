@@ -81,11 +81,7 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
                              use_teacher=teacher is not None, use_latency=cfg.latency_weight > 0,
                              use_regret=cfg.regret_weight > 0)
         rng = jax.random.key(cfg.seed)
-        teacher_info = None
-        if teacher is not None:
-            teacher_info = {"dir": teacher_dir, "kind": teacher.meta.get("kind"),
-                            "params": teacher.meta.get("params"), "model": teacher.model_cfg.to_dict()}
-        fixed = {"teacher": teacher_info, "data": data.info, "identity": identity}
+        fixed = fixed_fields(teacher, teacher_dir, data, identity)
         if init is not None:
             fixed["init"] = {"dir": init_dir, "kind": init.meta.get("kind"), "step": init.meta.get("step")}
         mgr = runs.checkpoint_manager(run_dir)
@@ -105,6 +101,24 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
                          consts, data, kind, fixed, history, progress, chunk_steps, checkpoint_every_s)
         finally:
             mgr.close()
+
+
+def fixed_fields(teacher: runs.LoadedRun | None, teacher_dir: str | None, data: Prepared,
+                 identity: dict) -> dict:
+    """The fields of a run's record that no step changes: its teacher, data and command (`identity`)."""
+    teacher_info = None
+    if teacher is not None:
+        teacher_info = {"dir": teacher_dir, "kind": teacher.meta.get("kind"),
+                        "params": teacher.meta.get("params"), "model": teacher.model_cfg.to_dict()}
+    return {"teacher": teacher_info, "data": data.info, "identity": identity}
+
+
+def run_record(kind: str, step: int, model_cfg: ModelConfig, data: Prepared, cfg: TrainConfig,
+               n_params: int, fixed: dict, history: list) -> dict:
+    """A `fit` run's record at `step` (its checkpoint's config item; run.json adds wall-clock fields)."""
+    return {**runs.base_meta(kind, step, model_cfg, data.system, cfg, n_params), **fixed,
+            "steps": cfg.steps, "finished": step >= cfg.steps, "history": list(history),
+            "metrics": history[-1] if history else None}
 
 
 def _same_stats(a, b) -> bool:
@@ -201,9 +215,7 @@ def _loop(run_dir, mgr, trainer, state, step, cfg, model_cfg, rng, weights, cons
                 postfix["val_ratio"] = f"{scalars['objective_ratio_mean']:.4f}"
             bar.set_postfix(postfix, refresh=False)
             if step == cfg.steps or time.monotonic() - last_save >= checkpoint_every_s:
-                record = {**runs.base_meta(kind, step, model_cfg, data.system, cfg, n_params), **fixed,
-                          "steps": cfg.steps, "finished": step >= cfg.steps, "history": list(history),
-                          "metrics": history[-1] if history else None}
+                record = run_record(kind, step, model_cfg, data, cfg, n_params, fixed, history)
                 runs.save_checkpoint(mgr, step, state.params, data.stats, record, state.opt_state)
                 meta = {**record, "wall_s_this_session": round(time.monotonic() - started, 2)}
                 atomic.write_json(run_dir / runs.RUN_JSON, meta, sort_keys=True)

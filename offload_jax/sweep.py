@@ -3,7 +3,8 @@
 `train.make_train(...).train(rng, weights, consts)` is one jittable training run; the sweep is
 `jax.jit(jax.vmap(train, in_axes=(0, 0, None)))` over the grid seeds x temperatures x alphas x loss
 variants (the data and the teacher are shared, not copied per member). Results go to one table
-(CSV + markdown + JSON) and a PNG plot.
+(CSV + markdown + JSON) and a PNG plot; with `save_runs`, each member also becomes a run directory
+that `evaluate`, `export`, `--teacher` and `--init-from` take like a `fit` run's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offload_jax import atomic
+from offload_jax import atomic, fit, locking, runs
 from offload_jax.config import ConfigError, ModelConfig, TrainConfig
 from offload_jax.losses import LossWeights
 from offload_jax.runs import LoadedRun
@@ -66,9 +67,11 @@ def grid(seeds, temperatures, alphas, losses) -> list[SweepPoint]:
 
 
 def point_config(base: TrainConfig, point: SweepPoint, latency_weight: float) -> TrainConfig:
-    """The single-run TrainConfig equivalent to one sweep member (for `fit.fit`)."""
+    """The single-run TrainConfig equivalent to one sweep member (for `fit.fit`). A sweep scores its
+    members once, after the last step: eval_every 0 (`fit` evaluates at the last step whatever it is)."""
     return dataclasses.replace(base, seed=point.seed, alpha=point.alpha, temperature=point.temperature,
-                               latency_weight=latency_weight if point.loss == "latency" else 0.0).validate()
+                               latency_weight=latency_weight if point.loss == "latency" else 0.0,
+                               eval_every=0).validate()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +131,65 @@ def run_sweep(data: Prepared, model_cfg: ModelConfig, base: TrainConfig, points:
     timing = {"members": len(points), "steps": base.steps, "compile_s": compiled_at - start,
               "run_s": done - compiled_at}
     return rows, params, timing
+
+
+def member_name(point: SweepPoint) -> str:
+    """A member's run directory name, e.g. seed0_temp2_alpha0.5_latency."""
+    return f"seed{point.seed}_temp{point.temperature:g}_alpha{point.alpha:g}_{point.loss}"
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberRun:
+    """Where one sweep member is saved, and the `fit` command it stands for."""
+
+    point: SweepPoint
+    run_dir: Path
+    kind: str  # "distill" with a teacher, else "student" (as `offload-jax distill` / `train`)
+    cfg: TrainConfig  # `point_config`
+    identity: dict  # `runs.run_identity` of that command
+
+
+def member_runs(runs_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, base: TrainConfig,
+                points: list[SweepPoint], *, teacher: LoadedRun | None = None,
+                latency_weight: float = 1.0) -> list[MemberRun]:
+    """Each member's run directory under `runs_dir` and its command; checked before any training: a
+    directory that holds another command (or anything but a run) is refused now, not after the sweep."""
+    kind = "distill" if teacher is not None else "student"
+    out = []
+    for p in points:
+        cfg = point_config(base, p, latency_weight)
+        identity = runs.run_identity(kind, model_cfg, cfg, teacher=teacher, data=data.info.get("source"))
+        run_dir = Path(runs_dir) / member_name(p)
+        runs.check_run_dir(run_dir, identity)
+        out.append(MemberRun(p, run_dir, kind, cfg, identity))
+    return out
+
+
+def save_runs(members: list[MemberRun], data: Prepared, model_cfg: ModelConfig, params, rows: list[dict], *,
+              teacher: LoadedRun | None = None, teacher_dir: str | None = None) -> list[Path]:
+    """Save member i (`params` batched over the members, in `members`' order) as the finished run
+    `fit` would have written for its command: its parameters after the last step, the training split's
+    feature statistics and its record (`fit.run_record`; history: the sweep's held-out metrics at the
+    last step). Differences from a `fit` run: no optimizer state (a sweep does not return it; the same
+    command with more steps is another command anyway), and the parameters agree with `fit`'s to
+    float32 round-off of the vmapped program, not bit for bit. A directory already holding the same
+    finished command is left as it is. Each directory is locked while written."""
+    saved = []
+    for i, (m, row) in enumerate(zip(members, rows, strict=True)):
+        member = jax.tree.map(lambda x, i=i: x[i], params)
+        with locking.hold(m.run_dir, f"sweep {member_name(m.point)}"):
+            step = runs.check_run_dir(m.run_dir, m.identity)
+            if runs.finished_meta(m.run_dir, step, m.cfg.steps) is None:
+                history = [{"step": m.cfg.steps, **{k: row[k] for k in METRIC_COLUMNS if k in row}}]
+                n_params = sum(int(np.size(x)) for x in jax.tree.leaves(member))
+                fixed = {**fit.fixed_fields(teacher, teacher_dir, data, m.identity),
+                         "sweep": {"member": member_name(m.point), "optimizer_state": False}}
+                record = fit.run_record(m.kind, m.cfg.steps, model_cfg, data, m.cfg, n_params, fixed, history)
+                with runs.checkpoint_manager(m.run_dir) as mgr:
+                    runs.save_checkpoint(mgr, m.cfg.steps, member, data.stats, record)
+                atomic.write_json(m.run_dir / runs.RUN_JSON, record, sort_keys=True)
+        saved.append(m.run_dir)
+    return saved
 
 
 def _metrics_of(rows: list[dict]) -> list[str]:

@@ -1,6 +1,7 @@
 """The vmapped sweep equals separate training runs; its table and plot are written."""
 
 import csv
+import dataclasses
 import json
 
 import jax
@@ -25,6 +26,14 @@ def test_sweep_equals_separate_runs(tmp_path):
         (0, "ce", 0.0), (0, "latency", 0.7), (1, "ce", 0.0), (1, "latency", 0.7)]
     assert len({r["latency_ratio_mean"] for r in rows}) == 4  # members differ
 
+    # Every member saved as the run directory `fit` would have written for its command.
+    members = sweep.member_runs(tmp_path / "out" / "runs", data, SMALL, BASE, points, teacher=teacher,
+                                latency_weight=0.7)
+    saved = sweep.save_runs(members, data, SMALL, params, rows, teacher=teacher,
+                            teacher_dir=str(tmp_path / "teacher"))
+    assert [d.name for d in saved] == ["seed0_temp2_alpha0.5_ce", "seed0_temp2_alpha0.5_latency",
+                                       "seed1_temp2_alpha0.5_ce", "seed1_temp2_alpha0.5_latency"]
+
     for i in (1, 3):  # seeds 0 and 1 (with the latency term: the two runs share one compilation)
         cfg = sweep.point_config(BASE, points[i], latency_weight=0.7)
         meta = fit.fit(tmp_path / f"run{i}", data, SMALL, cfg, kind="distill", teacher=teacher,
@@ -33,6 +42,20 @@ def test_sweep_equals_separate_runs(tmp_path):
         np.testing.assert_allclose(member, _saved_params(tmp_path / f"run{i}"), rtol=1e-4, atol=1e-5)
         for k in sweep.METRIC_COLUMNS:
             np.testing.assert_allclose(rows[i][k], meta["metrics"][k], rtol=1e-4, atol=2e-3)
+        # the saved member: the same parameters; `fit` with its command finds it finished
+        np.testing.assert_array_equal(_saved_params(saved[i]), member)
+        logged = []
+        again = fit.fit(saved[i], data, SMALL, cfg, kind="distill", teacher=teacher,
+                        teacher_dir=str(tmp_path / "teacher"), progress=False, log=logged.append)
+        assert logged == [f"{saved[i]}: finished at step 30; nothing to do"]
+        assert again["finished"] and again["sweep"]["member"] == saved[i].name
+        assert again["metrics"]["objective_ratio_mean"] == rows[i]["objective_ratio_mean"]
+        assert {k: again[k] for k in ("kind", "identity", "steps", "teacher", "train")} == {
+            k: meta[k] for k in ("kind", "identity", "steps", "teacher", "train")}
+    # another command on the same directories is refused before any training
+    with pytest.raises(runs.RunError, match="other settings.*steps"):
+        sweep.member_runs(tmp_path / "out" / "runs", data, SMALL, dataclasses.replace(BASE, steps=31), points,
+                          teacher=teacher, latency_weight=0.7)
 
     paths = sweep.write_results(tmp_path / "out", rows, {"timing": timing})
     with open(paths["csv"]) as fh:
@@ -70,7 +93,7 @@ def test_sweep_on_a_dag_dataset_equals_a_separate_run(tmp_path, capsys):
     args = ["sweep", "--data", str(data_dir), "--out", str(tmp_path / "out"), "--seeds", "0,1",
             "--temperatures", "1", "--alphas", "1", "--losses", "ce,latency", "--steps", "40",
             "--batch-size", "64", "--holdout", "100", "--hidden", "32", "--activation", "relu",
-            "--norm", "none", "--latency-weight", "0.5"]
+            "--norm", "none", "--latency-weight", "0.5", "--save-runs"]
     assert cli.main(args) == 0
     rows = json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"]
     assert len(rows) == 4 and all("latency_ratio_mean" not in r for r in rows)  # the dag's J is not latency
@@ -79,9 +102,21 @@ def test_sweep_on_a_dag_dataset_equals_a_separate_run(tmp_path, capsys):
     # member 3 (seed 1, with the sampled objective term) is the run `train` makes alone
     alone = tmp_path / "alone"
     same = [a for a in args[5:] if a not in ("--seeds", "0,1", "--temperatures", "1", "--alphas", "1",
-                                              "--losses", "ce,latency")]
+                                              "--losses", "ce,latency", "--save-runs")]
     assert cli.main(["train", "--data", str(data_dir), "--out", str(alone), "--seed", "1", "--model",
                      "student", "--no-progress", "--eval-every", "0", *same]) == 0
     metrics = json.loads((alone / "run.json").read_text())["metrics"]
     assert rows[3]["objective_ratio_mean"] == pytest.approx(metrics["objective_ratio_mean"], rel=1e-4,
                                                             abs=2e-3)
+    # the saved member 3 is that command's finished run: `train` into it has nothing to do, and
+    # evaluate and export take it like any run
+    member = tmp_path / "out" / "runs" / "seed1_temp1_alpha1_latency"
+    assert rows[3]["run"] == "runs/seed1_temp1_alpha1_latency"
+    capsys.readouterr()
+    assert cli.main(["train", "--data", str(data_dir), "--out", str(member), "--seed", "1", "--model",
+                     "student", "--no-progress", "--eval-every", "0", *same]) == 0
+    assert "already finished (40 steps); nothing to do" in capsys.readouterr().err
+    report = tmp_path / "eval.json"
+    assert cli.main(["evaluate", "--data", str(data_dir), "--runs", str(member), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["runs"][member.name]["objective_ratio_mean"] >= 1.0 - 1e-6
+    assert cli.main(["export", "--run", str(member), "--out", str(tmp_path / "member.npz")]) == 0
