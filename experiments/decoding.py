@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dag_learning  # noqa: E402
-from exp_common import DPI, load_avg, log, md_table  # noqa: E402
+from exp_common import DPI, load_avg, log, md_table, numpy_p50_us  # noqa: E402
 
 SCRIPT = "decoding"
 STEPS = (1, 2, 3, 5, 10)
@@ -56,32 +56,11 @@ def part_steps(quickstart: Path) -> dict:
     exported = quickstart / "student_kd.npz"
     for k in STEPS:  # the numpy export, each pass count timed over the same 100 states
         student = export_runtime.load(exported, decode_steps=k)
-        numpy_us[k] = _numpy_p50_us(student, scenario)
+        numpy_us[k] = numpy_p50_us(student, scenario)
     return {"quality": quality, "jax_us": {k: speed["policies"][f"student_kd_{k}"]["p50_us"] for k in STEPS},
             "jax_p99_us": {k: speed["policies"][f"student_kd_{k}"]["p99_us"] for k in STEPS},
             "greedy_us": speed["policies"]["greedy"]["p50_us"], "numpy_us": numpy_us,
             "identity_us": speed["identity"]["p50_us"], "load_avg": load_avg()}
-
-
-def _numpy_p50_us(student, scenario, states: int = 100, rounds: int = 30) -> float:
-    import time
-
-    import jax
-    import numpy as np
-
-    indices = jax.numpy.arange(states, dtype=jax.numpy.uint32)
-    sample = scenario.sample(jax.random.key(0), scenario.params, indices)
-    packed = np.asarray(scenario.pack(sample))
-    for v in packed:  # warm up
-        student(v)
-    times = []
-    clock = time.perf_counter
-    for _ in range(rounds):
-        for v in packed:
-            t0 = clock()
-            student(v)
-            times.append(clock() - t0)
-    return float(np.median(times) * 1e6)
 
 
 def part_unseen(quickstart: Path, dag_learning_dir: Path) -> dict:

@@ -40,3 +40,25 @@ def load_avg() -> float | None:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
+
+
+def numpy_p50_us(student, scenario, states: int = 100, rounds: int = 30) -> float:
+    """Batch-1 p50 (us) of a numpy student (`export_runtime`) over `states` of `scenario`, `rounds` times."""
+    import time
+
+    import jax
+    import numpy as np
+
+    indices = jax.numpy.arange(states, dtype=jax.numpy.uint32)
+    sample = scenario.sample(jax.random.key(0), scenario.params, indices)
+    packed = np.asarray(scenario.pack(sample))
+    for v in packed:  # warm up
+        student(v)
+    times = []
+    clock = time.perf_counter
+    for _ in range(rounds):
+        for v in packed:
+            t0 = clock()
+            student(v)
+            times.append(clock() - t0)
+    return float(np.median(times) * 1e6)

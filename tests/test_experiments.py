@@ -300,3 +300,19 @@ def test_decoding_markdown_shows_every_pass_count_and_the_one_pass_networks():
     assert "| 5 | 1.150 | 1.250 | 15.0 / 25 | 84.0 |" in md
     assert "| alibaba | 1.050 | 1.060 | 1.070 | 1.080 | 1.090 | 1.100 | 1.500 | 1.600 |" in md
     assert md.count("\n| ") == 2 + len(decoding.STEPS) + 1
+
+
+def test_passes_markdown_reads_the_json_form():
+    """experiments/passes.py's table from a result as passes.json holds it (pass counts as strings)."""
+    passes = _script("passes")
+    steps = ["1", "3"]
+    result = {"runs": ["a", "b"], "data": "eval", "steps": [1, 3], "device": "cpu", "load_avg": 0.5,
+              "quality": {n: {k: {"objective_ratio_mean": 1.1 - int(k) / 100 + off,
+                                  "objective_ratio_sem": sem} for k in steps}
+                          for n, off, sem in (("a", 0.0, 0.001), ("b", 0.002, 0.003))},
+              "mean_over_runs": {"1": 1.091, "3": 1.071}, "jax_us_p50": {"1": 20.0, "3": 40.0},
+              "numpy_us_p50": {"1": 50.0, "3": 100.0}, "identity_us_p50": 5.0,
+              "baselines": {"greedy": {"objective_ratio_mean": 1.4, "decision_us_p50": 60.0}}}
+    md = passes.markdown(result)
+    assert "| 3 | 1.0710 | 1.0700 / 1.0720 | 0.0030 | 40.0 | 100.0 |" in md
+    assert "greedy 1.4000 at 60.0 us" in md and md.count("\n| ") == 1 + len(steps)  # header + rows
