@@ -447,15 +447,21 @@ def _cmd_sweep(args) -> int:
     if args.save_runs:  # every member's directory checked before the training
         members = sweep.member_runs(Path(args.out) / "runs", data, model_cfg, base, points, teacher=teacher,
                                     latency_weight=args.latency_weight)
-    print(f"training {len(points)} students x {base.steps} steps in one vmapped program "
-          "(one device call: no progress bar)...", file=sys.stderr, flush=True)
-    rows, params, timing = sweep.run_sweep(data, model_cfg, base, points, teacher=teacher,
-                                           latency_weight=args.latency_weight)
-    if members is not None:
-        saved = sweep.save_runs(members, data, model_cfg, params, rows, teacher=teacher,
-                                teacher_dir=args.teacher)
-        for row, run_dir in zip(rows, saved, strict=True):
-            row["run"] = str(run_dir.relative_to(args.out))
+    rows = sweep.finished_rows(members) if members is not None else None
+    if rows is not None:
+        print(f"every member's run in {Path(args.out) / 'runs'} finished before: the table rebuilt from "
+              "their records, nothing trained", file=sys.stderr, flush=True)
+        timing = {"members": len(points), "steps": base.steps, "compile_s": 0.0, "run_s": 0.0,
+                  "reused_runs": True}
+    else:
+        print(f"training {len(points)} students x {base.steps} steps in one vmapped program "
+              "(one device call: no progress bar)...", file=sys.stderr, flush=True)
+        rows, params, timing = sweep.run_sweep(data, model_cfg, base, points, teacher=teacher,
+                                               latency_weight=args.latency_weight)
+        if members is not None:
+            sweep.save_runs(members, data, model_cfg, params, rows, teacher=teacher, teacher_dir=args.teacher)
+    for row, m in zip(rows, members, strict=True) if members is not None else ():
+        row["run"] = str(m.run_dir.relative_to(args.out))
     info = {"data": args.data, "teacher": args.teacher, "model": model_cfg.to_dict(),
             "train": base.to_dict(), "timing": timing, **data.info}
     paths = sweep.write_results(args.out, rows, info)

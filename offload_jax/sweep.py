@@ -147,22 +147,36 @@ class MemberRun:
     kind: str  # "distill" with a teacher, else "student" (as `offload-jax distill` / `train`)
     cfg: TrainConfig  # `point_config`
     identity: dict  # `runs.run_identity` of that command
+    finished: dict | None = None  # the record of that command's finished run, if the directory holds one
 
 
 def member_runs(runs_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, base: TrainConfig,
                 points: list[SweepPoint], *, teacher: LoadedRun | None = None,
                 latency_weight: float = 1.0) -> list[MemberRun]:
     """Each member's run directory under `runs_dir` and its command; checked before any training: a
-    directory that holds another command (or anything but a run) is refused now, not after the sweep."""
+    directory that holds another command (or anything but a run) is refused now, not after the sweep.
+    One that holds the command's finished run is noted (`finished_rows`)."""
     kind = "distill" if teacher is not None else "student"
     out = []
     for p in points:
         cfg = point_config(base, p, latency_weight)
         identity = runs.run_identity(kind, model_cfg, cfg, teacher=teacher, data=data.info.get("source"))
         run_dir = Path(runs_dir) / member_name(p)
-        runs.check_run_dir(run_dir, identity)
-        out.append(MemberRun(p, run_dir, kind, cfg, identity))
+        step = runs.check_run_dir(run_dir, identity)
+        record = runs.stored_record(run_dir, step) if step is not None and step >= cfg.steps else None
+        out.append(MemberRun(p, run_dir, kind, cfg, identity, record))
     return out
+
+
+def finished_rows(members: list[MemberRun]) -> list[dict] | None:
+    """The sweep's table from its members' finished runs when every member has one (a rerun of a sweep
+    that saved them needs no training), else None. A row as `run_sweep` makes it, the metrics from the
+    run's record (its last evaluation)."""
+    if not members or any(m.finished is None for m in members):
+        return None
+    return [{**dataclasses.asdict(m.point), "latency_weight": m.cfg.latency_weight,
+             **{k: float(m.finished["metrics"][k]) for k in METRIC_COLUMNS if k in m.finished["metrics"]}}
+            for m in members]
 
 
 def save_runs(members: list[MemberRun], data: Prepared, model_cfg: ModelConfig, params, rows: list[dict], *,

@@ -52,6 +52,11 @@ def test_sweep_equals_separate_runs(tmp_path):
         assert again["metrics"]["objective_ratio_mean"] == rows[i]["objective_ratio_mean"]
         assert {k: again[k] for k in ("kind", "identity", "steps", "teacher", "train")} == {
             k: meta[k] for k in ("kind", "identity", "steps", "teacher", "train")}
+    # a rerun finds every member finished: the table comes back from their records, nothing to train
+    again = sweep.member_runs(tmp_path / "out" / "runs", data, SMALL, BASE, points, teacher=teacher,
+                              latency_weight=0.7)
+    assert sweep.finished_rows(again) == rows
+    assert sweep.finished_rows(again[:1] + members[1:]) is None  # members[1:] were checked before saving
     # another command on the same directories is refused before any training
     with pytest.raises(runs.RunError, match="other settings.*steps"):
         sweep.member_runs(tmp_path / "out" / "runs", data, SMALL, dataclasses.replace(BASE, steps=31), points,
@@ -120,3 +125,9 @@ def test_sweep_on_a_dag_dataset_equals_a_separate_run(tmp_path, capsys):
     assert cli.main(["evaluate", "--data", str(data_dir), "--runs", str(member), "--json", str(report)]) == 0
     assert json.loads(report.read_text())["runs"][member.name]["objective_ratio_mean"] >= 1.0 - 1e-6
     assert cli.main(["export", "--run", str(member), "--out", str(tmp_path / "member.npz")]) == 0
+    # the same sweep again: every member finished, the table rebuilt from the runs without training
+    capsys.readouterr()
+    assert cli.main(args) == 0
+    assert "finished before" in capsys.readouterr().err
+    again = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert again["rows"] == rows and again["info"]["timing"]["reused_runs"]
