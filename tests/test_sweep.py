@@ -1,4 +1,4 @@
-"""The vmapped sweep equals separate training runs; its table and plot are written."""
+"""The vmapped sweep equals separate training runs; its table and plot are written; members saved as runs."""
 
 import csv
 import dataclasses
