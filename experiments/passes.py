@@ -52,12 +52,9 @@ def measure(run_dirs: list[Path], data: Path, steps: list[int], out: Path, *, ca
     exported = export.export_run(run_dirs[0], out / f"{run_dirs[0].name}.npz")
     numpy_us = {k: numpy_p50_us(export_runtime.load(exported, decode_steps=k), scenario) for k in steps}
     exported.unlink()  # the runs are the artifact; the export is only timed
-    baselines = {}
-    if ds.label is not None:
-        base = evaluate.evaluate_policies(ds, {n: pols[n] for n in BASELINES}, jax.random.key(0),
-                                          progress=False)
-        baselines = {n: {"objective_ratio_mean": base[n]["objective_ratio_mean"],
-                         "decision_us_p50": speed["policies"][n]["p50_us"]} for n in BASELINES}
+    base = evaluate.evaluate_policies(ds, {n: pols[n] for n in BASELINES}, jax.random.key(0), progress=False)
+    baselines = {n: {"objective_ratio_mean": base[n]["objective_ratio_mean"],
+                     "decision_us_p50": speed["policies"][n]["p50_us"]} for n in BASELINES}
     mean = {k: statistics.fmean(quality[r.name][k]["objective_ratio_mean"] for r in run_dirs) for k in steps}
     return {"runs": [str(r) for r in run_dirs], "data": str(data), "steps": steps, "quality": quality,
             "mean_over_runs": mean,
@@ -83,10 +80,9 @@ def markdown(result: dict) -> str:
              f"Runs: {runs}; scored on `{result['data']}`. J / J* per run (mean of per-state ratios), the "
              "largest standard error among the runs, and the first run's batch-1 decision p50 (us) at each "
              f"pass count ({result['device']}; load {result['load_avg']}).", "", md_table(header, rows)]
-    if result["baselines"]:
-        shown = "; ".join(f"{n} {b['objective_ratio_mean']:.4f} at {b['decision_us_p50']:.1f} us"
-                          for n, b in result["baselines"].items())
-        lines += [f"In the same timing run: {shown}; identity floor {result['identity_us_p50']:.1f} us.", ""]
+    shown = "; ".join(f"{n} {b['objective_ratio_mean']:.4f} at {b['decision_us_p50']:.1f} us"
+                      for n, b in result["baselines"].items())
+    lines += [f"In the same timing run: {shown}; identity floor {result['identity_us_p50']:.1f} us.", ""]
     lines += ["![passes](passes.png)", ""]
     return "\n".join(lines)
 
