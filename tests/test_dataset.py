@@ -117,6 +117,28 @@ def test_other_batch_size_gives_same_bytes(reference, tmp_path):
     _assert_same_shard_bytes(reference, tmp_path / "b37")
 
 
+@pytest.mark.parametrize(("start", "end", "max_batch", "multiple"),
+                         [(0, 100_000, 8192, 1), (0, 5000, 8192, 1), (0, 300, 64, 4), (10, 1000, 3000, 3),
+                          (0, 1, 8192, 4)])
+def test_batches_cover_the_shard_padded_to_one_shared_size(start, end, max_batch, multiple):
+    batches = dataset._batches(start, end, max_batch, multiple)
+    assert batches[0][0] == start and batches[-1][1] == end
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(batches))
+    padded = {b[2] for b in batches}
+    assert len(padded) == 1  # one shape a shard
+    (padded,) = padded
+    assert padded % multiple == 0 and all(b[1] - b[0] <= padded for b in batches)
+    assert padded <= max(max_batch, 1 << (max_batch - 1).bit_length()) + multiple
+
+
+def test_shards_of_other_sizes_share_the_batch_shape():
+    # A power of two (or the largest batch): the dag quickstart's 5,000 evaluation states and its 100,000
+    # training states are labeled by one compiled program (the exact search compiles for ~25 s).
+    assert dataset._batches(0, 5000, 8192, 1)[0][2] == dataset._batches(0, 100_000, 8192, 1)[0][2] == 8192
+    assert {dataset._batches(0, n, 8192, 1)[0][2] for n in (520, 700, 1024)} == {1024}
+    assert dataset._batches(0, 1000, 3000, 3)[0][2] == dataset._batches(0, 600, 3000, 3)[0][2] == 1026
+
+
 def test_grow_batch_doubles_until_throughput_saturates():
     rates = {64: 1000.0, 128: 1900.0, 256: 3500.0, 512: 3700.0, 1024: 9999.0}  # states/s per batch size
     now, calls = [0.0], []
