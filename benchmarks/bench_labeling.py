@@ -448,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=1, help="dag only: users sharing the edge")
     ap.add_argument("--json", required=True, help="output JSON path")
     ap.add_argument("--states", type=int, default=None,
-                    help="states per timed DP call (chain, default 65536) / bnb call (dag, default 4096)")
+                    help="states per timed DP call (chain, default 65536) / bnb call (dag, default the "
+                         "labeler's batch: 8192; 4096 until the nineteenth dag session, in RESULTS.md's "
+                         "numbers before it)")
     ap.add_argument("--enum-states", type=int, default=None,
                     help="states per timed enumeration call (chain: default 3^(14-T), at least 256; "
                          "dag: 16 * 3^(14-U*T) within [16, 4096])")

@@ -138,7 +138,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--shard-size", type=_count, default=100_000, help="states per shard")
     p.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|auto",
                    help="most states per device call (default per solver: 65536 dp, 1024 chain "
-                        "enumerate, 4096 bnb, 256 dag enumerate; per device) on a CPU; 'auto' (the "
+                        "enumerate, 8192 bnb, 256 dag enumerate; per device) on a CPU; 'auto' (the "
                         "default on a GPU or TPU) doubles it until states/s stops rising by 10%%; changes "
                         "neither states nor bytes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no summary")

@@ -44,7 +44,7 @@ def _check_equal(n, overrides, cap):
 
 @pytest.mark.parametrize("overrides", CASES)
 def test_pruned_search_equals_exhaustive_search(overrides):
-    _check_equal(600, overrides, cap=4)
+    _check_equal(512, overrides, cap=4)
 
 
 @pytest.mark.slow
@@ -57,20 +57,33 @@ def test_pruned_search_equals_exhaustive_search_on_thousands_of_states(overrides
 
 def test_overflow_is_reported_and_the_pool_grows():
     # The states and the grown pool of the first CASES entry: its programs are compiled once for both tests.
-    params, states = _states(600, **CASES[0])  # (CASES[1] is a pytest.param)
+    params, states = _states(512, **CASES[0])  # (CASES[1] is a pytest.param)
     # (the Solver's own program below: the same pool, dives and `Jobs`, so it is compiled once)
-    r = bnb.search_jit(params, states, bnb.pool_sizes(600, 2, 3, 2), 2, bnb.Jobs.whole(600, 6))
-    assert r.overflow.shape == (600,)
+    r = bnb.search_jit(params, states, bnb.pool_sizes(512, 2, 3, 2), 2, bnb.Jobs.whole(512, 6))
+    assert r.overflow.shape == (512,)
     assert bool(r.overflow.any())  # 2 nodes a state on average: too few at levels 2-4 (see frontier)
     assert not bool(r.overflow.all())  # the pool is filled in state order: the first states fit
     exhaustive = jax.jit(search.solve_enumerate)(params, states)
     fits = ~np.asarray(r.overflow)
     np.testing.assert_array_equal(np.asarray(r.label)[fits], np.asarray(exhaustive[0])[fits])
-    assert r.frontier.shape == (6,) and np.all(np.asarray(r.frontier[:-1]) <= 600 * 3 ** np.arange(1, 6))
-    solver = bnb.Solver(cap=2)
+    assert r.frontier.shape == (6,) and np.all(np.asarray(r.frontier[:-1]) <= 512 * 3 ** np.arange(1, 6))
+    solver = bnb.Solver(cap=2)  # 512 jobs a call (a power of two: no padding jobs to share the pool with)
     labels, _ = solver(params, states)
     assert solver.cap == 4 and np.max(solver.frontier) > 2 and solver.splits == 0
     np.testing.assert_array_equal(np.asarray(labels), np.asarray(exhaustive[0]))
+
+
+def test_a_batch_of_another_size_shares_the_compiled_search():
+    # A call's jobs are padded to a power of two: 300 states run the 512-job program of the tests above
+    # (the padding jobs search nothing), with the labels of those states in the 512-state batch.
+    params, states = _states(512, **CASES[0])
+    whole, j = bnb.Solver(cap=4, growth=4)(params, states)
+    before = bnb.search_jit._cache_size()
+    part = jax.tree.map(lambda a: a[:300], states)
+    labels, j_part = bnb.Solver(cap=4, growth=4)(params, part)
+    assert bnb.search_jit._cache_size() == before
+    np.testing.assert_array_equal(np.asarray(labels), np.asarray(whole)[:300])
+    np.testing.assert_array_equal(np.asarray(j_part), np.asarray(j)[:300])
 
 
 @pytest.mark.slow  # two programs of their own (~25 s)
@@ -99,10 +112,10 @@ def test_precompile_leaves_no_compile_for_the_calls():
 
 
 def test_trees_too_large_for_the_budget_are_split_into_subtrees():
-    # The program of the test above (600 jobs, 2 nodes each a level), a budget of 1,200 nodes a level and no
+    # The program of the test above (512 jobs, 2 nodes each a level), a budget of 1,200 nodes a level and no
     # pool growth: every state whose frontier passes the room left is searched again, and the first one to
     # overflow in each call as jobs over subtrees (prefixes).
-    params, states = _states(600, **CASES[0])
+    params, states = _states(512, **CASES[0])
     solver = bnb.Solver(cap=2, budget=1200, max_cap=2)
     labels, j = solver(params, states)
     assert solver.cap == 2 and solver.splits >= 1  # repeated, nested splits: the four-device test (slow)
@@ -138,15 +151,15 @@ np.testing.assert_array_equal(np.asarray(j), np.asarray(ref[1]))
 def test_jobs_cover_subtrees_and_share_their_incumbent():
     # Three jobs split one state's tree by its first site; alone, the one whose subtree holds the label finds
     # it and the others nothing better; with a shared group all three return it. Inactive jobs search
-    # nothing. (The program of the tests above: 600 jobs, 2 nodes each a level, 2 dives.)
-    params, states = _states(600, **CASES[0])
-    one = jax.tree.map(lambda a: np.repeat(a[:1], 600, axis=0), states)
+    # nothing. (The program of the tests above: 512 jobs, 2 nodes each a level, 2 dives.)
+    params, states = _states(512, **CASES[0])
+    one = jax.tree.map(lambda a: np.repeat(a[:1], 512, axis=0), states)
     ref = jax.jit(search.solve_enumerate)(params, states)
-    prefix = np.full((600, 6), -1, np.int8)
+    prefix = np.full((512, 6), -1, np.int8)
     prefix[:3, 0] = [0, 1, 2]
-    pool = bnb.pool_sizes(600, 2, 3, 2)
-    alone = bnb.Jobs(prefix, np.arange(600) < 3, np.full(600, np.inf, np.float32),
-                     np.full(600, bnb.INT_MAX, np.int32), np.arange(600, dtype=np.int32))
+    pool = bnb.pool_sizes(512, 2, 3, 2)
+    alone = bnb.Jobs(prefix, np.arange(512) < 3, np.full(512, np.inf, np.float32),
+                     np.full(512, bnb.INT_MAX, np.int32), np.arange(512, dtype=np.int32))
     r = bnb.search_jit(params, one, pool, 2, alone)
     assert not bool(r.overflow.any())
     label = np.asarray(ref[0])[0]
@@ -156,7 +169,7 @@ def test_jobs_cover_subtrees_and_share_their_incumbent():
         if k != mine:
             assert float(r.objective[k]) >= float(ref[1][0])
     assert int(r.frontier[0]) <= 3  # at most 1 node per active job at the fixed level
-    shared = alone._replace(group=np.where(np.arange(600) < 3, 0, np.arange(600)).astype(np.int32))
+    shared = alone._replace(group=np.where(np.arange(512) < 3, 0, np.arange(512)).astype(np.int32))
     r = bnb.search_jit(params, one, pool, 2, shared)
     np.testing.assert_array_equal(np.asarray(r.label)[:3], np.broadcast_to(label, (3, 2, 3)))
     np.testing.assert_array_equal(np.asarray(r.objective)[:3], float(ref[1][0]))

@@ -113,7 +113,9 @@ class DagScenario(Scenario):
     # Exhaustive search: 3^14 = 4.8M placements per state (about a second each here); the pruned
     # search: placements are numbered in int32 (3^19 < 2^31), and U = 3 x T = 6 is the largest.
     max_decisions: ClassVar[dict[str, int]] = {"bnb": 18, "enumerate": search.MAX_ENUMERATE_DECISIONS}
-    default_batch: ClassVar[dict[str, int]] = {"bnb": 4096, "enumerate": 256}
+    # bnb: the Solver's first call size (POOL_BUDGET // its first cap), so a labeler's calls and the
+    # `optimal` policy's on an evaluation batch share one compile
+    default_batch: ClassVar[dict[str, int]] = {"bnb": 8192, "enumerate": 256}
     size_keys: ClassVar[tuple[str, ...]] = ("users", "tasks", "subcarriers")
 
     @functools.cached_property
