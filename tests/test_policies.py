@@ -302,3 +302,7 @@ def test_dag_optimal_policy_starts_each_call_from_the_first_pool_size():
     optimal._solver.cap = 8 * first  # as a hard state leaves it
     np.testing.assert_array_equal(np.asarray(optimal(dag.params, None, states)), want)
     assert optimal._solver.cap == first  # T = 3: 27 placements never overflow the first pool
+    # one state at a time it starts at its own first size (the faster one at batch 1)
+    one = jax.tree.map(lambda a: a[:1], states)
+    np.testing.assert_array_equal(np.asarray(optimal(dag.params, None, one)), want[:1])
+    assert optimal._solver.cap == optimal.ONE_STATE_CAP != first

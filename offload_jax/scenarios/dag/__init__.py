@@ -57,9 +57,15 @@ class _Optimal:
     time (32, 128, 512 nodes a level): three programs to compile instead of the five of doubling (each
     ~15-30 s here, in the first calls of a process), and on the dag quickstart's 100 timing states at
     batch 1 the same median (8.8 vs 8.9 ms), a lower mean (15.2 vs 18.0 ms) and p99 (115 vs 138 ms)
-    (one interleaved run, the CPU shared with a training job)."""
+    (one interleaved run, the CPU shared with a training job). One state at a time it starts at
+    `ONE_STATE_CAP` nodes a level (128, 512): on those 100 states 2.41 ms median, mean 3.18, p99 21.8
+    against 2.78 / 4.86 / 29.0 from 32 and 3.10 / 4.07 / 24.0 at 512 alone (3 calls each, idle CPU;
+    medians at T = 14 14.6 against 18.2 ms, at U = 3 x T = 6 17.9 against 23.6, 60 states 2 calls each),
+    and one program fewer to compile; a batch starts where the labeler does (32 nodes a level, its
+    compiled program shared: `bnb.Solver._call_size`)."""
 
     host = True
+    ONE_STATE_CAP = 128
 
     def __init__(self):
         self._solver = bnb.Solver(growth=4)
@@ -67,7 +73,7 @@ class _Optimal:
 
     def __call__(self, params, key, state):
         del key
-        self._solver.cap = self._cap
+        self._solver.cap = self.ONE_STATE_CAP if state.cycles.shape[0] == 1 else self._cap
         return self._solver(params, state)[0]
 
 
