@@ -190,7 +190,9 @@ OBJECTIVE_WEIGHTS = {("chain", "teacher"): 0.0, ("chain", "student"): 0.5,
 # Thirteenth: the student a SlotNetwork (config.DAG_STUDENT_MODEL), 6,000 steps (its step costs ~4x the
 # MLP's; student_kd 1.109 at 6,000 steps, 1.108 at 8,000), alpha 1 (the teacher's improved placements
 # without its logits: better on the layered graphs and the two trees on seeds 0 and 1): RESULTS.md,
-# "A student shared by the slots".
+# "A student shared by the slots". Nineteenth: 902 s on a fresh VM of the same type, 828 s once the
+# exact search's programs were shared between labeling, evaluation and timing (eight compiles of ~25 s
+# to four): RESULTS.md, "The dag quickstart".
 DAG = QuickstartConfig(scenario="dag", train_states=100_000, holdout=5_000, eval_states=5_000,
                        teacher_steps=3_000, student_steps=6_000, alpha=1.0, batch_size=512, calls=1000,
                        timing_states=100, timing_rounds=200, train_graphs=20_000, train_full_share=0.8,
