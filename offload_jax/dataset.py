@@ -52,7 +52,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 import offload_jax
-from offload_jax import atomic, locking, processes, scenarios
+from offload_jax import atomic, locking, processes, scenarios, shapes
 from offload_jax.config import MAX_SEED, ConfigError
 from offload_jax.scenarios.base import NUM_SITES, SITES, Scenario
 
@@ -187,7 +187,7 @@ def _batches(start: int, end: int, max_batch: int, multiple: int) -> list[tuple[
     n = end - start
     count = math.ceil(n / max_batch)
     size = math.ceil(n / count)
-    padded = min(1 << (size - 1).bit_length(), max_batch)
+    padded = min(shapes.padded_size(size), max_batch)
     padded = math.ceil(padded / multiple) * multiple
     return [(s, min(s + size, end), padded) for s in range(start, end, size)]
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from offload_jax import cli, dataset, scenarios
+from offload_jax import cli, dataset, scenarios, shapes
 from offload_jax.config import ConfigError, SystemConfig
 from offload_jax.scenarios.chain import cost, system
 
@@ -129,6 +129,13 @@ def test_batches_cover_the_shard_padded_to_one_shared_size(start, end, max_batch
     (padded,) = padded
     assert padded % multiple == 0 and all(b[1] - b[0] <= padded for b in batches)
     assert padded <= max(max_batch, 1 << (max_batch - 1).bit_length()) + multiple
+
+
+def test_padded_size_is_the_least_power_of_two_not_below_n_or_least():
+    assert [shapes.padded_size(n) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 16]
+    assert [shapes.padded_size(n, least=64) for n in (1, 63, 64, 65)] == [64, 64, 64, 128]
+    with pytest.raises(ValueError, match="a size to pad must be >= 1, got 0"):
+        shapes.padded_size(0)
 
 
 def test_shards_of_other_sizes_share_the_batch_shape():

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from offload_jax import shapes
 from offload_jax.scenarios.dag import heuristics, schedule, search
 from offload_jax.scenarios.dag.config import DagParams
 from offload_jax.scenarios.dag.schedule import LOCAL, NUM_SITES, Norm, Partial, Tables
@@ -375,8 +376,7 @@ class Solver:
         power of two a device, inactive jobs padding the batch's, so that batches of other sizes share
         the compiled search (~25 s a program at T = 10 on a 2-core CPU): a dataset's and the `optimal`
         policy's on another one of another size, say."""
-        per = n // devices
-        return devices * max(1, min(1 << (per - 1).bit_length(), self.budget // self.cap))
+        return devices * max(1, min(shapes.padded_size(n // devices), self.budget // self.cap))
 
     def __call__(self, params: DagParams, states: DagState) -> tuple[jax.Array, jax.Array]:
         n, users, tasks = states.cycles.shape

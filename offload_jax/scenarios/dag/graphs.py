@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from offload_jax import shapes
 from offload_jax.config import MAX_SEED, ConfigError
 from offload_jax.scenarios.dag.config import Graph, write_topology_file
 
@@ -163,7 +164,7 @@ def mixture(seed: int, count: int, max_tasks: int, min_tasks: int = 2, *,
     adjs: dict[int, np.ndarray] = {}
     for n in np.unique(sizes):
         idx = np.flatnonzero(sizes == n)
-        padded = np.resize(idx, 1 << max(6, (len(idx) - 1).bit_length()))  # few batch shapes, few compiles
+        padded = np.resize(idx, shapes.padded_size(len(idx), least=64))  # few batch shapes, few compiles
         drawn = _layered_batch(keys[padded], int(n), fats[padded], densities[padded], jumps[padded])[0]
         adjs.update(zip(idx.tolist(), np.asarray(drawn)[:len(idx)], strict=True))
     out = []
