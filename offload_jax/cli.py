@@ -460,8 +460,9 @@ def _cmd_sweep(args) -> int:
                                                latency_weight=args.latency_weight)
         if members is not None:
             sweep.save_runs(members, data, model_cfg, params, rows, teacher=teacher, teacher_dir=args.teacher)
-    for row, m in zip(rows, members, strict=True) if members is not None else ():
-        row["run"] = str(m.run_dir.relative_to(args.out))
+    if members is not None:
+        for row, m in zip(rows, members, strict=True):
+            row["run"] = str(m.run_dir.relative_to(args.out))
     info = {"data": args.data, "teacher": args.teacher, "model": model_cfg.to_dict(),
             "train": base.to_dict(), "timing": timing, **data.info}
     paths = sweep.write_results(args.out, rows, info)
