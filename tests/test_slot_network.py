@@ -101,9 +101,20 @@ def test_slot_network_parameters_are_shared_by_the_slots():
         config.ModelConfig(arch="slots", norm="layer").validate()
 
 
+def test_default_dag_student_has_at_most_5_percent_of_the_teachers_parameters():
+    """The issue's size rule for the scenario's default networks, at the quickstart's T = 10 and with
+    three users of six sub-tasks (the slot embeddings grow with the slots, the rest does not)."""
+    for sizes in ({"tasks": 10}, {"tasks": 6, "users": 3}):
+        system = scenarios.make("dag", sizes).cfg
+        teacher, student = (models.count_params(models.build(config.DEFAULT_MODELS["dag", role], system,
+                                                             rngs=nnx.Rngs(0)))
+                            for role in ("teacher", "student"))
+        assert student <= 0.05 * teacher, (sizes, student, teacher)
+
+
 def test_cli_trains_the_default_dag_student_with_overrides_and_exports_it(tmp_path):
     """`offload-jax train --model student` on dag data builds the scenario's default student (a slots
-    network deciding in 3 passes) with --graph-width / --graph-layers applied; its numpy export decides
+    network deciding in 4 passes) with --graph-width / --graph-layers applied; its numpy export decides
     as the JAX policy does."""
     from offload_jax import cli, dataset, export, export_runtime, policies, runs
 
@@ -115,7 +126,8 @@ def test_cli_trains_the_default_dag_student_with_overrides_and_exports_it(tmp_pa
     assert cli.main(argv) == 0
     run = runs.load_run(tmp_path / "s")
     m = run.model_cfg
-    assert (m.arch, m.graph_width, m.graph_layers, m.decode_steps) == ("slots", 8, 1, 3)
+    want_steps = config.DAG_STUDENT_MODEL.decode_steps
+    assert (m.arch, m.graph_width, m.graph_layers, m.decode_steps) == ("slots", 8, 1, want_steps)
     assert isinstance(run.model, models.SlotNetwork) and len(run.model.rounds) == 1
     ds = dataset.load(tmp_path / "data", max_states=100)
     want = np.asarray(jax.jit(policies.model_policy(run.model, run.stats).fn)(None, ds.states))
