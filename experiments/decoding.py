@@ -94,10 +94,12 @@ def _one_pass(dag_learning_dir: Path) -> dict:
 
 
 def markdown(result: dict, before: dict) -> str:
+    passes = result.get("passes")  # absent from the results written before it was recorded
+    own = f"; teacher {passes['teacher']} passes, student {passes['student_kd']}" if passes else ""
     lines = ["# Deciding in steps", "",
              "The dag quickstart's networks read the decisions already taken and decide in several passes, "
-             "each fixing the most confident open decisions (`offload_jax/decoding.py`; teacher 10 passes, "
-             "student 5). `python experiments/decoding.py`.", ""]
+             f"each fixing the most confident open decisions (`offload_jax/decoding.py`{own}). "
+             "`python experiments/decoding.py`.", ""]
     steps = result.get("steps")
     if steps:
         q = steps["quality"]
@@ -180,6 +182,9 @@ def main() -> None:
         value = part_steps(quickstart) if part == "steps" else part_unseen(quickstart, dl)
         result[part] = json.loads(json.dumps(value))  # int keys as the JSON has them
         atomic.write_json(path, result)
+    result["passes"] = {name: json.loads((quickstart / "runs" / name / "run.json").read_text())["model"]
+                        ["decode_steps"] for name in ("teacher", "student_kd")}  # the runs' own counts
+    atomic.write_json(path, result)
     if "steps" in result:
         plot(result, out / "decoding.png")
     atomic.write_text(out / "decoding.md", markdown(result, _one_pass(dl)))

@@ -300,6 +300,10 @@ def test_decoding_markdown_shows_every_pass_count_and_the_one_pass_networks():
     assert "| 5 | 1.150 | 1.250 | 15.0 / 25 | 84.0 |" in md
     assert "| alibaba | 1.050 | 1.060 | 1.070 | 1.080 | 1.090 | 1.100 | 1.500 | 1.600 |" in md
     assert md.count("\n| ") == 2 + len(decoding.STEPS) + 1
+    assert "passes, student" not in md  # a result written before the runs' counts were recorded
+    with_passes = decoding.markdown({"unseen": {"alibaba": rows}, "passes": {"teacher": 5, "student_kd": 4}},
+                                    before)
+    assert "teacher 5 passes, student 4)" in with_passes
 
 
 def test_passes_markdown_reads_the_json_form():
