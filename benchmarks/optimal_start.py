@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offload_jax import scenarios
+from offload_jax import atomic, scenarios
 from offload_jax.scenarios.dag import bnb
 
 
@@ -33,7 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--caps", default="32,128,512", help="comma-separated first pool sizes")
     ap.add_argument("--json", required=True)
     args = ap.parse_args(argv)
-    caps = [int(c) for c in args.caps.split(",")]
+    try:
+        caps = [int(c) for c in args.caps.split(",")]
+    except ValueError:
+        caps = []
+    if not caps or min(caps) < 1 or len(set(caps)) != len(caps):
+        ap.error(f"--caps must be distinct integers >= 1, comma-separated, got {args.caps!r}")
+    for name in ("users", "tasks", "states", "reps"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     sc = scenarios.make("dag", {"users": args.users, "tasks": args.tasks})
     sampled = sc.sample(jax.random.fold_in(jax.random.key(0), 1), sc.params,
                         jnp.arange(args.states, dtype=jnp.uint32))
@@ -64,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
            "caps": {str(c): {"p50_ms": float(np.median(ms)), "mean_ms": float(np.mean(ms)),
                              "p99_ms": float(np.percentile(ms, 99)), "compile_s": compile_s[c]}
                     for c in caps for ms in [np.array(seconds[c]) * 1e3]}}
-    with open(args.json, "w") as f:
-        json.dump(out, f, indent=1)
+    atomic.write_json(args.json, out)
     print(json.dumps(out["caps"], indent=1))
     return 0
 
