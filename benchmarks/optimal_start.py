@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     sc = scenarios.make("dag", {"users": args.users, "tasks": args.tasks})
     sampled = sc.sample(jax.random.fold_in(jax.random.key(0), 1), sc.params,
                         jnp.arange(args.states, dtype=jnp.uint32))
-    states = [jax.tree.map(lambda a, i=i: np.asarray(a)[i:i + 1], sampled) for i in range(args.states)]
+    host = jax.tree.map(np.asarray, sampled)  # once, then one state's slices
+    states = [jax.tree.map(lambda a, i=i: a[i:i + 1], host) for i in range(args.states)]
     solvers = {c: bnb.Solver(cap=c, growth=4) for c in caps}
     compile_s = {}
     for c, s in solvers.items():

@@ -170,7 +170,7 @@ def main() -> None:
     quickstart, dl = Path(args.quickstart), Path(args.dag_learning)
     if not (quickstart / "report.json").exists():
         raise SystemExit(f"--quickstart {quickstart}: no finished dag quickstart there")
-    from offload_jax import atomic, timing
+    from offload_jax import atomic, runs, timing
 
     if "steps" in parts:  # its timing needs the latency settings before the process's first computation
         timing.configure_for_latency()
@@ -178,13 +178,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "decoding.json"
     result = json.loads(path.read_text()) if path.exists() else {}
+    result["passes"] = {name: json.loads((quickstart / "runs" / name / runs.RUN_JSON).read_text())["model"]
+                        ["decode_steps"] for name in ("teacher", "student_kd")}  # the runs' own counts
     for part in parts:
         value = part_steps(quickstart) if part == "steps" else part_unseen(quickstart, dl)
         result[part] = json.loads(json.dumps(value))  # int keys as the JSON has them
         atomic.write_json(path, result)
-    result["passes"] = {name: json.loads((quickstart / "runs" / name / "run.json").read_text())["model"]
-                        ["decode_steps"] for name in ("teacher", "student_kd")}  # the runs' own counts
-    atomic.write_json(path, result)
     if "steps" in result:
         plot(result, out / "decoding.png")
     atomic.write_text(out / "decoding.md", markdown(result, _one_pass(dl)))
