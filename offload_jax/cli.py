@@ -221,6 +221,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="key of the random policy")
     p.add_argument("--batch-size", type=_count, default=8192)
     p.add_argument("--max-states", type=_count, default=None, metavar="N", help="use only the first N states")
+    p.add_argument("--decode-steps", type=_count, default=None, metavar="K",
+                   help="the runs that decide in steps (and hybrids from them) decide in K passes instead "
+                        "of their own; one-pass networks and DROO as trained")
     p.set_defaults(handler=_cmd_evaluate)
 
 
@@ -228,7 +231,8 @@ def _cmd_evaluate(args) -> int:
     from offload_jax import evaluate  # noqa: PLC0415
 
     report = evaluate.evaluate_cli(args.data, args.runs, args.policies, args.json, seed=args.seed,
-                                   batch_size=args.batch_size, max_states=args.max_states)
+                                   batch_size=args.batch_size, max_states=args.max_states,
+                                   decode_steps=args.decode_steps)
     print(evaluate.markdown_table(report["runs"]))
     return 0
 

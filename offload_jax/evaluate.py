@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from offload_jax import atomic, metrics
+from offload_jax import atomic, metrics, models
 from offload_jax.config import ConfigError
 from offload_jax.policies import (
     HYBRIDS,
@@ -167,10 +167,14 @@ def load_run_policies(run_dirs: Sequence[str | os.PathLike], scenario: Scenario)
 
 def evaluate_cli(data: str | os.PathLike, runs: Sequence[str], policies: str,
                  json_path: str | os.PathLike | None, *, seed: int = 0, batch_size: int = 8192,
-                 max_states: int | None = None, progress: bool = True) -> dict[str, Any]:
+                 max_states: int | None = None, decode_steps: int | None = None,
+                 progress: bool = True) -> dict[str, Any]:
     """`offload-jax evaluate`: evaluate runs and the baselines named in `policies` (comma-separated
     names of the dataset's scenario, 'all', or '' for none; a hybrid, e.g. student_kd_ls, where the
-    run it starts from is among `runs`) on a dataset; write JSON; return it."""
+    run it starts from is among `runs`) on a dataset; write JSON; return it. `decode_steps`: the runs
+    whose networks decide in steps (and the hybrids starting from them) decide in that many passes;
+    the others (one-pass networks, DROO) as trained; each run's count is in its result's
+    "decode_steps"."""
     from offload_jax import dataset as dataset_lib  # noqa: PLC0415
 
     ds = dataset_lib.load(data, max_states=max_states)
@@ -182,14 +186,32 @@ def evaluate_cli(data: str | os.PathLike, runs: Sequence[str], policies: str,
         if base is not None and base not in loaded:
             raise ConfigError(f"--policies {name}: starts from the run named {base!r}; give it with "
                               f"--runs DIR/{base}")
-    pols = {name: make_policy(name, scenario=scenario, runs=loaded) for name in names}
+    passes = {name: 1 if run.meta.get("kind") == "droo" else models.decode_steps(run.model)
+              for name, run in loaded.items()}
+    steps_of: dict[str, int] = {}
+    if decode_steps is not None:
+        if isinstance(decode_steps, bool) or not isinstance(decode_steps, int) or decode_steps < 1:
+            raise ConfigError(f"--decode-steps must be an integer >= 1, got {decode_steps!r}")
+        steps_of = {name: decode_steps for name, k in passes.items() if k > 1}
+        if not steps_of:
+            raise ConfigError(f"--decode-steps {decode_steps}: none of the runs decides in steps (each was "
+                              f"trained to decide in one pass, or is DROO): {', '.join(loaded) or 'no runs'}")
+        passes.update(steps_of)
+    pols = {name: make_policy(name, scenario=scenario, runs=loaded,
+                              steps=steps_of.get(HYBRIDS[name].base) if name in HYBRIDS else None)
+            for name in names}
     for name, run in loaded.items():
         if name in pols:
             raise ConfigError(f"run name {name!r} clashes with a --policies name; rename the run directory")
-        pols[name] = run_policy(run, name)
+        pols[name] = run_policy(run, name, steps_of.get(name))
     if not pols:
         raise ConfigError("nothing to evaluate: give --runs RUN [RUN ...] and/or --policies NAMES")
     results = evaluate_policies(ds, pols, jax.random.key(seed), batch_size=batch_size, progress=progress)
+    if decode_steps is not None:  # what each run, and each hybrid's start, decided in
+        for name in results:
+            base = HYBRIDS[name].base if name in HYBRIDS else name
+            if base in passes:
+                results[name]["decode_steps"] = passes[base]
     report = {"format": JSON_FORMAT, "dataset": str(data), "scenario": scenario.name,
               **scenario.manifest_keys(), "num_states": int(ds.label.shape[0]), "seed": seed, "runs": results}
     if json_path is not None:

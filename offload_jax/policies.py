@@ -190,20 +190,25 @@ def check_run_matches(run: Any, scenario: Scenario, what: str) -> None:
         raise ConfigError(f"{what}: run has {_describe(trained)}, but the data has {_describe(scenario)}")
 
 
-def run_policy(run: Any, name: str) -> Policy:
-    """The decision policy of a loaded run (`runs.LoadedRun`): DROO runs decide as DROO does."""
+def run_policy(run: Any, name: str, steps: int | None = None) -> Policy:
+    """The decision policy of a loaded run (`runs.LoadedRun`): DROO runs decide as DROO does; a network
+    that decides in steps, in its own number of passes or in `steps` (`model_policy`)."""
     if run.meta.get("kind") == "droo":
+        if steps is not None:
+            raise ConfigError(f"run {name!r} is DROO: it does not decide in passes (steps must be None, "
+                              f"got {steps})")
         droo_cfg = droo.config_of(run.meta)
         scenario = run.scenario
         return droo_policy(run.model, run.stats, scenario, droo_cfg.num_candidates(scenario.decisions),
                            droo_cfg.quantizer, name=name)
-    return model_policy(run.model, run.stats, name=name)
+    return model_policy(run.model, run.stats, name=name, steps=steps)
 
 
-def make_policy(name: str, *, scenario: Scenario, runs: Mapping[str, Any] | None = None) -> Policy:
+def make_policy(name: str, *, scenario: Scenario, runs: Mapping[str, Any] | None = None,
+                steps: int | None = None) -> Policy:
     """Policy `name` (one of `policy_names(scenario)`). Learned ones take their run from `runs[name]`,
-    hybrids from `runs[HYBRIDS[name]]`; a run trained for another scenario or other shapes than
-    `scenario`'s is refused."""
+    hybrids from `runs[HYBRIDS[name]]`, deciding in `steps` passes if given (`run_policy`); a run
+    trained for another scenario or other shapes than `scenario`'s is refused."""
     if name in scenario.baselines():
         return _baseline_policy(scenario, name)
     if name in hybrid_names(scenario):
@@ -211,7 +216,7 @@ def make_policy(name: str, *, scenario: Scenario, runs: Mapping[str, Any] | None
         if not runs or base not in runs:
             raise ConfigError(f"policy {name!r} starts from policy {base!r}: it needs runs[{base!r}]")
         check_run_matches(runs[base], scenario, f"policy {name!r}")
-        return hybrid_policy(run_policy(runs[base], base), scenario, name, HYBRIDS[name].rounds)
+        return hybrid_policy(run_policy(runs[base], base, steps), scenario, name, HYBRIDS[name].rounds)
     if name not in LEARNED_NAMES:
         raise ConfigError(f"unknown policy {name!r} for scenario {scenario.name!r}; allowed: "
                           f"{', '.join(policy_names(scenario))}")
@@ -221,7 +226,7 @@ def make_policy(name: str, *, scenario: Scenario, runs: Mapping[str, Any] | None
     check_run_matches(run, scenario, f"policy {name!r}")
     if name == "droo" and run.meta.get("kind") != "droo":
         raise ConfigError(f"policy 'droo' needs a run of kind 'droo', got {run.meta.get('kind')!r}")
-    return run_policy(run, name)
+    return run_policy(run, name, steps)
 
 
 def packed(policy: PolicyFn, scenario: Scenario) -> Callable[[jax.Array, jax.Array], jax.Array]:

@@ -319,6 +319,53 @@ def test_evaluate_cli_scores_the_hybrid_from_the_named_run(dag_dir, dag_results,
         np.testing.assert_allclose(report["student_kd_ls"][key], want, rtol=1e-5, err_msg=key)
 
 
+def test_evaluate_cli_decode_steps_overrides_the_passes_of_runs_that_decide_in_steps(dag_dir, dag_results,
+                                                                                     tmp_path, capsys):
+    """--decode-steps K: a network trained to decide in 3 passes is scored in K, as the library's policy in
+    K passes scores it (and the hybrid from it starts from that policy); a one-pass network beside it
+    keeps its one pass; with no run that decides in steps, or K < 1, a clear error."""
+    ds = dag_results[0]
+    stats = features.compute_stats(jax.jit(features.raw_features)(ds.states))
+    stepped_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none", decode_steps=3)
+    one_cfg = config.ModelConfig(hidden=(8,), activation="relu", norm="none")
+    for name, cfg, seed in (("student_kd", stepped_cfg, 3), ("one_pass", one_cfg, 4)):
+        runs.save_run(tmp_path / name, models.build(cfg, DAG, rngs=nnx.Rngs(seed)), stats, cfg, DAG,
+                      {"kind": "distill"})
+    loaded = {name: runs.load_run(tmp_path / name) for name in ("student_kd", "one_pass")}
+    for k in (1, 6):
+        out = tmp_path / f"eval{k}.json"
+        assert cli.main(["evaluate", "--data", str(dag_dir), "--runs", str(tmp_path / "student_kd"),
+                         str(tmp_path / "one_pass"), "--policies", "student_kd_ls1", "--decode-steps", str(k),
+                         "--json", str(out), "--batch-size", str(DAG_BATCH)]) == 0
+        report = json.loads(out.read_text())["runs"]
+        assert [report[n]["decode_steps"] for n in ("student_kd_ls1", "student_kd", "one_pass")] == [k, k, 1]
+        want = {"student_kd": policies.run_policy(loaded["student_kd"], "student_kd", k),
+                "one_pass": policies.run_policy(loaded["one_pass"], "one_pass"),
+                "student_kd_ls1": policies.make_policy("student_kd_ls1", scenario=ds.scenario, runs=loaded,
+                                                       steps=k)}
+        for name, pol in want.items():
+            pred = _decisions(pol, ds.states, jax.random.key(0), DAG_BATCH)
+            for key, value in _reference_metrics(ds, pred, DAG).items():
+                np.testing.assert_allclose(report[name][key], value, rtol=1e-5, err_msg=f"{name} {k}: {key}")
+    # the override changes the decisions: 1 pass and the trained 3 differ on these states
+    one, three = (_decisions(policies.run_policy(loaded["student_kd"], "s", k), ds.states, jax.random.key(0),
+                             DAG_BATCH) for k in (1, None))
+    assert not np.array_equal(one, three)
+
+    def error(argv):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2
+        return capsys.readouterr().err
+
+    base = ["evaluate", "--data", str(dag_dir), "--batch-size", str(DAG_BATCH)]
+    msg = error([*base, "--runs", str(tmp_path / "one_pass"), "--decode-steps", "2"])
+    assert "--decode-steps 2: none of the runs decides in steps" in msg and "one_pass" in msg
+    assert "--decode-steps" in error([*base, "--runs", str(tmp_path / "student_kd"), "--decode-steps", "0"])
+    with pytest.raises(config.ConfigError, match="--decode-steps must be an integer >= 1"):
+        evaluate.evaluate_cli(dag_dir, [str(tmp_path / "student_kd")], "", None, decode_steps=0)
+
+
 @pytest.mark.slow  # its own programs (file graphs): 2-4 min of compiles on 2 shared cores
 def test_dag_padding_slots_are_not_scored(tmp_path):
     """On graphs with fewer sub-tasks than slots, accuracy counts the real sub-tasks only."""
