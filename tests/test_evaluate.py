@@ -321,8 +321,8 @@ def test_evaluate_cli_scores_the_hybrid_from_the_named_run(dag_dir, dag_results,
 
 def test_evaluate_cli_decode_steps_overrides_the_passes_of_runs_that_decide_in_steps(dag_dir, dag_results,
                                                                                      tmp_path, capsys):
-    """--decode-steps 1: a network trained to decide in 3 passes is scored in 1, as the library's policy in
-    1 pass scores it (and the hybrid from it starts from that policy); a one-pass network beside it keeps
+    """--decode-steps 2: a network trained to decide in 3 passes is scored in 2, as the library's policy in
+    2 passes scores it (and the hybrid from it starts from that policy); a one-pass network beside it keeps
     its one pass; with no run that decides in steps, or K < 1, a clear error. (One K: each is a program
     of its own to compile.)"""
     ds = dag_results[0]
@@ -333,8 +333,8 @@ def test_evaluate_cli_decode_steps_overrides_the_passes_of_runs_that_decide_in_s
         runs.save_run(tmp_path / name, models.build(cfg, DAG, rngs=nnx.Rngs(seed)), stats, cfg, DAG,
                       {"kind": "distill"})
     loaded = {name: runs.load_run(tmp_path / name) for name in ("student_kd", "one_pass")}
-    k = 1
-    out = tmp_path / f"eval{k}.json"
+    k = 2  # neither the stepped run's 3 nor the one-pass run's 1
+    out = tmp_path / "eval.json"
     assert cli.main(["evaluate", "--data", str(dag_dir), "--runs", str(tmp_path / "student_kd"),
                      str(tmp_path / "one_pass"), "--policies", "student_kd_ls1", "--decode-steps", str(k),
                      "--json", str(out), "--batch-size", str(DAG_BATCH)]) == 0
@@ -347,11 +347,11 @@ def test_evaluate_cli_decode_steps_overrides_the_passes_of_runs_that_decide_in_s
     for name, pol in want.items():
         pred = _decisions(pol, ds.states, jax.random.key(0), DAG_BATCH)
         for key, value in _reference_metrics(ds, pred, DAG).items():
-            np.testing.assert_allclose(report[name][key], value, rtol=1e-5, err_msg=f"{name} {k}: {key}")
-    # the override changes the decisions: 1 pass and the trained 3 differ on these states
-    one, three = (_decisions(policies.run_policy(loaded["student_kd"], "s", steps), ds.states,
-                             jax.random.key(0), DAG_BATCH) for steps in (1, None))
-    assert not np.array_equal(one, three)
+            np.testing.assert_allclose(report[name][key], value, rtol=1e-5, err_msg=f"{name}: {key}")
+    # the override changes the decisions: 2 passes and the trained 3 differ on these states
+    two, three = (_decisions(pol, ds.states, jax.random.key(0), DAG_BATCH)
+                  for pol in (want["student_kd"], policies.run_policy(loaded["student_kd"], "s")))
+    assert not np.array_equal(two, three)
 
     def error(argv):
         with pytest.raises(SystemExit) as exc:
