@@ -256,8 +256,8 @@ def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: boo
 
     p.add_argument("--data", required=True, metavar="DIR", help="dataset directory (offload-jax generate)")
     p.add_argument("--model", choices=("teacher", "student"), default=model_default,
-                   help=f"network (default {model_default}): the scenario's default teacher or student "
-                        "(config.DEFAULT_MODELS)")
+                   help=f"network (default {model_default}): the scenario's default teacher or student at "
+                        "the sizes of --data (config.default_model: on the dag, passes grow with the users)")
     p.add_argument("--hidden", type=_csv_of(int), default=None, metavar="W,W,..",
                    help="override the hidden widths of --model")
     p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="override the activation")
@@ -323,14 +323,15 @@ def _add_run_flags(p) -> None:
 
 
 def _model_config(args):
-    """--model's default network for the scenario of --data (config.DEFAULT_MODELS), with the overrides."""
+    """--model's default network for the scenario and sizes of --data (config.default_model), with the
+    overrides."""
     import dataclasses  # noqa: PLC0415
 
     from offload_jax import dataset  # noqa: PLC0415
-    from offload_jax.config import DEFAULT_MODELS  # noqa: PLC0415
+    from offload_jax.config import default_model  # noqa: PLC0415
 
-    scenario = dataset.scenario_of(dataset.read_manifest(args.data)).name
-    cfg = DEFAULT_MODELS[scenario, args.model]
+    scenario = dataset.scenario_of(dataset.read_manifest(args.data))
+    cfg = default_model(scenario.name, args.model, scenario.decision_shape)
     overrides = {k: v for k, v in (("hidden", tuple(args.hidden) if args.hidden else None),
                                    ("activation", args.activation), ("norm", args.norm),
                                    ("inputs", args.inputs), ("arch", args.arch),

@@ -304,6 +304,32 @@ DEFAULT_MODELS = {("chain", "teacher"): TEACHER_MODEL, ("chain", "student"): STU
                   ("dag", "teacher"): DAG_TEACHER_MODEL, ("dag", "student"): DAG_STUDENT_MODEL}
 
 
+def default_model(scenario: str, role: str, decision_shape: tuple[int, ...]) -> ModelConfig:
+    """The scenario's default network for `role` ("teacher" or "student", DEFAULT_MODELS) at these
+    decisions ((T,) for the chain, (U, T) for the dag).
+
+    A network that decides in passes keeps what one of its passes fixes for one user's T decisions,
+    ceil(T / decode_steps), whatever the number of users, and takes as many passes as that needs for
+    all U x T: its passes grow with the users (three users x 6: the student in 9 passes, the teacher in
+    9; one user: the count as given, less any pass that would have nothing left to fix). With users
+    sharing the edge the default's 4 passes had fixed 5 of three users' 18 decisions at a time, and
+    local search was ahead of the student (1.163 against 1.173); in 9 passes the student is ahead
+    (1.153 at 0.19x local search's time; teacher 1.111 -> 1.104; two users x 5: the student in 5
+    passes, level with local search at 0.6x its time, the teacher in 10, 1.078 -> 1.068):
+    benchmarks/RESULTS.md, "Passes that grow with the users".
+    """
+    if (scenario, role) not in DEFAULT_MODELS:
+        allowed = sorted({s for s, _ in DEFAULT_MODELS}), sorted({r for _, r in DEFAULT_MODELS})
+        raise ConfigError(f"no default model for scenario {scenario!r} and role {role!r}: scenario one of "
+                          f"{allowed[0]}, role one of {allowed[1]}")
+    cfg = DEFAULT_MODELS[scenario, role]
+    if cfg.decode_steps == 1:  # one pass on the features alone, at any size
+        return cfg
+    tasks, decisions = decision_shape[-1], math.prod(decision_shape)
+    per_pass = -(-tasks // cfg.decode_steps)
+    return dataclasses.replace(cfg, decode_steps=-(-decisions // per_pass))
+
+
 # --- training (losses, optimizer, distillation) ---
 
 

@@ -25,13 +25,13 @@ import jax
 
 from offload_jax import __version__
 from offload_jax.config import (
-    DEFAULT_MODELS,
     DROO_MODEL,
     TARGETS,
     ConfigError,
     ModelConfig,
     TrainConfig,
     _is_finite_number,
+    default_model,
 )
 from offload_jax.scenarios.dag.graphs import MIXTURE_FULL_SHARE
 
@@ -65,7 +65,7 @@ class QuickstartConfig:
     timing_rounds: int = 400  # interleaved blocks they are timed in (each starts with untimed calls)
     timing_batch: int = 1024  # states per call of the batch-throughput measurement
     batch_reps: int = 20  # its timed calls per policy
-    teacher_model: ModelConfig | None = None  # None: the scenario's default (config.DEFAULT_MODELS)
+    teacher_model: ModelConfig | None = None  # None: the scenario's default (config.default_model)
     student_model: ModelConfig | None = None
     droo_model: ModelConfig = DROO_MODEL
     # ((key, value), ...): system keys on top of the scenario's defaults (e.g. (("w_energy", 0.5),));
@@ -166,9 +166,10 @@ class QuickstartConfig:
         return OBJECTIVE_WEIGHTS[self.scenario, role] if chosen is None else chosen
 
     def model(self, role: str) -> ModelConfig:
-        """The teacher's or the student's network: the configured one, or the scenario's default."""
+        """The teacher's or the student's network: the configured one, or the scenario's default at
+        these sizes (`config.default_model`: passes that grow with the users)."""
         chosen = self.teacher_model if role == "teacher" else self.student_model
-        return chosen or DEFAULT_MODELS[self.scenario, role]
+        return chosen or default_model(self.scenario, role, self.system().decision_shape)
 
 
 # (scenario, role) -> weight of the objective-aware term when the config leaves it None.

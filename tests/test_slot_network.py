@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from offload_jax import config, features, models, scenarios
+from offload_jax import config, decoding, features, models, scenarios
 from offload_jax.export_runtime import (
     DAG_SHARED_FEATURES,
     DAG_SLOT_FEATURES,
@@ -112,13 +112,43 @@ def test_default_dag_student_has_at_most_5_percent_of_the_teachers_parameters():
         assert student <= 0.05 * teacher, (sizes, student, teacher)
 
 
+@pytest.mark.parametrize("role, shape, want", [
+    ("student", (1, 10), 4), ("student", (1, 14), 4), ("student", (3, 6), 9), ("student", (2, 5), 5),
+    ("student", (1, 3), 3), ("teacher", (1, 10), 5), ("teacher", (1, 8), 4), ("teacher", (3, 6), 9),
+    ("teacher", (2, 5), 10)])
+def test_default_passes_keep_what_a_pass_fixes_for_one_user(role, shape, want):
+    """config.default_model: a pass fixes ceil(T / the default's passes) decisions (student 4, teacher 5)
+    whatever U is, so the passes grow with the users; one-pass defaults (the chain's) stay one pass."""
+    assert config.default_model("dag", role, shape).decode_steps == want
+    assert config.default_model("chain", role, (shape[-1],)).decode_steps == 1
+    with pytest.raises(config.ConfigError, match="role one of \\['student', 'teacher'\\]"):
+        config.default_model("dag", "droo", shape)
+
+
+def test_a_pass_with_nothing_left_to_fix_changes_no_decision():
+    """Why one user's default may take fewer passes than the count given (teacher at T = 8: 4, not 5):
+    at 2 decisions a pass the fifth has nothing left, so 4 and 5 passes give the same placements."""
+    key = jax.random.key(0)
+    w = jax.random.normal(key, (8 * 3, 8 * 3))
+    bias = jax.random.normal(jax.random.key(1), (64, 8 * 3))
+
+    def logits_of(partial):  # (64, 1, 8, 3): any function of the decisions given will do
+        return (bias + jnp.tanh(partial.reshape(64, -1) @ w)).reshape(64, 1, 8, 3)
+
+    real = jnp.arange(8)[None, None, :] < jax.random.randint(key, (64, 1, 1), 2, 9)
+    assert decoding.per_step(8, 5) == decoding.per_step(8, 4) == 2
+    np.testing.assert_array_equal(decoding.decide(logits_of, real, 5), decoding.decide(logits_of, real, 4))
+    assert not np.array_equal(decoding.decide(logits_of, real, 4), decoding.decide(logits_of, real, 1))
+
+
 def test_cli_trains_the_default_dag_student_with_overrides_and_exports_it(tmp_path):
-    """`offload-jax train --model student` on dag data builds the scenario's default student (a slots
-    network deciding in 4 passes) with --graph-width / --graph-layers applied; its numpy export decides
-    as the JAX policy does."""
+    """`offload-jax train --model student` on dag data builds the scenario's default student at the
+    data's sizes (a slots network; two users x 3 sub-tasks: one decision a pass, 6 passes, where one
+    user's 3 take 3) with --graph-width / --graph-layers applied; its numpy export decides as the JAX
+    policy does."""
     from offload_jax import cli, dataset, export, export_runtime, policies, runs
 
-    cfg = scenarios.make("dag", {"tasks": 4}).cfg
+    cfg = scenarios.make("dag", {"tasks": 3, "users": 2}).cfg
     dataset.generate(tmp_path / "data", cfg, 300, seed=0, solver="enumerate", progress=False)  # fast compile
     argv = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "s"), "--model", "student",
             "--steps", "20", "--batch-size", "32", "--graph-width", "8", "--graph-layers", "1",
@@ -126,8 +156,7 @@ def test_cli_trains_the_default_dag_student_with_overrides_and_exports_it(tmp_pa
     assert cli.main(argv) == 0
     run = runs.load_run(tmp_path / "s")
     m = run.model_cfg
-    want_steps = config.DAG_STUDENT_MODEL.decode_steps
-    assert (m.arch, m.graph_width, m.graph_layers, m.decode_steps) == ("slots", 8, 1, want_steps)
+    assert (m.arch, m.graph_width, m.graph_layers, m.decode_steps) == ("slots", 8, 1, 6)
     assert isinstance(run.model, models.SlotNetwork) and len(run.model.rounds) == 1
     ds = dataset.load(tmp_path / "data", max_states=100)
     want = np.asarray(jax.jit(policies.model_policy(run.model, run.stats).fn)(None, ds.states))
