@@ -284,6 +284,7 @@ DROO_MODEL = ModelConfig(hidden=(64, 64, 64, 64), activation="gelu", norm="layer
 # distilled from it 1.120 / 1.113 / 1.111 / 1.104 in 3 / 4 / 5 / 10 passes (4: the fewest within the
 # issue's 1.12 with room; a pass costs ~5-10 us at batch 1, and 5 passes timed level with greedy in
 # the quickstart's run): benchmarks/RESULTS.md, "Both networks shared by the slots".
+# Those counts are one user's: `default_model` keeps what a pass fixes and adds passes with the users.
 # Until then the teacher was message passing then a flat 3 x 512 MLP (arch "gnn", graph width 48, 3
 # rounds, 10 passes: 939,198 parameters, 1.140 on the same states) and the student slots 64 x 2 in 3
 # passes (35,331 parameters, 1.116): the student was better than its teacher, and a slots teacher of
@@ -313,9 +314,9 @@ def default_model(scenario: str, role: str, decision_shape: tuple[int, ...]) -> 
     all U x T: its passes grow with the users (three users x 6: the student in 9 passes, the teacher in
     9; one user: the count as given, less any pass that would have nothing left to fix). With users
     sharing the edge the default's 4 passes had fixed 5 of three users' 18 decisions at a time, and
-    local search was ahead of the student (1.163 against 1.173); in 9 passes the student is ahead
-    (1.153 at 0.19x local search's time; teacher 1.111 -> 1.104; two users x 5: the student in 5
-    passes, level with local search at 0.6x its time, the teacher in 10, 1.078 -> 1.068):
+    local search was ahead of the student (1.163 against 1.173); with this rule the student is ahead
+    (three users x 6, 9 passes: 1.155 at 0.18x local search's time; two users x 5, 5 passes: 1.120
+    against 1.128 at 0.51x), and the teacher is better (1.111 -> 1.104, 1.078 -> 1.068):
     benchmarks/RESULTS.md, "Passes that grow with the users".
     """
     if (scenario, role) not in DEFAULT_MODELS:
