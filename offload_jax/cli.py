@@ -224,6 +224,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--decode-steps", type=_count, default=None, metavar="K",
                    help="the runs that decide in steps (and hybrids from them) decide in K passes instead "
                         "of their own; one-pass networks and DROO as trained")
+    p.add_argument("--paired-with", default=None, metavar="NAME",
+                   help="a policy or run evaluated here: each row also gets the mean per-state difference "
+                        "of its objective ratio to NAME's on the same states, with its standard error and "
+                        "the shares of states where it is better and worse (JSON)")
     p.set_defaults(handler=_cmd_evaluate)
 
 
@@ -232,7 +236,7 @@ def _cmd_evaluate(args) -> int:
 
     report = evaluate.evaluate_cli(args.data, args.runs, args.policies, args.json, seed=args.seed,
                                    batch_size=args.batch_size, max_states=args.max_states,
-                                   decode_steps=args.decode_steps)
+                                   decode_steps=args.decode_steps, paired_with=args.paired_with)
     print(evaluate.markdown_table(report["runs"]))
     return 0
 

@@ -58,7 +58,8 @@ def _float64_sum(values) -> float:
 
 
 def evaluate_policies(dataset: Any, policies: Mapping[str, Policy], key: jax.Array,
-                      batch_size: int = 8192, progress: bool = False) -> dict[str, dict[str, Any]]:
+                      batch_size: int = 8192, progress: bool = False,
+                      paired_with: str | None = None) -> dict[str, dict[str, Any]]:
     """{name: metrics} of every policy on `dataset` (a `dataset.Dataset`: its scenario scores them).
 
     Batches of jittable policies are jitted; host drivers (`Policy.host`) are called per batch as they
@@ -66,10 +67,15 @@ def evaluate_policies(dataset: Any, policies: Mapping[str, Policy], key: jax.Arr
     states, or its decisions that matter for the accuracies); `latency_ratio_of_means` is the float64
     sum of the policy's per-state latencies (totals over users) over that of the labels (so an
     optimal policy scores exactly 1, whatever the batching). Batch b of a policy gets key
-    `fold_in(key, b)` (only `random` uses it).
+    `fold_in(key, b)` (only `random` uses it). `paired_with` (one of `policies`): each result also
+    holds "paired_with" and `metrics.paired_difference` of its per-state J / J* against that policy's
+    on the same states.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if paired_with is not None and paired_with not in policies:
+        raise ConfigError(f"paired_with must be one of the evaluated policies {sorted(policies)}, got "
+                          f"{paired_with!r}")
     scenario = dataset.scenario
     params = scenario.params
     label = np.asarray(dataset.label)
@@ -79,6 +85,7 @@ def evaluate_policies(dataset: Any, policies: Mapping[str, Policy], key: jax.Arr
     if n == 0:
         raise ConfigError("the dataset holds no states")
     out = {}
+    ratios: dict[str, list[np.ndarray]] = {}  # per-state J / J*, kept for a paired comparison
     for name, policy in policies.items():
         decide = policy.fn if policy.host else jax.jit(policy.fn)
         sums: dict[str, Any] = {}
@@ -99,7 +106,14 @@ def evaluate_policies(dataset: Any, policies: Mapping[str, Policy], key: jax.Arr
                         "accuracy": np.float64(s["accuracy"]) * real, "real": real,
                         "per_task_accuracy": per_task * real_per_task, "real_per_task": real_per_task}
             sums = {m: sums.get(m, 0.0) + v for m, v in weighted.items()}
+            if paired_with is not None:
+                ratios.setdefault(name, []).append(np.asarray(s["objective_ratio"]))
         out[name] = _result(sums, _float64_sum(optimal.latency), n, policy.params)
+    if paired_with is not None:
+        reference = np.concatenate(ratios[paired_with])
+        for name in out:
+            out[name] = {**out[name], "paired_with": paired_with,
+                         **metrics.paired_difference(np.concatenate(ratios[name]), reference)}
     return out
 
 
@@ -125,17 +139,23 @@ def _result(sums: dict[str, Any], optimal_latency_s: float, n: int, params: int 
 
 def markdown_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """One row per policy: params, accuracy, exact match, the latency ratios; where the scenario has
-    energy (dag), also the objective and energy ratios (the chain's objective is its latency)."""
+    energy (dag), also the objective and energy ratios (the chain's objective is its latency); where
+    the results are paired (`evaluate_policies(paired_with=...)`), the mean per-state difference of
+    the objective ratio to that policy's and its standard error."""
     energy = any("energy_ratio_mean" in r for r in results.values())
     extra = ["objective ratio (mean)", "energy ratio (mean)"] if energy else []
+    paired = next((r["paired_with"] for r in results.values() if "paired_with" in r), None)
     head = ["policy", "params", "accuracy", "exact match", *extra, "latency ratio (mean)",
-            "latency ratio of means"]
+            "latency ratio of means", *([f"ratio - {paired}'s (+- SEM), same states"] if paired else [])]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for name, r in results.items():
         params = "-" if r.get("params") is None else f"{r['params']:,}"
         keys = ["accuracy", "exact_match", *(["objective_ratio_mean", "energy_ratio_mean"] if energy else []),
                 "latency_ratio_mean", "latency_ratio_of_means"]
-        lines.append(f"| {name} | {params} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |")
+        cells = [f"{r[k]:.4f}" for k in keys]
+        if paired:
+            cells.append(f"{r['objective_ratio_diff_mean']:+.4f} +- {r['objective_ratio_diff_sem']:.4f}")
+        lines.append(f"| {name} | {params} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -168,13 +188,14 @@ def load_run_policies(run_dirs: Sequence[str | os.PathLike], scenario: Scenario)
 def evaluate_cli(data: str | os.PathLike, runs: Sequence[str], policies: str,
                  json_path: str | os.PathLike | None, *, seed: int = 0, batch_size: int = 8192,
                  max_states: int | None = None, decode_steps: int | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 paired_with: str | None = None, progress: bool = True) -> dict[str, Any]:
     """`offload-jax evaluate`: evaluate runs and the baselines named in `policies` (comma-separated
     names of the dataset's scenario, 'all', or '' for none; a hybrid, e.g. student_kd_ls, where the
     run it starts from is among `runs`) on a dataset; write JSON; return it. `decode_steps`: the runs
     whose networks decide in steps (and the hybrids starting from them) decide in that many passes;
     the others (one-pass networks, DROO) as trained; each run's count is in its result's
-    "decode_steps"."""
+    "decode_steps". `paired_with`: a policy or run name among those evaluated; each result also holds
+    its per-state difference to that one's (`evaluate_policies`)."""
     from offload_jax import dataset as dataset_lib  # noqa: PLC0415
 
     ds = dataset_lib.load(data, max_states=max_states)
@@ -206,7 +227,11 @@ def evaluate_cli(data: str | os.PathLike, runs: Sequence[str], policies: str,
         pols[name] = run_policy(run, name, steps_of.get(name))
     if not pols:
         raise ConfigError("nothing to evaluate: give --runs RUN [RUN ...] and/or --policies NAMES")
-    results = evaluate_policies(ds, pols, jax.random.key(seed), batch_size=batch_size, progress=progress)
+    if paired_with is not None and paired_with not in pols:
+        raise ConfigError(f"--paired-with must name a policy or run evaluated here, one of {sorted(pols)}, "
+                          f"got {paired_with!r}")
+    results = evaluate_policies(ds, pols, jax.random.key(seed), batch_size=batch_size, progress=progress,
+                                paired_with=paired_with)
     if decode_steps is not None:  # what each run, and each hybrid's start, decided in
         for name in results:
             base = HYBRIDS[name].base if name in HYBRIDS else name

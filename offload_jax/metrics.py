@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from offload_jax.scenarios.base import Objective
 from offload_jax.scenarios.chain.cost import StageCosts, path_latency
@@ -62,11 +63,25 @@ def scores(pred: jax.Array, label: jax.Array, mask: jax.Array | None, value: Obj
         "per_task_accuracy": per_task_accuracy(pred, label, mask),
         "exact_match": exact_match(pred, label, mask),
         "latency_s": value.latency,
+        "objective_ratio": ratio,  # per state, for paired comparisons (`paired_difference`)
     }
     if value.energy is not None:
         out["energy_ratio_mean"] = jnp.mean(_per_state(value.energy) / _per_state(optimal.energy))
         out["energy_j"] = value.energy
     return out
+
+
+def paired_difference(ratio: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """A policy's per-state J / J* minus a reference policy's on the same states (n,): the mean
+    difference (negative: the policy is better), its standard error (sample variance over the states),
+    and the shares of states where the policy is strictly better and strictly worse. On the same states
+    the difference's error is not the two means' errors combined: it is smaller where the two
+    policies err on the same states, larger where they err on different ones."""
+    d = np.asarray(ratio, np.float64) - np.asarray(reference, np.float64)
+    n = d.shape[0]
+    sem = float(np.std(d, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    return {"objective_ratio_diff_mean": float(np.mean(d)), "objective_ratio_diff_sem": sem,
+            "better_share": float(np.mean(d < 0)), "worse_share": float(np.mean(d > 0))}
 
 
 def summary(costs: StageCosts, pred: jax.Array, label: jax.Array,

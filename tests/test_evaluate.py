@@ -161,7 +161,8 @@ def test_scores_count_only_the_decisions_that_matter():
             "latency_ratio_mean": np.mean(lat / optimal.latency.sum(1, dtype=np.float64)),
             "energy_ratio_mean": np.mean(en / optimal.energy.sum(1, dtype=np.float64)),
             "accuracy": same[mask].mean(), "exact_match": np.mean(np.all(same | ~mask, axis=(1, 2))),
-            "per_task_accuracy": per_task, "latency_s": value.latency, "energy_j": value.energy}
+            "per_task_accuracy": per_task, "latency_s": value.latency, "energy_j": value.energy,
+            "objective_ratio": ratio}
     assert set(got) == set(want)
     for key, v in want.items():
         np.testing.assert_allclose(got[key], v, rtol=1e-6, err_msg=key)  # NaN where never real
@@ -199,12 +200,19 @@ def _decisions(policy, states, key, batch):
                            for b, s in enumerate(range(0, n, batch))])
 
 
+def _reference_objective(ds, pred, cfg):
+    """(J, latency, energy) of placements `pred` on `ds`, state by state, from the slow float64 reference
+    of the SPEC schedule."""
+    arrays = {k: np.asarray(v) for k, v in ds.states._asdict().items()}
+    w = {k: getattr(cfg, k) for k in WEIGHTS}
+    return (np.asarray(v, np.float64) for v in zip(
+        *(ref.objective(ref.sample(arrays, i), pred[i], w) for i in range(len(pred))), strict=True))
+
+
 def _reference_metrics(ds, pred, cfg) -> dict:
     """The metrics of placements `pred` on `ds` from the slow float64 reference of the SPEC schedule."""
     arrays = {k: np.asarray(v) for k, v in ds.states._asdict().items()}
-    w = {k: getattr(cfg, k) for k in WEIGHTS}
-    j, lat, en = (np.asarray(v, np.float64) for v in zip(
-        *(ref.objective(ref.sample(arrays, i), pred[i], w) for i in range(len(pred))), strict=True))
+    j, lat, en = _reference_objective(ds, pred, cfg)
     lat, en = lat.sum(1), en.sum(1)
     opt_lat, opt_en = ds.latency.sum(1, dtype=np.float64), ds.values["energy"].sum(1, dtype=np.float64)
     real, same = arrays["cycles"] > 0, pred == ds.label
@@ -224,7 +232,8 @@ def dag_results(dag_dir):
 
     ds = dataset.load(dag_dir)
     pols = {name: policies.make_policy(name, scenario=ds.scenario) for name in DAG_BASELINES}
-    return ds, pols, evaluate.evaluate_policies(ds, pols, jax.random.key(0), batch_size=DAG_BATCH)
+    return ds, pols, evaluate.evaluate_policies(ds, pols, jax.random.key(0), batch_size=DAG_BATCH,
+                                                paired_with="local_search")
 
 
 def test_every_dag_baseline_against_the_reference(dag_results):
@@ -247,10 +256,55 @@ def test_every_dag_baseline_against_the_reference(dag_results):
         evaluate.evaluate_policies(ds, pols, jax.random.key(0), batch_size=0)
 
 
+def test_paired_differences_are_the_reference_ratios_differences(dag_results):
+    """evaluate_policies(paired_with=...) (the fixture pairs with local search): each policy's per-state
+    J / J* minus local search's on the same states, gathered over batches, against the float64
+    reference's ratios of the same placements (its other metrics: the test above)."""
+    ds, pols, results = dag_results
+    names = ("local", "random", "greedy", "local_search")
+    ratio = {n: next(_reference_objective(ds, _decisions(pols[n], ds.states, jax.random.key(0), DAG_BATCH),
+                                          DAG)) / ds.objective for n in names}
+    for n in names:
+        d = ratio[n] - ratio["local_search"]
+        r = results[n]
+        assert r["paired_with"] == "local_search"
+        np.testing.assert_allclose(r["objective_ratio_diff_mean"], d.mean(), rtol=1e-5, atol=1e-6, err_msg=n)
+        np.testing.assert_allclose(r["objective_ratio_diff_sem"], d.std(ddof=1) / np.sqrt(DAG_N), rtol=1e-4,
+                                   atol=1e-7, err_msg=n)
+        for key, share in (("better_share", np.mean(d < -1e-6)), ("worse_share", np.mean(d > 1e-6))):
+            assert abs(r[key] - share) <= 2 / DAG_N, (n, key, r[key], share)  # float32 near-ties aside
+    # local search is itself; it starts from greedy's placement and never makes it worse
+    assert results["local_search"]["objective_ratio_diff_mean"] == 0.0
+    assert results["local_search"]["objective_ratio_diff_sem"] == 0.0
+    assert results["greedy"]["better_share"] == 0.0 < results["greedy"]["worse_share"]
+    assert results["local"]["objective_ratio_diff_mean"] > 0.1 and results["local"]["worse_share"] > 0.5
+    # the paired standard error is not the two means' standard errors combined
+    assert results["greedy"]["objective_ratio_diff_sem"] != pytest.approx(
+        np.hypot(results["greedy"]["objective_ratio_sem"], results["local_search"]["objective_ratio_sem"]))
+    table = evaluate.markdown_table(results)
+    assert "ratio - local_search's (+- SEM), same states |" in table.splitlines()[0]
+    assert "| local_search | - |" in table and "| +0.0000 +- 0.0000 |\n| optimal" in table
+    with pytest.raises(config.ConfigError, match=r"paired_with must be one of the evaluated policies \['gre"):
+        evaluate.evaluate_policies(ds, {"greedy": pols["greedy"]}, jax.random.key(0), paired_with="optimal")
+
+
+def test_train_defaults_take_the_passes_of_the_datas_users(dag_dir, tmp_path):
+    """`train` / `distill` without --decode-steps build the dag defaults at the data's sizes
+    (`config.default_model`): two users x 3 sub-tasks, one decision a pass, 6 passes for either network
+    (one user's 3 would take 3); --decode-steps sets the count."""
+    def model(*extra):
+        argv = ["train", "--data", str(dag_dir), "--out", str(tmp_path / "unused"), *extra]
+        return cli._model_config(cli._build_parser().parse_args(argv))
+
+    assert model("--model", "student").decode_steps == model("--model", "teacher").decode_steps == 6
+    assert model("--model", "student", "--decode-steps", "2").decode_steps == 2
+    assert model("--model", "teacher").graph_width == config.DAG_TEACHER_MODEL.graph_width
+
+
 def test_evaluate_cli_on_dag_data(dag_dir, dag_results, tmp_path, capsys):
     out = tmp_path / "eval.json"
     argv = ["evaluate", "--data", str(dag_dir), "--policies", "all", "--json", str(out),
-            "--batch-size", str(DAG_BATCH)]
+            "--batch-size", str(DAG_BATCH), "--paired-with", "local_search"]
     assert cli.main(argv) == 0
     report = json.loads(out.read_text())
     sizes = (report["scenario"], report["users"], report["tasks"], report["num_states"])
@@ -260,8 +314,11 @@ def test_evaluate_cli_on_dag_data(dag_dir, dag_results, tmp_path, capsys):
         for key in ("objective_ratio_mean", "latency_ratio_mean", "energy_ratio_mean", "accuracy",
                     "exact_match", "latency_ratio_of_means", "per_task_accuracy", "params", "num_states"):
             assert key in r, (name, key)
-    assert report["runs"] == dag_results[2]  # the library's numbers, through JSON
-    assert "| optimal | - | 1.0000 | 1.0000 | 1.0000 | 1.0000 | 1.0000 | 1.0000 |" in capsys.readouterr().out
+    assert report["runs"] == dag_results[2]  # the library's numbers (paired too), through JSON
+    d = report["runs"]["optimal"]
+    row = (f"| optimal | - | 1.0000 | 1.0000 | 1.0000 | 1.0000 | 1.0000 | 1.0000 | "
+           f"{d['objective_ratio_diff_mean']:+.4f} +- {d['objective_ratio_diff_sem']:.4f} |")
+    assert d["objective_ratio_diff_mean"] < 0 and row in capsys.readouterr().out
 
 
 def test_evaluate_cli_on_dag_data_refuses_other_names_and_chain_runs(dag_dir, dataset_dir, tmp_path, capsys):
@@ -276,6 +333,9 @@ def test_evaluate_cli_on_dag_data_refuses_other_names_and_chain_runs(dag_dir, da
     assert error(["--policies", "greedy,optimal_dp"]) == (
         "offload-jax evaluate: error: --policies: unknown or unsupported ['optimal_dp'] for scenario 'dag'; "
         "allowed: local, edge, cloud, random, greedy, local_search, optimal, student_kd_ls, student_kd_ls1\n")
+    assert error(["--policies", "local", "--paired-with", "greedy"]) == (
+        "offload-jax evaluate: error: --paired-with must name a policy or run evaluated here, one of "
+        "['local'], got 'greedy'\n")
     assert error(["--policies", "student_kd_ls"]) == (
         "offload-jax evaluate: error: --policies student_kd_ls: starts from the run named 'student_kd'; give "
         "it with --runs DIR/student_kd\n")
