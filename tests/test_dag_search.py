@@ -1,12 +1,12 @@
 """The pruned search returns the exhaustive search's label on every state, ties included."""
 
-import os
 import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
+from conftest import four_cpu_devices_env
 
 from offload_jax.scenarios.dag import bnb, search
 from offload_jax.scenarios.dag import state as dag_state
@@ -142,7 +142,7 @@ assert solver.splits > 10, solver.splits
 np.testing.assert_array_equal(np.asarray(labels), np.asarray(ref[0]))
 np.testing.assert_array_equal(np.asarray(j), np.asarray(ref[1]))
 """
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = four_cpu_devices_env()
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

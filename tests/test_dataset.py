@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import four_cpu_devices_env
 
 from offload_jax import cli, dataset, scenarios, shapes
 from offload_jax.config import ConfigError, SystemConfig
@@ -196,7 +197,7 @@ def test_four_devices_give_same_states_and_labels(reference, tmp_path):
         "cfg = SystemConfig.from_dict(json.loads(sys.argv[2]))\n"
         f"dataset.generate(sys.argv[1], cfg, {N}, {SEED}, shard_size={SHARD}, batch_size=64, "
         "progress=False)\n")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = four_cpu_devices_env()
     proc = subprocess.run([sys.executable, "-c", script, str(out), json.dumps(CFG.to_dict())],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import four_cpu_devices_env
 
 from offload_jax import dataset, scenarios
 from offload_jax.config import ConfigError
@@ -213,7 +214,7 @@ def test_dag_dataset_on_four_devices_gives_the_same_bytes(dag_data, tmp_path):
               "cfg = DagConfig.from_dict(json.loads(sys.argv[2]))\n"
               f"dataset.generate(sys.argv[1], cfg, {N}, {SEED}, shard_size={SHARD}, batch_size=40, "
               "progress=False)\n")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = four_cpu_devices_env()
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "d4"), json.dumps(DAG.to_dict())],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -142,13 +142,12 @@ def test_a_pass_with_nothing_left_to_fix_changes_no_decision():
 
 
 def test_cli_trains_the_default_dag_student_with_overrides_and_exports_it(tmp_path):
-    """`offload-jax train --model student` on dag data builds the scenario's default student at the
-    data's sizes (a slots network; two users x 3 sub-tasks: one decision a pass, 6 passes, where one
-    user's 3 take 3) with --graph-width / --graph-layers applied; its numpy export decides as the JAX
-    policy does."""
+    """`offload-jax train --model student` on dag data builds the scenario's default student (a slots
+    network deciding in 4 passes at T = 4; with users, tests/test_evaluate.py's defaults test) with
+    --graph-width / --graph-layers applied; its numpy export decides as the JAX policy does."""
     from offload_jax import cli, dataset, export, export_runtime, policies, runs
 
-    cfg = scenarios.make("dag", {"tasks": 3, "users": 2}).cfg
+    cfg = scenarios.make("dag", {"tasks": 4}).cfg
     dataset.generate(tmp_path / "data", cfg, 300, seed=0, solver="enumerate", progress=False)  # fast compile
     argv = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "s"), "--model", "student",
             "--steps", "20", "--batch-size", "32", "--graph-width", "8", "--graph-layers", "1",
@@ -156,7 +155,7 @@ def test_cli_trains_the_default_dag_student_with_overrides_and_exports_it(tmp_pa
     assert cli.main(argv) == 0
     run = runs.load_run(tmp_path / "s")
     m = run.model_cfg
-    assert (m.arch, m.graph_width, m.graph_layers, m.decode_steps) == ("slots", 8, 1, 6)
+    assert (m.arch, m.graph_width, m.graph_layers, m.decode_steps) == ("slots", 8, 1, 4)
     assert isinstance(run.model, models.SlotNetwork) and len(run.model.rounds) == 1
     ds = dataset.load(tmp_path / "data", max_states=100)
     want = np.asarray(jax.jit(policies.model_policy(run.model, run.stats).fn)(None, ds.states))

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import four_cpu_devices_env
 from flax import nnx
 
 from offload_jax import config, features, fit, models, policies, runs, scenarios, splits, train
@@ -375,7 +376,7 @@ def test_run_saved_on_other_devices_loads_here(tmp_path):
                                                     jax.devices()[3]))
         runs.save_run({str(out)!r}, model, stats, model_cfg, cfg, {{"kind": "student", "step": 1}})
     """)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = four_cpu_devices_env()
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
