@@ -74,8 +74,8 @@ def evaluate_policies(dataset: Any, policies: Mapping[str, Policy], key: jax.Arr
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if paired_with is not None and paired_with not in policies:
-        raise ConfigError(f"paired_with must be one of the evaluated policies {sorted(policies)}, got "
-                          f"{paired_with!r}")
+        raise ConfigError(f"--paired-with (paired_with) must name a policy or run evaluated here, one of "
+                          f"{sorted(policies)}, got {paired_with!r}")
     scenario = dataset.scenario
     params = scenario.params
     label = np.asarray(dataset.label)
@@ -227,9 +227,6 @@ def evaluate_cli(data: str | os.PathLike, runs: Sequence[str], policies: str,
         pols[name] = run_policy(run, name, steps_of.get(name))
     if not pols:
         raise ConfigError("nothing to evaluate: give --runs RUN [RUN ...] and/or --policies NAMES")
-    if paired_with is not None and paired_with not in pols:
-        raise ConfigError(f"--paired-with must name a policy or run evaluated here, one of {sorted(pols)}, "
-                          f"got {paired_with!r}")
     results = evaluate_policies(ds, pols, jax.random.key(seed), batch_size=batch_size, progress=progress,
                                 paired_with=paired_with)
     if decode_steps is not None:  # what each run, and each hybrid's start, decided in

@@ -284,7 +284,9 @@ def test_paired_differences_are_the_reference_ratios_differences(dag_results):
     table = evaluate.markdown_table(results)
     assert "ratio - local_search's (+- SEM), same states |" in table.splitlines()[0]
     assert "| local_search | - |" in table and "| +0.0000 +- 0.0000 |\n| optimal" in table
-    with pytest.raises(config.ConfigError, match=r"paired_with must be one of the evaluated policies \['gre"):
+    with pytest.raises(config.ConfigError,
+                       match=r"\(paired_with\) must name a policy or run evaluated here, "
+                             r"one of \['greedy'\]"):
         evaluate.evaluate_policies(ds, {"greedy": pols["greedy"]}, jax.random.key(0), paired_with="optimal")
 
 
@@ -334,8 +336,8 @@ def test_evaluate_cli_on_dag_data_refuses_other_names_and_chain_runs(dag_dir, da
         "offload-jax evaluate: error: --policies: unknown or unsupported ['optimal_dp'] for scenario 'dag'; "
         "allowed: local, edge, cloud, random, greedy, local_search, optimal, student_kd_ls, student_kd_ls1\n")
     assert error(["--policies", "local", "--paired-with", "greedy"]) == (
-        "offload-jax evaluate: error: --paired-with must name a policy or run evaluated here, one of "
-        "['local'], got 'greedy'\n")
+        "offload-jax evaluate: error: --paired-with (paired_with) must name a policy or run evaluated here, "
+        "one of ['local'], got 'greedy'\n")
     assert error(["--policies", "student_kd_ls"]) == (
         "offload-jax evaluate: error: --policies student_kd_ls: starts from the run named 'student_kd'; give "
         "it with --runs DIR/student_kd\n")
