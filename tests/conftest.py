@@ -15,8 +15,8 @@ import pytest
 # subprocesses inherit it. Tests at the default level: XLA_FLAGS=--xla_backend_optimization_level=2
 # python -m pytest (a level given in XLA_FLAGS is kept, other flags there too).
 # Likewise the older (LLVM IR) emitters of fused elementwise kernels compile faster than the new
-# (MLIR) ones: the exact search's tests 61 s against 74 on the 2-core AVX2 VM. A flag given in
-# XLA_FLAGS is kept.
+# (MLIR) ones: the default run 400 s against 684 on a 2-core AVX2 VM (benchmarks/RESULTS.md, "Another
+# VM"). A flag given in XLA_FLAGS is kept.
 for _flag, _value in (("--xla_backend_optimization_level", "0"), ("--xla_cpu_use_fusion_emitters", "false")):
     if _flag not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}={_value}".strip()
