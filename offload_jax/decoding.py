@@ -50,6 +50,18 @@ def per_step(decisions: int, steps: int) -> int:
     return -(-decisions // steps)
 
 
+def most_confident(confidence: jax.Array, take: int) -> jax.Array:
+    """(n, d) -> (n, d) bool: the `take` largest of each row, equal values by lower index (the set
+    `jax.lax.top_k` returns), by rank: decision i is chosen when fewer than `take` decisions j beat it
+    (c_j > c_i, or c_j == c_i and j < i). One fused compare-and-count where top_k is a sort call and
+    its indices one more loop (at batch 1 each kernel call is the time)."""
+    d = confidence.shape[-1]
+    ci, cj = confidence[..., :, None], confidence[..., None, :]
+    lower = jnp.arange(d)[None, :] < jnp.arange(d)[:, None]  # [i, j]: j < i
+    beats = (cj > ci) | ((cj == ci) & lower)
+    return jnp.sum(beats, axis=-1, dtype=jnp.int32) < take
+
+
 def decide(logits_of: Callable[[jax.Array], jax.Array], real: jax.Array, steps: int) -> jax.Array:
     """(n, *D) int8 placements of a conditional network in `steps` passes (padding on 0).
 
@@ -73,9 +85,10 @@ def decide(logits_of: Callable[[jax.Array], jax.Array], real: jax.Array, steps: 
         pick = argmax_sites(logits)
         if step == steps - 1:
             return jnp.where(known, sites, pick).reshape(shape)
-        confidence = jnp.where(known, -1.0, jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1))
-        chosen = jax.lax.top_k(confidence, take)[1]  # equal confidences: the lower index first
-        fix = jnp.any(jax.nn.one_hot(chosen, d, dtype=jnp.bool_), axis=1) & ~known
+        # max softmax = 1 / sum(exp(logits - max)): the max's own term is exp(0) = 1
+        top = jnp.max(logits, axis=-1, keepdims=True)
+        confidence = jnp.where(known, -1.0, 1.0 / jnp.sum(jnp.exp(logits - top), axis=-1))
+        fix = most_confident(confidence, take) & ~known
         sites = jnp.where(fix, pick, sites)
         known = known | fix
     raise AssertionError("unreachable")  # the last pass returns

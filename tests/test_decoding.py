@@ -106,3 +106,19 @@ def test_decoder_equals_calling_the_model(arch):
     want = decoding.decide(lambda p: models.call(model, x, p), real, 3)
     got = policies.model_policy(model, stats).fn(jax.random.key(0), states)
     np.testing.assert_array_equal(got, want)
+
+
+def test_most_confident_is_top_k_with_ties_to_the_lower_index():
+    """The rank rule picks the set jax.lax.top_k returns, on rows full of ties (few distinct values,
+    the -1 of decisions already known among them) and on distinct values; and a plain sort agrees."""
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.choice([-1.0, 0.25, 0.5, 0.75, 1.0], size=(300, 10)),
+                           rng.random((100, 10))]).astype(np.float32)
+    for take in (1, 3, 4, 9, 10):
+        got = np.asarray(decoding.most_confident(jnp.asarray(rows), take))
+        idx = np.asarray(jax.lax.top_k(jnp.asarray(rows), take)[1])
+        want = np.zeros_like(got)
+        np.put_along_axis(want, idx, True, axis=1)
+        np.testing.assert_array_equal(got, want)
+        for row, chosen in zip(rows[:50], got[:50], strict=True):  # stable sort by -value: lower index first
+            assert set(np.flatnonzero(chosen)) == set(sorted(range(10), key=lambda j: (-row[j], j))[:take])
