@@ -279,6 +279,9 @@ def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: boo
     p.add_argument("--decode-steps", type=int, default=None, metavar="K",
                    help="override the passes the network decides in (1: one pass on the features; K > 1: "
                         "it also reads the decisions taken and fixes the most confident open ones each pass)")
+    p.add_argument("--earlier-mean", choices=("on", "off"), default=None,
+                   help="override whether each round of a slots network also reads the mean over the "
+                        "slots dispatched before each slot (the schedule's queue)")
     p.add_argument("--steps", type=int, default=steps_default,
                    help=f"optimizer steps (default {steps_default})")
     if not sweep:  # a sweep takes --seeds
@@ -340,7 +343,9 @@ def _model_config(args):
                                    ("activation", args.activation), ("norm", args.norm),
                                    ("inputs", args.inputs), ("arch", args.arch),
                                    ("graph_width", args.graph_width), ("graph_layers", args.graph_layers),
-                                   ("decode_steps", args.decode_steps)) if v is not None}
+                                   ("decode_steps", args.decode_steps),
+                                   ("earlier_mean", None if args.earlier_mean is None
+                                    else args.earlier_mean == "on")) if v is not None}
     return dataclasses.replace(cfg, **overrides).validate()
 
 

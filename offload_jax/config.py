@@ -177,7 +177,7 @@ TARGETS = ("labels", "teacher", "teacher_ls")
 # Settings added after runs were first recorded, at the default that changes nothing: left out of
 # to_dict there, so the record (and identity) of a run made before they existed stays what it was and
 # the run still resumes, counts as finished and loads (from_dict gives them their defaults).
-_LATER_MODEL_SETTINGS = {"decode_steps": 1}
+_LATER_MODEL_SETTINGS = {"decode_steps": 1, "earlier_mean": False}
 _LATER_TRAIN_SETTINGS = {"regret_weight": 0.0, "targets": "labels", "objective_states": 0}
 
 
@@ -209,6 +209,9 @@ class ModelConfig:
     graph_width: int = 48
     graph_layers: int = 3
     decode_steps: int = 1
+    # arch "slots": each round also reads the mean over the slots dispatched before the slot
+    # (`export_runtime.dag_earlier_means`); False: predecessors', successors' and every slot's means only
+    earlier_mean: bool = False
 
     def validate(self) -> ModelConfig:
         if not isinstance(self.hidden, tuple) or not all(
@@ -236,6 +239,10 @@ class ModelConfig:
                               f"got {self.norm!r}")
         if self.arch != "mlp" and self.inputs != "all":
             raise ConfigError(f"a {self.arch} model reads all features (inputs 'all')")
+        if not isinstance(self.earlier_mean, bool):
+            raise ConfigError(f"earlier_mean must be true or false, got {self.earlier_mean!r}")
+        if self.earlier_mean and self.arch != "slots":
+            raise ConfigError(f"earlier_mean is a setting of arch 'slots', got arch {self.arch!r}")
         if self.arch == "graph" and self.decode_steps != 1:
             raise ConfigError(f"decode_steps must be 1 for arch 'graph' (mlp, gnn and slots decode in "
                               f"steps), got {self.decode_steps}")

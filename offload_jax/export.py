@@ -38,7 +38,8 @@ def student_arrays(model, stats, model_cfg, system_cfg) -> dict[str, np.ndarray]
     if model_cfg.arch == "slots":
         arrays = _slot_arrays(model)
         return _with_stats_and_meta(arrays, stats, model_cfg, system_cfg, {
-            "arch": "slots", "rounds": len(model.rounds), "width": model_cfg.graph_width})
+            "arch": "slots", "rounds": len(model.rounds), "width": model_cfg.graph_width,
+            "earlier_mean": model_cfg.earlier_mean})
     depth = len(model.layers)
     if model.partial_width and not depth:
         raise ValueError("a student that decodes in steps needs a hidden layer to export")

@@ -84,10 +84,10 @@ class _SlotsBuffers(NamedTuple):
     """The preallocated arrays of a SlotNetwork's single-state path (`_slots_one`), views included."""
     tokens: np.ndarray  # (U*T, K) the slot tokens, normalized
     pre: np.ndarray  # (U*T, width) the slots' embeddings before the partial placement
-    mix: np.ndarray  # M (U*T, 4 U*T + 1) of `_init_slots`
+    mix: np.ndarray  # M (U*T, K U*T + 1) of `_init_slots`
     first: np.ndarray  # (U*T, 4, width) each slot's first pre-activation for each given site
     h: np.ndarray  # (U*T, width)
-    rounds: list  # per round: [h W'; b] (4 U*T + 1, width), its h W' as (U*T, 4 width), the round's output
+    rounds: list  # per round: [h W'; b] (K U*T + 1, width), its h W' as (U*T, K width), the round's output
     logits: np.ndarray  # (U*T, 3)
 
 
@@ -223,6 +223,17 @@ def dag_adjacency_pairs(tasks: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols): the sub-task pairs i < j of one user's block of the adjacency and edge-bits
     features, in their order (`dag_feature_layout`: the upper triangle, row-major)."""
     return np.triu_indices(tasks, 1)
+
+
+def dag_earlier_means(users: int, tasks: int) -> np.ndarray:
+    """(U*T, U*T) float32: row i averages the slots dispatched before slot i (the schedule's order
+    (t=0, u=0), (t=0, u=1), ..., (t=1, u=0), ...: SPEC, scenario dag); slots user-major (slot u*T + t);
+    the first slot's row is zeros. A slot's queueing on the processors and links is set by the slots
+    dispatched before it (no use fills an earlier gap), which this mean shows it
+    (`ModelConfig.earlier_mean`)."""
+    order = np.array([t * users + u for u in range(users) for t in range(tasks)])  # dispatch rank per slot
+    before = (order[None, :] < order[:, None]).astype(np.float32)  # [i, j]: j dispatched before i
+    return before / np.maximum(before.sum(axis=1, keepdims=True), 1.0)
 
 
 def dag_token_indices(users: int, tasks: int) -> np.ndarray:
@@ -379,14 +390,15 @@ class StudentPolicy:
         """A `models.SlotNetwork` (dag): its arrays in float32, the index arrays that read its slot
         tokens (normalized) and the task graph out of z, and the buffers of the single-state path.
 
-        A round's W [h, P h, S h, mean h] + b (P, S: means over the predecessors, the successors) is
-        computed as M [h W'; b]: W' = [W_0 | W_1 | W_2 | W_3] (width, 4 width), h W' viewed as
-        (4 U*T, width) (row 4 j + k: h_j W_k) with b as one more row, and M (U*T, 4 U*T + 1) with
-        M[i, 4 j + k] = M_k[i, j] for M_k = [identity, P, S, every slot's mean] and a last column of
-        ones: two products a round. M's constant entries are set here, P's and S's written at theirs
-        (`_slots_context`)."""
+        A round's W [h, P h, S h, mean h (, E h)] + b (P, S: means over the predecessors, the
+        successors; E over the slots dispatched before, `earlier_mean`) is computed as M [h W'; b]:
+        W' = [W_0 | ... | W_{K-1}] (width, K width), h W' viewed as (K U*T, width) (row K j + k: h_j W_k)
+        with b as one more row, and M (U*T, K U*T + 1) with M[i, K j + k] = M_k[i, j] for M_k =
+        [identity, P, S, every slot's mean (, E)] and a last column of ones: two products a round. M's
+        constant entries are set here, P's and S's written at theirs (`_slots_context`)."""
         meta, u, t = self.meta, self.users, self.tasks
         slots = u * t
+        blocks = 5 if meta.get("earlier_mean", False) else 4  # files written before it: 4
         trained = int(meta["decode_steps"])
         self._set_decode_steps(trained, decode_steps)
         layout = dag_feature_layout(u, t)
@@ -409,13 +421,15 @@ class StudentPolicy:
         self._degree[np.arange(pairs), b] = 1.0
         self._degree[np.arange(pairs), slots + a] = 1.0
         self._divisor = np.concatenate([b, slots + a])
-        columns = 4 * slots + 1
-        self._mix_pos = np.concatenate([b * columns + 4 * a + 1, a * columns + 4 * b + 2])
+        columns = blocks * slots + 1
+        self._mix_pos = np.concatenate([b * columns + blocks * a + 1, a * columns + blocks * b + 2])
         f32 = np.float32
         mix = np.zeros((slots, columns), f32)
-        blocks = mix[:, :-1].reshape(slots, slots, 4)
-        blocks[..., 0] = np.eye(slots, dtype=f32)
-        blocks[..., 3] = 1.0 / slots
+        parts = mix[:, :-1].reshape(slots, slots, blocks)
+        parts[..., 0] = np.eye(slots, dtype=f32)
+        parts[..., 3] = 1.0 / slots
+        if blocks == 5:
+            parts[..., 4] = dag_earlier_means(u, t)
         mix[:, -1] = 1.0
         self._mix_base = mix
         self._embed = arrays["embed_kernel"].astype(f32)
@@ -429,8 +443,8 @@ class StudentPolicy:
         if self._given is not None:
             self._given_rows[:3] = self._given
         self._rounds = []
-        for i in range(int(meta["rounds"])):  # (4 width, width) -> W' (width, 4 width)
-            kernel = arrays[f"round_kernel_{i}"].astype(f32).reshape(4, width, width)
+        for i in range(int(meta["rounds"])):  # (K width, width) -> W' (width, K width)
+            kernel = arrays[f"round_kernel_{i}"].astype(f32).reshape(blocks, width, width)
             self._rounds.append((np.concatenate(list(kernel), axis=1), arrays[f"round_bias_{i}"].astype(f32)))
         self._readout = arrays["readout_kernel"].astype(f32), arrays["readout_bias"].astype(f32)
         self._act = _activation(meta["activation"], None)
@@ -440,9 +454,9 @@ class StudentPolicy:
         # h, each round's [h W'; b] and h W' (a view of it) and output, the logits.
         rounds = []
         for _, bias in self._rounds:
-            xb = np.empty((4 * slots + 1, width), f32)
+            xb = np.empty((blocks * slots + 1, width), f32)
             xb[-1] = bias
-            rounds.append((xb, xb[:-1].reshape(slots, 4 * width), np.empty((slots, width), f32)))
+            rounds.append((xb, xb[:-1].reshape(slots, blocks * width), np.empty((slots, width), f32)))
         self._slots_buffers = _SlotsBuffers(
             tokens=np.empty(token.shape, f32), pre=np.empty((slots, width), f32), mix=mix.copy(),
             first=np.empty((slots, 4, width), f32), h=np.empty((slots, width), f32), rounds=rounds,
@@ -451,7 +465,7 @@ class StudentPolicy:
     def _slots_context(self, z: np.ndarray,
                        buffers: _SlotsBuffers | None = None) -> tuple[np.ndarray, np.ndarray]:
         """z (..., F + 1) -> (the slots' embeddings before the partial placement (..., U*T, width), the
-        rounds' matrix M (..., U*T, 4 U*T + 1) of `_init_slots`); into the single-state buffers if given."""
+        rounds' matrix M (..., U*T, K U*T + 1) of `_init_slots`); into the single-state buffers if given."""
         lead, slots = z.shape[:-1], self.users * self.tasks
         tokens, pre, mix = (buffers.tokens, buffers.pre, buffers.mix) if buffers is not None else (None,) * 3
         tokens = np.take(z, self._token_z, axis=-1, out=tokens)

@@ -28,6 +28,7 @@ from offload_jax.export_runtime import (
     DAG_SLOT_FEATURES,
     DAG_USER_FEATURES,
     dag_adjacency_pairs,
+    dag_earlier_means,
     dag_feature_layout,
     dag_token_indices,
 )
@@ -230,7 +231,8 @@ class SlotNetwork(nnx.Module):
     Each slot's token (its features, its user's and the shared ones) is embedded at `graph_width`, plus
     learned embeddings of its slot index (the dispatch priority) and its user, plus (decode_steps > 1)
     an embedding of its site where it is given; `graph_layers` rounds each add to a slot
-    act(W [h, mean(h over its predecessors), mean(h over its successors), mean(h over every slot)]);
+    act(W [h, mean(h over its predecessors), mean(h over its successors), mean(h over every slot)
+    (, mean(h over the slots dispatched before it): `earlier_mean`)]);
     a linear readout gives each slot its three logits. Its parameters do not grow with the slots, so
     it is small, and what it learns of a slot it applies to every slot: the dag student (a flat MLP on
     the features spends its parameters per slot position). Padding slots are computed like others and
@@ -245,7 +247,10 @@ class SlotNetwork(nnx.Module):
         self.user_embedding = nnx.Param(scale * jax.random.normal(rngs.params(), (users, width)))
         self.given = (nnx.Linear(NUM_SITES, width, use_bias=False, rngs=rngs) if cfg.decode_steps > 1
                       else None)
-        self.rounds = nnx.List([nnx.Linear(4 * width, width, rngs=rngs) for _ in range(cfg.graph_layers)])
+        self.earlier_mean = cfg.earlier_mean
+        blocks = 5 if cfg.earlier_mean else 4  # [h, its means]: predecessors', successors', every slot's[,
+        self.rounds = nnx.List([nnx.Linear(blocks * width, width, rngs=rngs)  # earlier slots']
+                                for _ in range(cfg.graph_layers)])
         self.readout = nnx.Linear(width, NUM_SITES, rngs=rngs)
 
     def __call__(self, x: jax.Array, partial: jax.Array | None = None) -> jax.Array:
@@ -253,8 +258,10 @@ class SlotNetwork(nnx.Module):
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Features (..., F) -> (the slots' embeddings before the partial placement (n, U*T, width), the
-        rounds' aggregations as matrices over the slots, stacked (n, 3 U*T, U*T): mean over the
-        predecessors, mean over the successors (within each user's graph), mean over every slot)."""
+        rounds' aggregations as matrices over the slots, interleaved (n, K U*T, U*T): row K i + k is row
+        i of the identity (k = 0), of the mean over the predecessors (1), over the successors (2; within
+        each user's graph), over every slot (3) [and over the slots dispatched before it (4):
+        `earlier_mean`; K = 5, else 4])."""
         x = x.reshape(-1, x.shape[-1])
         n, u, t = x.shape[0], self.users, self.tasks
         tokens, adj = _dag_tokens(x, u, t)
@@ -266,25 +273,33 @@ class SlotNetwork(nnx.Module):
         def over_slots(m):  # (n, U, T, T) per user -> (n, U*T, U*T) block-diagonal
             return jnp.einsum("uv,nuij->nuivj", eye_u, m).reshape(n, u * t, u * t)
 
+        eye = jnp.broadcast_to(jnp.eye(u * t, dtype=x.dtype), (n, u * t, u * t))
         every = jnp.full((n, u * t, u * t), 1.0 / (u * t), x.dtype)
-        return pre, jnp.concatenate([over_slots(pred), over_slots(succ), every], axis=1)
+        blocks = [eye, over_slots(pred), over_slots(succ), every]
+        if self.earlier_mean:
+            blocks.append(jnp.broadcast_to(jnp.asarray(dag_earlier_means(u, t), x.dtype), (n, u * t, u * t)))
+        mix = jnp.stack(blocks, axis=2)  # (n, U*T, K, U*T)
+        return pre, mix.reshape(n, len(blocks) * u * t, u * t)
 
     def decode(self, context: tuple[jax.Array, jax.Array], partial: jax.Array | None,
                lead: tuple[int, ...]) -> jax.Array:
-        """`encode`'s output [and the partial placement] -> logits (*lead, U, T, 3). A round's three
-        aggregations are one product with the stacked matrices (at batch 1 each product is a kernel
-        call, and the calls are the time)."""
+        """`encode`'s output [and the partial placement] -> logits (*lead, U, T, 3). A round's input
+        [h, its means] is one product with the interleaved matrices, (n, K U*T, width) viewed as
+        (n, U*T, K width) (row K i + k of the product is the k-th block of slot i's input; the identity
+        rows copy h exactly): at batch 1 each kernel call is the time, and this is one where slices and a
+        concatenation were four."""
         pre, mix = context
         n, u, t = pre.shape[0], self.users, self.tasks
         slots = u * t
-        if partial is not None and self.given is not None:  # sum over the 3 sites as a broadcast, not a
-            given = partial.reshape(n, slots, NUM_SITES, 1).astype(pre.dtype)  # dot: it fuses with the act.
-            pre = pre + (given * self.given.kernel[...][None, None]).sum(axis=-2)
+        if partial is not None and self.given is not None:  # the sum over the 3 sites written out, not a
+            given = partial.reshape(n, slots, NUM_SITES).astype(pre.dtype)  # dot or a reduce: it fuses
+            kernel = self.given.kernel[...]  # with the activation into one loop
+            for site in range(NUM_SITES):
+                pre = pre + given[..., site, None] * kernel[site]
         h = self.activation(pre)
         for layer in self.rounds:
-            agg = mix @ h  # (n, 3 U*T, width): predecessors', successors' and every slot's means
-            m = jnp.concatenate([h, agg[:, :slots], agg[:, slots:2 * slots], agg[:, 2 * slots:]], axis=-1)
-            h = h + self.activation(layer(m))
+            m = (mix @ h).reshape(n, slots, -1)  # (n, U*T, K width): [h, predecessors', successors',
+            h = h + self.activation(layer(m))  # every slot's[, earlier slots'] means]
         return self.readout(h).reshape(*lead, u, t, NUM_SITES)
 
 

@@ -149,6 +149,8 @@ def test_single_state_path_decides_as_the_batch_path():
     ("dag", config.ModelConfig(arch="slots", graph_width=16, graph_layers=2, activation="relu", norm="none",
                                decode_steps=3)),
     ("dag", config.ModelConfig(arch="slots", graph_width=8, graph_layers=1, activation="gelu", norm="none")),
+    ("dag", config.ModelConfig(arch="slots", graph_width=16, graph_layers=2, activation="relu", norm="none",
+                               decode_steps=4, earlier_mean=True)),
 ])
 def test_numpy_student_decoding_in_steps_equals_jax(scenario_name, model_cfg):
     """A student that decodes in steps: the same logits for any partial placement, and the same

@@ -1,5 +1,7 @@
 """`models.SlotNetwork` against a slow reference written from its docstring, slot by slot."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +19,8 @@ from offload_jax.export_runtime import (
 
 def _reference(model, x: np.ndarray, partial: np.ndarray | None, users: int, tasks: int) -> np.ndarray:
     """One state's logits (U, T, 3) in float64 loops: tokens read from the feature layout, each round's
-    W [h, mean over predecessors, mean over successors, mean over every slot] + b per slot."""
+    W [h, mean over predecessors, mean over successors, mean over every slot (, mean over the slots
+    dispatched before it, in the SPEC's order (t, u))] + b per slot."""
     layout = dag_feature_layout(users, tasks)
     ks, ku, kg = len(DAG_SLOT_FEATURES), len(DAG_USER_FEATURES), len(DAG_SHARED_FEATURES)
     slot_feats = x[slice(*layout["slots"])].reshape(users, tasks, ks)
@@ -56,7 +59,10 @@ def _reference(model, x: np.ndarray, partial: np.ndarray | None, users: int, tas
                 preds = [(edges[u, i, t], h[u, i]) for i in range(t)]
                 succs = [(edges[u, t, j], h[u, j]) for j in range(t + 1, tasks)]
                 width = h[u, t].size
-                m = np.concatenate([h[u, t], mean(preds, width), mean(succs, width), every])
+                m = [h[u, t], mean(preds, width), mean(succs, width), every]
+                if model.earlier_mean:
+                    m.append(mean([(1.0, h[v, s]) for (v, s) in h if (s, v) < (t, u)], width))
+                m = np.concatenate(m)
                 new[u, t] = h[u, t] + act(m @ kernel + bias)
         h = new
     ro_k = np.asarray(model.readout.kernel[...], np.float64)
@@ -67,11 +73,13 @@ def _reference(model, x: np.ndarray, partial: np.ndarray | None, users: int, tas
 ACT = "relu"
 
 
-@pytest.mark.parametrize(("users", "tasks", "steps"), [(1, 6, 5), (2, 4, 3), (3, 3, 1)])
-def test_slot_network_equals_the_slot_by_slot_reference(users, tasks, steps):
+@pytest.mark.parametrize(("users", "tasks", "steps", "earlier"),
+                         [(1, 6, 5, False), (2, 4, 3, False), (3, 3, 1, False), (1, 6, 4, True),
+                          (2, 4, 3, True)])
+def test_slot_network_equals_the_slot_by_slot_reference(users, tasks, steps, earlier):
     scenario = scenarios.make("dag", {"tasks": tasks, "users": users})
     cfg = config.ModelConfig(arch="slots", graph_width=8, graph_layers=2, activation=ACT, norm="none",
-                             decode_steps=steps)
+                             decode_steps=steps, earlier_mean=earlier)
     model = models.build(cfg, scenario.cfg, rngs=nnx.Rngs(3))
     states = scenario.sample(jax.random.key(2), scenario.params, jnp.arange(64, dtype=jnp.uint32))
     raw = features.raw_features(states)
@@ -99,6 +107,14 @@ def test_slot_network_parameters_are_shared_by_the_slots():
         config.ModelConfig(arch="slots", norm="none", graph_layers=0).validate()
     with pytest.raises(config.ConfigError, match="norm must be 'none' for arch 'slots'"):
         config.ModelConfig(arch="slots", norm="layer").validate()
+    with pytest.raises(config.ConfigError, match="earlier_mean is a setting of arch 'slots'"):
+        config.ModelConfig(arch="mlp", earlier_mean=True).validate()
+    with pytest.raises(config.ConfigError, match="earlier_mean must be true or false"):
+        config.ModelConfig(arch="slots", norm="none", earlier_mean=1).validate()
+    plain = config.ModelConfig(arch="slots", norm="none", graph_width=8, graph_layers=2)
+    assert "earlier_mean" not in plain.to_dict()  # runs saved before it read back as they were
+    with_it = dataclasses.replace(plain, earlier_mean=True)
+    assert config.ModelConfig.from_dict(with_it.to_dict()) == with_it
 
 
 def test_default_dag_student_has_at_most_5_percent_of_the_teachers_parameters():
