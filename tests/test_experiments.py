@@ -320,3 +320,42 @@ def test_passes_markdown_reads_the_json_form():
     md = passes.markdown(result)
     assert "| 3 | 1.0710 | 1.0700 / 1.0720 | 0.0030 | 40.0 | 100.0 |" in md
     assert "greedy 1.4000 at 60.0 us" in md and md.count("\n| ") == 1 + len(steps)  # header + rows
+
+
+def test_unseen_graph_sets_are_valid_topologies_and_the_verdict_names_misses(tmp_path):
+    """experiments/unseen_graphs.py: each shape is a valid graph of at most 10 sub-tasks, every set's file
+    is read by the scenario into exactly its adjacency, the random-order sets are deterministic with edge
+    shares near their p, and the markdown names a set where the student misses the issue's target."""
+    unseen = _script("unseen_graphs")
+    for name, (tasks, edges) in unseen.SHAPES.items():
+        assert tasks <= 10 and all(0 <= i < j < tasks for i, j in edges), name
+        assert len(set(edges)) == len(edges), name
+    assert unseen.SHAPES["independent_10"][1] == []
+    assert sorted(j for _, j in unseen.SHAPES["star_out_10"][1]) == list(range(1, 10))
+    fft = unseen.SHAPES["fft_butterfly_10"][1]
+    assert [sum(1 for i, j in fft if j == v) for v in range(10)] == [0, 1, 1, 1, 1, 2, 2, 2, 2, 4]
+    again = unseen.random_order_graphs(0.3)
+    assert again == unseen.random_order_graphs(0.3) and len(again) == unseen.RANDOM_GRAPHS
+    for p in unseen.RANDOM_P:
+        share = np.mean([len(g["edges"]) for g in unseen.random_order_graphs(p)]) / 45
+        assert abs(share - p) < 0.03, (p, share)
+    files = unseen.topology_files(tmp_path)
+    assert set(files) == set(unseen.SHAPES) | {f"random_p{p}" for p in unseen.RANDOM_P}
+    for name in ("sipht_10", "chain_3", "independent_10", "random_p0.6"):
+        graphs = json.loads(files[name].read_text())["graphs"]
+        dag = scenarios.make("dag", {"tasks": 10, "topology": "file", "topology_file": str(files[name])})
+        states = dag.sample(jax.random.key(0), dag.params, jax.numpy.arange(32, dtype=jax.numpy.uint32))
+        wanted = []
+        for g in graphs:
+            adj = np.zeros((10, 10), bool)
+            if g["edges"]:
+                adj[tuple(np.array(g["edges"]).T)] = True
+            wanted.append((adj, g["tasks"]))
+        for adj, cycles in zip(np.asarray(states.adj[:, 0]), np.asarray(states.cycles[:, 0]), strict=True):
+            assert any(np.array_equal(adj, a) and np.count_nonzero(cycles) == t for a, t in wanted), name
+    row = {p: {"objective_ratio": 1.1} for p in unseen.SHOWN}
+    miss = {**row, "student_kd": {"objective_ratio": 1.2}, "local_search": {"objective_ratio": 1.1}}
+    text = unseen.markdown({"quickstart": "QS", "load_avg": 0.0, "sets": {"ok": {
+        **row, "greedy": {"objective_ratio": 1.3}}, "bad": miss}})
+    assert "misses (below greedy, within 0.05 of local search) on: bad" in text
+    assert "| ok |" in text and "| yes |" in text and "**no**" in text
