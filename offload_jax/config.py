@@ -306,8 +306,11 @@ DROO_MODEL = ModelConfig(hidden=(64, 64, 64, 64), activation="gelu", norm="layer
 DAG_MLP_STUDENT_MODEL = ModelConfig(hidden=(96, 96, 96), activation="relu", norm="none", decode_steps=5)
 DAG_TEACHER_MODEL = ModelConfig(hidden=(), activation="gelu", norm="none", arch="slots", graph_width=128,
                                 graph_layers=3, decode_steps=5)
+# The student decides in 5 passes since the twenty-fourth dag session (4 before): its batch-1 program
+# got ~2x faster (fewer kernel calls: `decoding.most_confident`, `SlotNetwork.decode`), and the fifth
+# pass gave 0.001-0.009 on each of three quickstart runs (benchmarks/RESULTS.md, "Fewer kernel calls").
 DAG_STUDENT_MODEL = ModelConfig(hidden=(), activation="relu", norm="none", arch="slots", graph_width=32,
-                                graph_layers=2, decode_steps=4)
+                                graph_layers=2, decode_steps=5)
 DEFAULT_MODELS = {("chain", "teacher"): TEACHER_MODEL, ("chain", "student"): STUDENT_MODEL,
                   ("dag", "teacher"): DAG_TEACHER_MODEL, ("dag", "student"): DAG_STUDENT_MODEL}
 
@@ -320,11 +323,12 @@ def default_model(scenario: str, role: str, decision_shape: tuple[int, ...]) -> 
     ceil(T / decode_steps), whatever the number of users, and takes as many passes as that needs for
     all U x T: its passes grow with the users (three users x 6: the student in 9 passes, the teacher in
     9; one user: the count as given, less any pass that would have nothing left to fix). With users
-    sharing the edge the default's 4 passes had fixed 5 of three users' 18 decisions at a time, and
-    local search was ahead of the student (1.163 against 1.173); with this rule the student is ahead
-    (three users x 6, 9 passes: 1.155 at 0.18x local search's time; two users x 5, 5 passes: 1.120
-    against 1.128 at 0.51x), and the teacher is better (1.111 -> 1.104, 1.078 -> 1.068):
-    benchmarks/RESULTS.md, "Passes that grow with the users".
+    sharing the edge the student's 4 passes (its default then) had fixed 5 of three users' 18 decisions
+    at a time, and local search was ahead of the student (1.163 against 1.173); with this rule the
+    student is ahead (three users x 6, 9 passes: 1.155 at 0.18x local search's time; two users x 5, 5
+    passes: 1.120 against 1.128 at 0.51x), and the teacher is better (1.111 -> 1.104, 1.078 -> 1.068):
+    benchmarks/RESULTS.md, "Passes that grow with the users". (The student's default is 5 passes now:
+    two users x 5 take 10.)
     """
     if (scenario, role) not in DEFAULT_MODELS:
         allowed = sorted({s for s, _ in DEFAULT_MODELS}), sorted({r for _, r in DEFAULT_MODELS})

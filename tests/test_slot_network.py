@@ -129,11 +129,11 @@ def test_default_dag_student_has_at_most_5_percent_of_the_teachers_parameters():
 
 
 @pytest.mark.parametrize("role, shape, want", [
-    ("student", (1, 10), 4), ("student", (1, 14), 4), ("student", (3, 6), 9), ("student", (2, 5), 5),
+    ("student", (1, 10), 5), ("student", (1, 14), 5), ("student", (3, 6), 9), ("student", (2, 5), 10),
     ("student", (1, 3), 3), ("teacher", (1, 10), 5), ("teacher", (1, 8), 4), ("teacher", (3, 6), 9),
     ("teacher", (2, 5), 10)])
 def test_default_passes_keep_what_a_pass_fixes_for_one_user(role, shape, want):
-    """config.default_model: a pass fixes ceil(T / the default's passes) decisions (student 4, teacher 5)
+    """config.default_model: a pass fixes ceil(T / the default's passes) decisions (student and teacher 5)
     whatever U is, so the passes grow with the users; one-pass defaults (the chain's) stay one pass."""
     assert config.default_model("dag", role, shape).decode_steps == want
     assert config.default_model("chain", role, (shape[-1],)).decode_steps == 1
