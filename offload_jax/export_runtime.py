@@ -225,6 +225,12 @@ def dag_adjacency_pairs(tasks: int) -> tuple[np.ndarray, np.ndarray]:
     return np.triu_indices(tasks, 1)
 
 
+def slot_round_blocks(earlier_mean: bool) -> int:
+    """The blocks of a SlotNetwork round's input: h, the means over the predecessors, the successors and
+    every slot[, and over the slots dispatched before (`dag_earlier_means`)]."""
+    return 5 if earlier_mean else 4
+
+
 def dag_earlier_means(users: int, tasks: int) -> np.ndarray:
     """(U*T, U*T) float32: row i averages the slots dispatched before slot i (the schedule's order
     (t=0, u=0), (t=0, u=1), ..., (t=1, u=0), ...: SPEC, scenario dag); slots user-major (slot u*T + t);
@@ -398,7 +404,7 @@ class StudentPolicy:
         constant entries are set here, P's and S's written at theirs (`_slots_context`)."""
         meta, u, t = self.meta, self.users, self.tasks
         slots = u * t
-        blocks = 5 if meta.get("earlier_mean", False) else 4  # files written before it: 4
+        blocks = slot_round_blocks(meta.get("earlier_mean", False))  # files written before it: False
         trained = int(meta["decode_steps"])
         self._set_decode_steps(trained, decode_steps)
         layout = dag_feature_layout(u, t)

@@ -31,6 +31,7 @@ from offload_jax.export_runtime import (
     dag_earlier_means,
     dag_feature_layout,
     dag_token_indices,
+    slot_round_blocks,
 )
 from offload_jax.features import num_inputs
 from offload_jax.scenarios.base import NUM_SITES
@@ -248,8 +249,8 @@ class SlotNetwork(nnx.Module):
         self.given = (nnx.Linear(NUM_SITES, width, use_bias=False, rngs=rngs) if cfg.decode_steps > 1
                       else None)
         self.earlier_mean = cfg.earlier_mean
-        blocks = 5 if cfg.earlier_mean else 4  # [h, its means]: predecessors', successors', every slot's[,
-        self.rounds = nnx.List([nnx.Linear(blocks * width, width, rngs=rngs)  # earlier slots']
+        blocks = slot_round_blocks(cfg.earlier_mean)  # [h, its means]
+        self.rounds = nnx.List([nnx.Linear(blocks * width, width, rngs=rngs)
                                 for _ in range(cfg.graph_layers)])
         self.readout = nnx.Linear(width, NUM_SITES, rngs=rngs)
 
