@@ -231,6 +231,18 @@ def slot_round_blocks(earlier_mean: bool) -> int:
     return 5 if earlier_mean else 4
 
 
+def slot_constant_blocks(users: int, tasks: int, earlier_mean: bool) -> dict[int, np.ndarray]:
+    """A SlotNetwork round's aggregation blocks that do not depend on the state, (U*T, U*T) float32 by
+    block index (of `slot_round_blocks`): 0 the identity, 3 every slot's mean, 4 the mean over the slots
+    dispatched before (`earlier_mean`). Blocks 1 and 2, the means over the predecessors and over the
+    successors, are the state's graph. `models.SlotNetwork.encode` and the numpy runtime read these."""
+    slots = users * tasks
+    blocks = {0: np.eye(slots, dtype=np.float32), 3: np.full((slots, slots), 1.0 / slots, np.float32)}
+    if earlier_mean:
+        blocks[4] = dag_earlier_means(users, tasks)
+    return blocks
+
+
 def dag_earlier_means(users: int, tasks: int) -> np.ndarray:
     """(U*T, U*T) float32: row i averages the slots dispatched before slot i (the schedule's order
     (t=0, u=0), (t=0, u=1), ..., (t=1, u=0), ...: SPEC, scenario dag); slots user-major (slot u*T + t);
@@ -404,7 +416,8 @@ class StudentPolicy:
         constant entries are set here, P's and S's written at theirs (`_slots_context`)."""
         meta, u, t = self.meta, self.users, self.tasks
         slots = u * t
-        blocks = slot_round_blocks(meta.get("earlier_mean", False))  # files written before it: False
+        earlier_mean = meta.get("earlier_mean", False)  # files written before it: False
+        blocks = slot_round_blocks(earlier_mean)
         trained = int(meta["decode_steps"])
         self._set_decode_steps(trained, decode_steps)
         layout = dag_feature_layout(u, t)
@@ -432,10 +445,8 @@ class StudentPolicy:
         f32 = np.float32
         mix = np.zeros((slots, columns), f32)
         parts = mix[:, :-1].reshape(slots, slots, blocks)
-        parts[..., 0] = np.eye(slots, dtype=f32)
-        parts[..., 3] = 1.0 / slots
-        if blocks == 5:
-            parts[..., 4] = dag_earlier_means(u, t)
+        for k, block in slot_constant_blocks(u, t, earlier_mean).items():
+            parts[..., k] = block
         mix[:, -1] = 1.0
         self._mix_base = mix
         self._embed = arrays["embed_kernel"].astype(f32)

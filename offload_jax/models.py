@@ -28,9 +28,9 @@ from offload_jax.export_runtime import (
     DAG_SLOT_FEATURES,
     DAG_USER_FEATURES,
     dag_adjacency_pairs,
-    dag_earlier_means,
     dag_feature_layout,
     dag_token_indices,
+    slot_constant_blocks,
     slot_round_blocks,
 )
 from offload_jax.features import num_inputs
@@ -274,12 +274,10 @@ class SlotNetwork(nnx.Module):
         def over_slots(m):  # (n, U, T, T) per user -> (n, U*T, U*T) block-diagonal
             return jnp.einsum("uv,nuij->nuivj", eye_u, m).reshape(n, u * t, u * t)
 
-        eye = jnp.broadcast_to(jnp.eye(u * t, dtype=x.dtype), (n, u * t, u * t))
-        every = jnp.full((n, u * t, u * t), 1.0 / (u * t), x.dtype)
-        blocks = [eye, over_slots(pred), over_slots(succ), every]
-        if self.earlier_mean:
-            blocks.append(jnp.broadcast_to(jnp.asarray(dag_earlier_means(u, t), x.dtype), (n, u * t, u * t)))
-        mix = jnp.stack(blocks, axis=2)  # (n, U*T, K, U*T)
+        blocks = {k: jnp.broadcast_to(jnp.asarray(m, x.dtype), (n, u * t, u * t))
+                  for k, m in slot_constant_blocks(u, t, self.earlier_mean).items()}
+        blocks.update({1: over_slots(pred), 2: over_slots(succ)})
+        mix = jnp.stack([blocks[k] for k in range(len(blocks))], axis=2)  # (n, U*T, K, U*T)
         return pre, mix.reshape(n, len(blocks) * u * t, u * t)
 
     def decode(self, context: tuple[jax.Array, jax.Array], partial: jax.Array | None,
