@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dag_learning  # noqa: E402
 from exp_common import DPI, load_avg, log, md_table  # noqa: E402
 
+from offload_jax.scenarios.dag.config import Graph, write_topology_file  # noqa: E402
+
 SCRIPT = "unseen_graphs"
 TASKS = 10
 EVAL_SEED = 107  # the datasets' seed (dag_learning's sets use 101-106)
@@ -80,32 +82,26 @@ SHAPES = {
 }
 
 
-def random_order_graphs(p: float, count: int = RANDOM_GRAPHS, seed: int = RANDOM_SEED) -> list[dict]:
+def random_order_graphs(p: float, count: int = RANDOM_GRAPHS, seed: int = RANDOM_SEED) -> list[Graph]:
     """`count` graphs of TASKS sub-tasks, edge i -> j (i < j) with probability p each (numpy, `seed`)."""
     rng = np.random.default_rng([seed, round(p * 1000)])
     rows, cols = np.triu_indices(TASKS, 1)
     graphs = []
     for k in range(count):
         keep = rng.random(rows.size) < p
-        graphs.append({"name": f"random_p{p}_{k}", "tasks": TASKS,
-                       "edges": [[int(i), int(j)] for i, j in zip(rows[keep], cols[keep], strict=True)]})
+        edges = tuple((int(i), int(j)) for i, j in zip(rows[keep], cols[keep], strict=True))
+        graphs.append(Graph(f"random_p{p}_{k}", TASKS, edges))
     return graphs
 
 
 def topology_files(out: Path) -> dict[str, Path]:
-    """Every set's topology file under out/graphs/ (written atomically, the same bytes every time)."""
-    from offload_jax import atomic
-
-    files = {}
-    sets = {name: [{"name": name, "tasks": n, "edges": [list(e) for e in edges]}]
-            for name, (n, edges) in SHAPES.items()}
+    """Every set's topology file under out/graphs/ (`write_topology_file`: atomic, the same bytes every
+    time)."""
+    sets = {name: [Graph(name, n, tuple(edges))] for name, (n, edges) in SHAPES.items()}
     sets.update({f"random_p{p}": random_order_graphs(p) for p in RANDOM_P})
-    for name, graphs in sets.items():
-        path = out / "graphs" / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(path, {"format": "offload-jax-topologies/1", "graphs": graphs})
-        files[name] = path
-    return files
+    (out / "graphs").mkdir(parents=True, exist_ok=True)
+    return {name: write_topology_file(out / "graphs" / f"{name}.json", graphs)
+            for name, graphs in sets.items()}
 
 
 SHOWN = ("greedy", "local_search", "droo", "teacher", "student_kd", "student_ce", "student_kd_ls")

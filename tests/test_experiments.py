@@ -337,7 +337,7 @@ def test_unseen_graph_sets_are_valid_topologies_and_the_verdict_names_misses(tmp
     again = unseen.random_order_graphs(0.3)
     assert again == unseen.random_order_graphs(0.3) and len(again) == unseen.RANDOM_GRAPHS
     for p in unseen.RANDOM_P:
-        share = np.mean([len(g["edges"]) for g in unseen.random_order_graphs(p)]) / 45
+        share = np.mean([len(g.edges) for g in unseen.random_order_graphs(p)]) / 45
         assert abs(share - p) < 0.03, (p, share)
     files = unseen.topology_files(tmp_path)
     assert set(files) == set(unseen.SHAPES) | {f"random_p{p}" for p in unseen.RANDOM_P}
