@@ -196,7 +196,8 @@ OBJECTIVE_WEIGHTS = {("chain", "teacher"): 0.0, ("chain", "student"): 0.5,
 # to four): RESULTS.md, "The dag quickstart". Twentieth: both networks slots networks (teacher 128 x 3 in 5
 # passes, student 32 x 2 in 4: config.DAG_TEACHER_MODEL), the teacher 2,000 steps, every network at 8e-3
 # (on the layered evaluation, 5 passes: teacher 1.090 / 1.099 at 8e-3 / 4e-3, student_ce 1.125 / 1.139):
-# RESULTS.md, "Both networks shared by the slots".
+# RESULTS.md, "Both networks shared by the slots". Twenty-fourth: the student in 5 passes
+# (config.DAG_STUDENT_MODEL; RESULTS.md, "Fewer kernel calls at batch 1").
 DAG = QuickstartConfig(scenario="dag", train_states=100_000, holdout=5_000, eval_states=5_000,
                        teacher_steps=2_000, student_steps=6_000, alpha=1.0, batch_size=512, calls=1000,
                        timing_states=100, timing_rounds=200, train_graphs=20_000, train_full_share=0.8,
