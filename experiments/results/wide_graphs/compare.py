@@ -26,10 +26,22 @@ def evaluation_sets() -> dict[str, str]:
     return sets
 
 
-def main() -> None:
+def arguments() -> tuple[str, dict[str, str], dict]:
+    """(OUT, {NAME: DIR} of the NAME=DIR arguments, OUT's results so far)."""
     out = sys.argv[1]
-    quickstarts = dict(a.split("=", 1) for a in sys.argv[2:])
-    res = json.load(open(out)) if os.path.exists(out) else {}
+    named = dict(a.split("=", 1) for a in sys.argv[2:])
+    return out, named, (json.load(open(out)) if os.path.exists(out) else {})
+
+
+def save(out: str, res: dict) -> None:
+    """OUT rewritten whole (a killed run leaves the previous one)."""
+    with open(out + ".tmp", "w") as f:
+        json.dump(res, f, indent=1)
+    os.replace(out + ".tmp", out)
+
+
+def main() -> None:
+    out, quickstarts, res = arguments()
     for name, d in evaluation_sets().items():
         row = res.setdefault(name, {})
         if "local_search" not in row:
@@ -42,9 +54,7 @@ def main() -> None:
                                 progress=False)["runs"]
             row[f"{q}:student_kd"] = r["student_kd"]["objective_ratio_mean"]
             row[f"{q}:teacher"] = r["teacher"]["objective_ratio_mean"]
-        with open(out + ".tmp", "w") as f:
-            json.dump(res, f, indent=1)
-        os.replace(out + ".tmp", out)
+        save(out, res)
         print(name, {k: round(v, 4) for k, v in row.items()}, flush=True)
 
 

@@ -5,19 +5,15 @@
 Results merge into OUT.json ({set: {NAME: J / J*}}); a rerun skips what is there.
 """
 
-import json
 import os
-import sys
 
-from compare import evaluation_sets
+from compare import arguments, evaluation_sets, save
 
 from offload_jax import evaluate as ev
 
 
 def main() -> None:
-    out = sys.argv[1]
-    runs = dict(a.split("=", 1) for a in sys.argv[2:])
-    res = json.load(open(out)) if os.path.exists(out) else {}
+    out, runs, res = arguments()
     for name, d in evaluation_sets().items():
         row = res.setdefault(name, {})
         todo = [(k, v) for k, v in runs.items() if k not in row]
@@ -25,9 +21,7 @@ def main() -> None:
             r = ev.evaluate_cli(d, [v for _, v in todo], "", None, progress=False)["runs"]
             for k, v in todo:
                 row[k] = r[os.path.basename(os.path.abspath(v))]["objective_ratio_mean"]
-        with open(out + ".tmp", "w") as f:
-            json.dump(res, f, indent=1)
-        os.replace(out + ".tmp", out)
+        save(out, res)
     print("done", out)
 
 
