@@ -5,23 +5,18 @@
 Results merge into OUT.json ({set: {NAME: J / J*}}); a rerun skips what is there.
 """
 
-import os
+from compare import arguments, evaluation_sets, load, score
 
-from compare import arguments, evaluation_sets, save
-
-from offload_jax import evaluate as ev
+from offload_jax import atomic
 
 
 def main() -> None:
-    out, runs, res = arguments()
+    out, run_dirs, res = arguments()
+    loaded = load(run_dirs)
     for name, d in evaluation_sets().items():
         row = res.setdefault(name, {})
-        todo = [(k, v) for k, v in runs.items() if k not in row]
-        if todo:
-            r = ev.evaluate_cli(d, [v for _, v in todo], "", None, progress=False)["runs"]
-            for k, v in todo:
-                row[k] = r[os.path.basename(os.path.abspath(v))]["objective_ratio_mean"]
-        save(out, res)
+        row.update(score(d, {k: run for k, run in loaded.items() if k not in row}))
+        atomic.write_json(out, res, indent=1)
     print("done", out)
 
 
