@@ -256,7 +256,7 @@ def _csv_of(kind):
 
 
 def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: bool = False) -> None:
-    from offload_jax.config import ACTIVATIONS, ARCHS, INPUTS, NORMS, TARGETS  # noqa: PLC0415 (light module)
+    from offload_jax.config import ACTIVATIONS, ARCHS, INPUTS, NORMS, PARTIALS, TARGETS  # noqa: PLC0415 (light module)
 
     p.add_argument("--data", required=True, metavar="DIR", help="dataset directory (offload-jax generate)")
     p.add_argument("--model", choices=("teacher", "student"), default=model_default,
@@ -309,6 +309,11 @@ def _add_training_flags(p, *, model_default: str, steps_default: int, sweep: boo
                    help="what the CE term imitates on each training state: the exact labels (default); "
                         "with --teacher, the teacher's placements, or those improved by local search "
                         "(teacher_ls, dag)")
+    p.add_argument("--partials", choices=PARTIALS, default="random",
+                   help="a network that decides in passes (--decode-steps > 1) is trained given its "
+                        "targets' sites on a share of each state's decisions: a random share (default) or "
+                        "the share it is most confident of, as its passes fix them (confident: one more "
+                        "forward pass a step)")
     p.add_argument("--holdout", type=int, default=None, metavar="N",
                    help="held-out states at the end of --data (default min(5%%, 50000))")
     p.add_argument("--val-data", default=None, metavar="DIR", help="held-out dataset instead of --holdout")
@@ -356,7 +361,7 @@ def _train_config(args, **extra):
                   warmup_frac=args.warmup_frac, weight_decay=args.weight_decay, clip_norm=args.clip_norm,
                   seed=getattr(args, "seed", 0), latency_weight=args.latency_weight,
                   regret_weight=args.regret_weight, eval_every=args.eval_every, targets=args.targets,
-                  objective_states=args.objective_states)
+                  objective_states=args.objective_states, partials=args.partials)
     return TrainConfig(**{**fields, **extra}).validate()
 
 

@@ -172,13 +172,16 @@ ARCHS = ("mlp", "graph", "gnn", "slots")
 # "labels", the dataset's exact labels; for a distilled run also "teacher", the teacher's own
 # placements, or "teacher_ls", those improved by the scenario's local search (`train.targets`).
 TARGETS = ("labels", "teacher", "teacher_ls")
+# How training picks the decisions a conditional network (decode_steps > 1) is given (`train.py`).
+PARTIALS = ("random", "confident")
 
 
 # Settings added after runs were first recorded, at the default that changes nothing: left out of
 # to_dict there, so the record (and identity) of a run made before they existed stays what it was and
 # the run still resumes, counts as finished and loads (from_dict gives them their defaults).
 _LATER_MODEL_SETTINGS = {"decode_steps": 1, "earlier_mean": False}
-_LATER_TRAIN_SETTINGS = {"regret_weight": 0.0, "targets": "labels", "objective_states": 0}
+_LATER_TRAIN_SETTINGS = {"regret_weight": 0.0, "targets": "labels", "objective_states": 0,
+                         "partials": "random"}
 
 
 def _without_later_defaults(d: dict[str, Any], later: Mapping[str, Any]) -> dict[str, Any]:
@@ -373,6 +376,11 @@ class TrainConfig:
     # The sampled objective term (dag) scores this many states of each batch (0: all of them): an
     # unbiased estimate of the same term at a fraction of its cost, which is most of a small network's step.
     objective_states: int = 0
+    # A conditional network's (decode_steps > 1) given decisions on each training state: a share of its
+    # real decisions (uniform in [0, 1) per state) with their targets' sites, the share drawn at random
+    # ("random") or the share the network, given nothing, is most confident of ("confident": the
+    # subsets its decoding passes fix first; one forward pass more a step).
+    partials: str = "random"
 
     def validate(self) -> TrainConfig:
         for name in ("steps", "batch_size"):
@@ -395,6 +403,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not _is_finite_number(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+        if self.partials not in PARTIALS:
+            raise ConfigError(f"partials must be one of {list(PARTIALS)}, got {self.partials!r}")
         if self.targets not in TARGETS:
             raise ConfigError(f"targets must be one of {list(TARGETS)}, got {self.targets!r}")
         if self.objective_states > self.batch_size:

@@ -7,8 +7,9 @@ network reads the decisions already taken: `decide` runs it `steps` times, each 
 confident of the open decisions given those fixed before (MaskGIT-style decoding; Chang et al. 2022),
 so later decisions see earlier ones. Padding decisions (`real` False) are fixed on site 0 from the
 start, as the labels have them, and never given to the network (their input stays zeros). Training
-(`train.py`) gives the network the label's sites on a random subset of the real decisions and scores
-it on the others.
+(`train.py`) gives the network the label's sites on a subset of the real decisions and scores it on
+the others: a random subset, or (`TrainConfig.partials` "confident") the ones the network is most
+confident of, the subsets `decide` gives it.
 """
 
 from __future__ import annotations
@@ -50,16 +51,24 @@ def per_step(decisions: int, steps: int) -> int:
     return -(-decisions // steps)
 
 
-def most_confident(confidence: jax.Array, take: int) -> jax.Array:
-    """(n, d) -> (n, d) bool: the `take` largest of each row, equal values by lower index (the set
-    `jax.lax.top_k` returns), by rank: decision i is chosen when fewer than `take` decisions j beat it
-    (c_j > c_i, or c_j == c_i and j < i). One fused compare-and-count where top_k is a sort call and
-    its indices one more loop (at batch 1 each kernel call is the time)."""
+def most_confident(confidence: jax.Array, take: int | jax.Array) -> jax.Array:
+    """(n, d) -> (n, d) bool: the `take` largest of each row (`take` an int, or (n, 1) ints: one per
+    row), equal values by lower index (the set `jax.lax.top_k` returns), by rank: decision i is chosen
+    when fewer than `take` decisions j beat it (c_j > c_i, or c_j == c_i and j < i). One fused
+    compare-and-count where top_k is a sort call and its indices one more loop (at batch 1 each kernel
+    call is the time)."""
     d = confidence.shape[-1]
     ci, cj = confidence[..., :, None], confidence[..., None, :]
     lower = jnp.arange(d)[None, :] < jnp.arange(d)[:, None]  # [i, j]: j < i
     beats = (cj > ci) | ((cj == ci) & lower)
     return jnp.sum(beats, axis=-1, dtype=jnp.int32) < take
+
+
+def confidence(logits: jax.Array) -> jax.Array:
+    """(..., 3) logits -> (...) the softmax's largest probability, 1 / sum(exp(logits - max)) (the max's
+    own term is exp(0) = 1): how sure the network is of its argmax, which `decide` fixes first."""
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    return 1.0 / jnp.sum(jnp.exp(logits - top), axis=-1)
 
 
 def decide(logits_of: Callable[[jax.Array], jax.Array], real: jax.Array, steps: int) -> jax.Array:
@@ -85,10 +94,7 @@ def decide(logits_of: Callable[[jax.Array], jax.Array], real: jax.Array, steps: 
         pick = argmax_sites(logits)
         if step == steps - 1:
             return jnp.where(known, sites, pick).reshape(shape)
-        # max softmax = 1 / sum(exp(logits - max)): the max's own term is exp(0) = 1
-        top = jnp.max(logits, axis=-1, keepdims=True)
-        confidence = jnp.where(known, -1.0, 1.0 / jnp.sum(jnp.exp(logits - top), axis=-1))
-        fix = most_confident(confidence, take) & ~known
+        fix = most_confident(jnp.where(known, -1.0, confidence(logits)), take) & ~known
         sites = jnp.where(fix, pick, sites)
         known = known | fix
     raise AssertionError("unreachable")  # the last pass returns

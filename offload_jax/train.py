@@ -19,7 +19,7 @@ from flax import nnx
 
 from offload_jax import scenarios
 from offload_jax.config import ConfigError, ModelConfig, TrainConfig
-from offload_jax.decoding import decide, partial_placement, real_or_all
+from offload_jax.decoding import confidence, decide, most_confident, partial_placement, real_or_all
 from offload_jax.features import FeatureStats, num_inputs
 from offload_jax.losses import LossWeights, sampled_objective_loss, total_loss
 from offload_jax.models import call, decode_steps, decoder, graphdef_of, init_params, input_count, params_of
@@ -77,6 +77,27 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         optax.clip_by_global_norm(cfg.clip_norm),
         optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=_kernel_mask),
     )
+
+
+def given_decisions(key: jax.Array, real: jax.Array, partials: str,
+                    first_logits: jax.Array | None = None) -> jax.Array:
+    """(n, *D) bool: the decisions a conditional network is given on each training state (their
+    targets' sites; its loss counts the others). Each state its own share of its real decisions,
+    uniform in [0, 1), as decoding passes go from none given to most: drawn at random (`partials`
+    "random"), or ("confident") the floor(share * real decisions) that the network's logits with nothing
+    given, `first_logits` (n, *D, 3), are most confident of (`decoding.confidence`; equal ones by lower
+    index): the subsets `decoding.decide`'s passes fix first."""
+    share_key, pick_key = jax.random.split(key)
+    share = jax.random.uniform(share_key, (real.shape[0],) + (1,) * (real.ndim - 1))
+    if partials == "random":
+        return (jax.random.uniform(pick_key, real.shape) < share) & real
+    if partials != "confident" or first_logits is None:
+        raise ValueError(f"partials must be 'random', or 'confident' with first_logits; got {partials!r}")
+    n = real.shape[0]
+    flat_real = real.reshape(n, -1)
+    take = jnp.floor(share.reshape(n, 1) * jnp.sum(flat_real, axis=-1, keepdims=True)).astype(jnp.int32)
+    sure = jnp.where(flat_real, confidence(first_logits).reshape(n, -1), -1.0)
+    return (most_confident(sure, take) & flat_real).reshape(real.shape)
 
 
 def masked_argmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -163,16 +184,18 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
     def apply(params, x, partial=None):  # x holds every feature; the model reads the first n_in
         return call(nnx.merge(graphdef, params), x[..., :n_in], partial)
 
-    def given_labels(key, labels, mask):
-        """A conditional network's training input: the label's sites on a random subset of the real
-        decisions (each state its own share, uniform in [0, 1), as decoding passes go from none to
-        most); its loss counts the others. (None, mask) for a network that reads no placement."""
+    def given_labels(key, labels, mask, params, x):
+        """A conditional network's training input and its loss's mask (`given_decisions`; the
+        "confident" share by the network's current `params`, given nothing). (None, None, mask) for a
+        network that reads no placement."""
         if steps_to_decide == 1:
             return None, None, mask
         real = real_or_all(mask, labels.shape)
-        share_key, pick_key = jax.random.split(key)
-        share = jax.random.uniform(share_key, (labels.shape[0],) + (1,) * (labels.ndim - 1))
-        known = (jax.random.uniform(pick_key, labels.shape) < share) & real
+        first = None
+        if cfg.partials == "confident":
+            nothing = jnp.zeros((*labels.shape, NUM_SITES), jnp.float32)
+            first = jax.lax.stop_gradient(apply(params, x, nothing))
+        known = given_decisions(key, real, cfg.partials, first)
         return partial_placement(labels, known), known, real & ~known
 
     def split_key(rng):
@@ -206,7 +229,8 @@ def _make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, nu
         scored = idx[:objective_states]  # the states the objective term scores (a batch's first ones)
         batch_state = jax.tree.map(lambda v: v[scored], data.state) if use_latency else None
         sample_key = jax.random.fold_in(jax.random.fold_in(rng, 2), k)
-        partial, known, mask = given_labels(jax.random.fold_in(jax.random.fold_in(rng, 3), k), labels, mask)
+        partial, known, mask = given_labels(jax.random.fold_in(jax.random.fold_in(rng, 3), k), labels, mask,
+                                            state.params, x)
         teacher = consts.teacher_logits[idx] if use_teacher else None
 
         def loss_fn(params):

@@ -122,3 +122,21 @@ def test_most_confident_is_top_k_with_ties_to_the_lower_index():
         np.testing.assert_array_equal(got, want)
         for row, chosen in zip(rows[:50], got[:50], strict=True):  # stable sort by -value: lower index first
             assert set(np.flatnonzero(chosen)) == set(sorted(range(10), key=lambda j: (-row[j], j))[:take])
+
+
+def test_most_confident_takes_a_count_per_row():
+    """take (n, 1): each row its own count, the same set as that row alone with an int take."""
+    rng = np.random.default_rng(1)
+    rows = rng.choice([-1.0, 0.4, 0.6, 0.9], size=(200, 7)).astype(np.float32)
+    take = rng.integers(0, 8, (200, 1)).astype(np.int32)
+    got = np.asarray(decoding.most_confident(jnp.asarray(rows), jnp.asarray(take)))
+    for row, k, chosen in zip(rows, take[:, 0], got, strict=True):
+        want = np.asarray(decoding.most_confident(jnp.asarray(row[None]), int(k)))[0]
+        np.testing.assert_array_equal(chosen, want)
+        assert chosen.sum() == k
+
+
+def test_confidence_is_the_largest_softmax_probability():
+    logits = jax.random.normal(jax.random.key(0), (50, 4, 3)) * 3
+    np.testing.assert_allclose(decoding.confidence(logits), jnp.max(jax.nn.softmax(logits, -1), -1),
+                               rtol=1e-6)

@@ -501,6 +501,49 @@ def test_a_network_that_decodes_in_steps_trains_and_decides_as_evaluated(tmp_pat
     assert hit.mean() > 0.9
 
 
+def test_given_decisions_random_or_the_most_confident_share():
+    """partials "random": a subset of the real decisions; "confident": per state, the real decisions
+    given are a top set of the first pass's confidence (none left out is more confident, ties to the
+    lower index) and their count is floor(share * real decisions) for a share uniform in [0, 1): every
+    count from 0 to the real decisions - 1 occurs. The slow reference sorts each row."""
+    n, d = 400, 6
+    key = jax.random.key(7)
+    real = jnp.arange(d)[None, None, :] < jax.random.randint(jax.random.key(1), (n, 1, 1), 1, d + 1)
+    logits = jnp.round(jax.random.normal(jax.random.key(2), (n, 1, d, 3)), 1)  # rounded: ties occur
+    random = np.asarray(train.given_decisions(key, real, "random"))
+    assert not (random & ~np.asarray(real)).any() and 0.3 < random.sum() / np.asarray(real).sum() < 0.7
+    known = np.asarray(train.given_decisions(key, real, "confident", logits))
+    sure = np.max(np.asarray(jax.nn.softmax(logits, -1)), -1)
+    counts = set()
+    for row_real, row_known, row_sure in zip(np.asarray(real)[:, 0], known[:, 0], sure[:, 0], strict=True):
+        m = int(row_known.sum())
+        order = sorted(np.flatnonzero(row_real), key=lambda j: (-row_sure[j], j))
+        assert set(np.flatnonzero(row_known)) == set(order[:m])
+        assert m < row_real.sum()
+        counts.add((int(row_real.sum()), m))
+    assert {(r, m) for r in range(1, d + 1) for m in range(r)} <= counts
+    with pytest.raises(ValueError, match="partials must be 'random', or 'confident' with first_logits"):
+        train.given_decisions(key, real, "confident")
+
+
+def test_confident_partials_train_and_key_the_run_only_when_set(tmp_path):
+    """A conditional network trained with partials "confident" differs from the random one, records
+    the setting in its identity (the default is left out, as runs made before it existed); a bad value
+    is refused naming the field and the choices."""
+    model_cfg = dataclasses.replace(SMALL, decode_steps=2)
+    cfg = dataclasses.replace(RUN_CFG, steps=20, eval_every=0, partials="confident")
+    meta = fit.fit(tmp_path / "c", _data(), model_cfg, cfg, kind="student", progress=False)
+    assert meta["finished"] and np.isfinite(meta["metrics"]["objective_ratio_mean"])
+    assert meta["identity"]["train"]["partials"] == "confident"
+    fit.fit(tmp_path / "r", _data(), model_cfg, dataclasses.replace(cfg, partials="random"), kind="student",
+            progress=False)
+    assert "partials" not in json.loads((tmp_path / "r" / "run.json").read_text())["identity"]["train"]
+    a, b = (jax.tree.leaves(runs.load_run(tmp_path / name).model) for name in ("c", "r"))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    with pytest.raises(config.ConfigError, match=r"partials must be one of \['random', 'confident'\]"):
+        dataclasses.replace(cfg, partials="best").validate()
+
+
 def test_decode_steps_is_checked_and_left_out_of_records_at_its_default():
     with pytest.raises(config.ConfigError, match="decode_steps must be an integer >= 1"):
         dataclasses.replace(SMALL, decode_steps=0).validate()
