@@ -65,6 +65,7 @@ def fit(run_dir: str | os.PathLike, data: Prepared, model_cfg: ModelConfig, cfg:
     if teacher is not None:
         runs.check_compatible(data.system, teacher.meta.get("features", feature_spec(teacher.system)),
                          f"teacher run {teacher_dir!r}")
+    train.check_partials(cfg, model_cfg)
     if init is not None:
         _check_init(init, init_dir, model_cfg, data)
     identity = runs.run_identity(kind, model_cfg, cfg, teacher=teacher, data=data.info.get("source"),

@@ -79,6 +79,13 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     )
 
 
+def check_partials(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
+    """`cfg.partials` other than "random" needs a network that decides in passes."""
+    if cfg.partials != "random" and model_cfg.decode_steps == 1:
+        raise ConfigError(f"partials {cfg.partials!r} picks what a network deciding in passes is given: "
+                          f"it needs decode_steps > 1, got decode_steps 1 (use partials 'random')")
+
+
 def given_decisions(key: jax.Array, real: jax.Array, partials: str,
                     first_logits: jax.Array | None = None) -> jax.Array:
     """(n, *D) bool: the decisions a conditional network is given on each training state (their
@@ -159,6 +166,7 @@ def make_train(cfg: TrainConfig, model_cfg: ModelConfig, scenario: Scenario, num
     student's training time on the dag quickstart and did not help it (1.188 vs 1.193).
     """
     cfg.validate()
+    check_partials(cfg, model_cfg)
     # Settings that are inputs of the program do not key the cache: such runs share compilations.
     program_cfg = dataclasses.replace(cfg, seed=0, alpha=1.0, temperature=1.0, latency_weight=0.0,
                                       regret_weight=0.0, eval_every=0)

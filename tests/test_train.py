@@ -542,6 +542,10 @@ def test_confident_partials_train_and_key_the_run_only_when_set(tmp_path):
     assert not all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     with pytest.raises(config.ConfigError, match=r"partials must be one of \['random', 'confident'\]"):
         dataclasses.replace(cfg, partials="best").validate()
+    with pytest.raises(config.ConfigError, match="partials 'confident' .* needs decode_steps > 1, got "
+                                                 "decode_steps 1"):
+        fit.fit(tmp_path / "one", _data(), SMALL, cfg, kind="student", progress=False)
+    assert not (tmp_path / "one").exists()  # refused before anything is written
 
 
 def test_decode_steps_is_checked_and_left_out_of_records_at_its_default():
